@@ -1,0 +1,234 @@
+"""One option table, and the layered merge: defaults < config file < ``--set`` on the command line.
+
+Every option beckmann understands is declared once, in :data:`OPTIONS`, with its type, default
+and help. The README's config reference is generated from this table (``beckmann config
+--markdown``), the CLI's ``--set`` values are checked against it, and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "OPTIONS",
+    "ConfigError",
+    "Option",
+    "default_config",
+    "load_config",
+    "markdown_reference",
+    "merge",
+    "parse_set",
+    "resolve",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is not valid."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration option.
+
+    Attributes:
+        type: One of ``int``, ``float``, ``str``, ``bool``, ``list``, ``table``.
+        default: The value used when neither the file nor the command line sets one.
+        help: One line for the reference.
+        choices: Allowed values for a ``str`` option, or ``None``.
+    """
+
+    type: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+_DENSITY_KINDS = ("uniform", "expression", "gaussian_mixture", "image", "samples", "function")
+
+
+def _density_options(role: str) -> dict[str, Option]:
+    return {
+        "kind": Option("str", "uniform", f"how the {role} density is given", _DENSITY_KINDS),
+        "expr": Option("str", "", "expression in x, y, z and named params (kind=expression)"),
+        "params": Option("table", {}, "named numeric parameters used in expr"),
+        "weights": Option("list", [], "mixture weights (kind=gaussian_mixture)"),
+        "means": Option("list", [], "mixture means, one list of d numbers per component"),
+        "covariances": Option(
+            "list", [], "mixture covariances: d x d matrices, or one number per component"
+        ),
+        "floor": Option("float", 0.0, "constant added to the density before normalising"),
+        "path": Option("str", "", "file: image (.png/.npy), samples (.npy), function (run dir)"),
+        "field": Option("str", role, "field read from a run folder (kind=function)"),
+        "bandwidth": Option("float", 0.0, "KDE bandwidth (kind=samples); 0 = Scott's rule"),
+        "min_density": Option(
+            "float", 1e-6, "the raw density must be >= this everywhere, else an error"
+        ),
+    }
+
+
+OPTIONS: dict[str, dict[str, Option]] = {
+    "mesh": {
+        "kind": Option(
+            "str",
+            "unit_square",
+            "built-in mesh or a file",
+            ("unit_square", "unit_cube", "disk", "lshape", "file"),
+        ),
+        "n": Option("int", 32, "cells per side for unit_square / unit_cube"),
+        "h": Option("float", 0.05, "element size for the gmsh meshes (disk, lshape)"),
+        "path": Option("str", "", "mesh file (.msh or .xdmf) when kind = file"),
+    },
+    "source": _density_options("source"),
+    "target": _density_options("target"),
+    "solver": {
+        "degree": Option("int", 2, "Lagrange degree of the potential (1, 2 or 3)"),
+        "method": Option(
+            "str", "gamg", "gamg: CG + algebraic multigrid; mumps: direct", ("gamg", "mumps")
+        ),
+        "rtol": Option("float", 1e-10, "relative residual tolerance of the Krylov solve"),
+        "petsc_options": Option("table", {}, "extra PETSc options, passed through as given"),
+    },
+    "output": {
+        "dir": Option("str", "beckmann-run", "run folder"),
+        "times": Option("list", [0.0, 0.5, 1.0], "times t at which the velocity is written"),
+        "vtx": Option("bool", False, "also write native-degree VTX (.bp) files"),
+        "checkpoint": Option("bool", True, "write a checkpoint that reloads on any rank count"),
+    },
+}
+
+
+def default_config() -> dict[str, dict[str, Any]]:
+    """Return a fresh nested dict with every option at its default."""
+    return {s: {k: copy.deepcopy(o.default) for k, o in opts.items()} for s, opts in OPTIONS.items()}
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    opt = OPTIONS[section][key]
+    name = f"{section}.{key}"
+    ok: bool
+    if opt.type == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif opt.type == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif opt.type == "str":
+        ok = isinstance(value, str)
+    elif opt.type == "bool":
+        ok = isinstance(value, bool)
+    elif opt.type == "list":
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ConfigError(f"{name} must be of type {opt.type}, got {value!r}")
+    if opt.choices is not None and value not in opt.choices:
+        raise ConfigError(f"{name} = {value!r} is not one of {', '.join(opt.choices)}")
+    return value
+
+
+def merge(
+    base: dict[str, dict[str, Any]], layer: dict[str, Any], *, extra_sections: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """Merge one layer (a parsed TOML document) over ``base``; unknown keys are errors.
+
+    Sections named in ``extra_sections`` (e.g. ``sweep``, owned by another module) are copied
+    through unchecked for their owner to validate.
+    """
+    out = copy.deepcopy(base)
+    for section, values in layer.items():
+        if section in extra_sections:
+            out[section] = copy.deepcopy(values)
+            continue
+        if section not in OPTIONS:
+            raise ConfigError(
+                f"unknown config section [{section}]; known: {', '.join(OPTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table, got {values!r}")
+        for key, value in values.items():
+            if key not in OPTIONS[section]:
+                raise ConfigError(
+                    f"unknown config key {section}.{key}; known in [{section}]: "
+                    f"{', '.join(OPTIONS[section])}"
+                )
+            out[section][key] = _coerce(section, key, value)
+    return out
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """Turn ``["solver.degree=3", 'target.expr="1+x"']`` into a nested layer.
+
+    The value is read as a TOML value when it parses as one (numbers, booleans, lists, quoted
+    strings, inline tables), else taken as a plain string.
+    """
+    layer: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        opt = OPTIONS.get(parts[0], {}).get(parts[-1]) if len(parts) == 2 else None
+        if opt is not None and opt.type == "str" and not isinstance(value, str):
+            value = raw.strip()  # e.g. target.expr=3 is the expression "3"
+        node = layer
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with an earlier --set")
+        node[parts[-1]] = value
+    return layer
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a raw (unvalidated) layer, with a clear error when it is bad."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {err.strerror}") from err
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {err}") from err
+
+
+def resolve(
+    path: str | Path | None = None,
+    sets: list[str] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+    extra_sections: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Defaults < ``base`` (e.g. the built-in example) < config file < ``--set`` values."""
+    cfg = default_config()
+    if base is not None:
+        cfg = merge(cfg, base, extra_sections=extra_sections)
+    if path is not None:
+        cfg = merge(cfg, load_config(path), extra_sections=extra_sections)
+    if sets:
+        cfg = merge(cfg, parse_set(sets), extra_sections=extra_sections)
+    return cfg
+
+
+def markdown_reference() -> str:
+    """The config reference as Markdown tables (the README embeds this output)."""
+    lines: list[str] = []
+    for section, opts in OPTIONS.items():
+        lines += [f"**[{section}]**", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, o in opts.items():
+            meaning = o.help + (f" ({' / '.join(o.choices)})" if o.choices else "")
+            lines.append(f"| `{key}` | {o.type} | `{o.default!r}` | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+

@@ -1,0 +1,491 @@
+r"""Built-in and file meshes, distributed over an MPI communicator.
+
+Every mesh :func:`create_mesh` returns is a linear (degree-1) simplex mesh: triangles with
+geometric dimension 2 for planar domains, tetrahedra with geometric dimension 3 for solids. It is
+distributed over the communicator with one layer of ghost cells across shared facets
+(``GhostMode.shared_facet``), the same for every kind, so interior-facet integrals work.
+
+Built-in domains:
+
+* ``unit_square``: :math:`[0,1]^2`, ``n`` x ``n`` squares each cut into two triangles along the
+  diagonal from bottom-left to top-right (DOLFINx ``DiagonalType.right``); ``2 n^2`` cells.
+* ``unit_cube``: :math:`[0,1]^3`, ``n`` x ``n`` x ``n`` cubes each cut into six tetrahedra;
+  ``6 n^3`` cells.
+* ``disk``: the disk of radius 1 centred at the origin, meshed by gmsh with element size ``h``.
+  The boundary is the inscribed polygon, so the area is below :math:`\pi` by
+  :math:`O(h^2)`.
+* ``lshape``: :math:`[-1,1]^2 \setminus [0,1]\times[-1,0]`, meshed by gmsh with element size
+  ``h``; the re-entrant corner (interior angle :math:`3\pi/2`) is the mesh vertex at the origin.
+
+Files (``kind = "file"``):
+
+* Gmsh ``.msh`` (any version gmsh reads). All triangles (2D) or all tetrahedra (3D) in the file
+  form the domain; physical groups are ignored, so files without them work. Second-order
+  elements are reduced to first order (their vertices are kept). A 2D mesh must lie in the plane
+  ``z = 0``; it gets geometric dimension 2.
+* DOLFINx ``.xdmf``: the grid named ``mesh`` if there is one, else the first grid of the domain.
+  Triangles stored with ``XYZ`` coordinates (all ``z = 0``) get geometric dimension 2.
+
+Gmsh runs on rank 0 only, and the mesh is then distributed. All errors are collective: the check
+runs on rank 0, the outcome is broadcast, and every rank raises the same ``ValueError`` (bad
+argument or unsupported file content) or ``RuntimeError`` (unreadable file, gmsh failure) before
+any collective DOLFINx call starts, so ``mpirun -n 4`` never hangs on a bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beckmann._dolfinx import MPI, basix, dmesh, dolfinx, ufl
+from beckmann.config import OPTIONS
+
+__all__ = ["KINDS", "create_mesh", "describe"]
+
+KINDS: tuple[str, ...] = ("unit_square", "unit_cube", "disk", "lshape", "file")
+"""The values ``section["kind"]`` may take."""
+
+_GHOST_MODE = dmesh.GhostMode.shared_facet
+_XDMF_CELLS = {"triangle": 2, "tetrahedron": 3}
+
+
+# --------------------------------------------------------------------------------------------
+# Collective error handling
+
+
+def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 and broadcast its result, or raise its error on every rank.
+
+    Collective. A ``ValueError`` stays a ``ValueError``; any other exception becomes a
+    ``RuntimeError``. Every rank raises a new exception with the same one-line message; on rank 0
+    it is chained to the original one.
+    """
+    result: Any = None
+    error: tuple[type[Exception], str] | None = None
+    original: Exception | None = None
+    if comm.rank == 0:
+        try:
+            result = fn()
+        except Exception as err:  # any failure must reach every rank, or the others hang
+            original = err
+            kind = ValueError if isinstance(err, ValueError) else RuntimeError
+            message = " ".join((str(err) or type(err).__name__).split())
+            error = (kind, message)
+    result, error = comm.bcast((result, error), root=0)
+    if error is not None:
+        raise error[0](error[1]) from original
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def _check_section(section: dict[str, Any]) -> dict[str, Any]:
+    """Return the section with defaults filled in; raise ``ValueError`` on a bad entry."""
+    if not isinstance(section, dict):
+        raise ValueError(f"mesh section must be a dict, got {section!r}")
+    unknown = sorted(set(section) - set(OPTIONS["mesh"]))
+    if unknown:
+        raise ValueError(
+            f"unknown mesh option(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(OPTIONS['mesh'])}"
+        )
+    cfg = {key: section.get(key, opt.default) for key, opt in OPTIONS["mesh"].items()}
+    kind = cfg["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"unknown mesh kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind in ("unit_square", "unit_cube"):
+        n = cfg["n"]
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"mesh.n must be an integer >= 1, got {n!r}")
+        cfg["n"] = int(n)
+    elif kind in ("disk", "lshape"):
+        h = cfg["h"]
+        if (
+            not isinstance(h, numbers.Real)
+            or isinstance(h, bool)
+            or not math.isfinite(h)
+            or not h > 0
+        ):
+            raise ValueError(f"mesh.h must be a finite number > 0, got {h!r}")
+        cfg["h"] = float(h)
+    else:
+        path = cfg["path"]
+        if not isinstance(path, str | os.PathLike) or str(path) == "":
+            raise ValueError(f"mesh.path must name a .msh or .xdmf file, got {path!r}")
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".msh", ".xdmf"):
+            raise ValueError(
+                f"unsupported mesh file extension {suffix!r} in '{path}'; use .msh or .xdmf"
+            )
+        if not Path(path).is_file():
+            raise ValueError(f"mesh file '{path}' does not exist")
+        cfg["path"] = str(path)
+    return cfg
+
+
+def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
+    """Create the mesh described by a ``[mesh]`` config section.
+
+    Collective on ``comm``.
+
+    Args:
+        section: Keys ``kind`` (one of :data:`KINDS`), ``n`` (cells per side, for
+            ``unit_square``/``unit_cube``), ``h`` (gmsh element size, for ``disk``/``lshape``)
+            and ``path`` (a ``.msh`` or ``.xdmf`` file, for ``file``). Missing keys take the
+            defaults of :data:`beckmann.config.OPTIONS`; keys for other kinds are ignored.
+        comm: The communicator the mesh is distributed over.
+
+    Returns:
+        A linear simplex mesh with ghost cells across shared facets; geometric dimension 2 for
+        planar domains and 3 for solids. See the module docstring for the domains.
+
+    Raises:
+        ValueError: On every rank, for a bad option (unknown kind or key, ``n < 1``,
+            ``h <= 0``), a missing file, an unsupported extension, or a file without
+            triangles/tetrahedra, with non-simplex cells, or with a 2D mesh off ``z = 0``.
+        RuntimeError: On every rank, when gmsh or the XDMF reader cannot read the file, or
+            gmsh fails to mesh.
+    """
+    cfg = _on_root(comm, lambda: _check_section(section))
+    kind = cfg["kind"]
+    if kind == "unit_square":
+        return dmesh.create_unit_square(
+            comm,
+            cfg["n"],
+            cfg["n"],
+            dmesh.CellType.triangle,
+            ghost_mode=_GHOST_MODE,
+            diagonal=dmesh.DiagonalType.right,
+        )
+    if kind == "unit_cube":
+        n = cfg["n"]
+        return dmesh.create_unit_cube(
+            comm, n, n, n, dmesh.CellType.tetrahedron, ghost_mode=_GHOST_MODE
+        )
+    if kind == "disk":
+        return _gmsh_mesh(comm, lambda: _build_disk(cfg["h"]))
+    if kind == "lshape":
+        return _gmsh_mesh(comm, lambda: _build_lshape(cfg["h"]))
+    if cfg["path"].lower().endswith(".msh"):
+        return _gmsh_mesh(comm, lambda: _load_msh(cfg["path"]))
+    return _read_xdmf(cfg["path"], comm)
+
+
+# --------------------------------------------------------------------------------------------
+# gmsh: built-in domains and .msh files (rank 0 only)
+
+
+def _gmsh_mesh(comm: MPI.Comm, build: Callable[[], int]) -> dolfinx.mesh.Mesh:
+    """Run ``build`` on rank 0 in a fresh gmsh model, then distribute the mesh. Collective.
+
+    ``build`` fills the current gmsh model with a linear simplex mesh whose top-dimensional
+    elements form exactly one physical group and whose nodes are numbered 1..N, and returns
+    the geometric dimension. If gmsh was already initialised by the caller, a separate model is
+    used and removed afterwards instead of finalising gmsh.
+    """
+    state: dict[str, Any] = {"ours": False, "previous": None}
+
+    def start_and_build() -> int:
+        import gmsh
+
+        if gmsh.isInitialized():
+            state["previous"] = (
+                gmsh.model.getCurrent(),
+                gmsh.option.getNumber("General.Terminal"),
+            )
+            gmsh.model.add("beckmann")
+        else:
+            gmsh.initialize(readConfigFiles=False, interruptible=False)
+            state["ours"] = True
+        gmsh.option.setNumber("General.Terminal", 0)
+        return build()
+
+    try:
+        gdim = _on_root(comm, start_and_build)
+        model = None
+        if comm.rank == 0:
+            import gmsh
+
+            model = gmsh.model
+        partitioner = dmesh.create_cell_partitioner(_GHOST_MODE, 2)
+        return dolfinx.io.gmsh.model_to_mesh(
+            model, comm, 0, gdim=gdim, partitioner=partitioner
+        ).mesh
+    finally:
+        if comm.rank == 0:
+            import gmsh
+
+            previous = state["previous"]
+            if state["ours"] and gmsh.isInitialized():
+                gmsh.finalize()
+            elif previous is not None:
+                gmsh.model.remove()
+                if previous[0]:
+                    gmsh.model.setCurrent(previous[0])
+                gmsh.option.setNumber("General.Terminal", previous[1])
+
+
+def _set_size(h: float) -> None:
+    """Make gmsh use the element size ``h`` everywhere (no size from points or curvature)."""
+    import gmsh
+
+    gmsh.option.setNumber("General.NumThreads", 1)  # reproducible meshes
+    gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeExtendFromBoundary", 0)
+    gmsh.option.setNumber("Mesh.MeshSizeMin", h)
+    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
+    gmsh.option.setNumber("Mesh.ElementOrder", 1)
+
+
+def _mesh_surface(surface: int, h: float) -> int:
+    """Mesh the synchronised model in 2D and tag ``surface`` as the domain; return gdim 2."""
+    import gmsh
+
+    _set_size(h)
+    try:
+        gmsh.model.mesh.generate(2)
+    except Exception as err:
+        raise RuntimeError(f"gmsh failed to mesh with h = {h!r}: {err}") from err
+    gmsh.model.addPhysicalGroup(2, [surface], tag=1, name="domain")
+    return 2
+
+
+def _build_disk(h: float) -> int:
+    """Unit disk centred at the origin, in the current gmsh model."""
+    import gmsh
+
+    surface = gmsh.model.occ.addDisk(0.0, 0.0, 0.0, 1.0, 1.0)
+    gmsh.model.occ.synchronize()
+    return _mesh_surface(surface, h)
+
+
+def _build_lshape(h: float) -> int:
+    """[-1,1]^2 minus [0,1]x[-1,0], in the current gmsh model (built-in kernel)."""
+    import gmsh
+
+    geo = gmsh.model.geo
+    corners = [(-1.0, -1.0), (0.0, -1.0), (0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (-1.0, 1.0)]
+    points = [geo.addPoint(x, y, 0.0) for x, y in corners]
+    lines = [geo.addLine(points[i], points[(i + 1) % len(points)]) for i in range(len(points))]
+    surface = geo.addPlaneSurface([geo.addCurveLoop(lines)])
+    geo.synchronize()
+    return _mesh_surface(surface, h)
+
+
+def _load_msh(path: str) -> int:
+    """Read a ``.msh`` file into the current gmsh model and prepare it for ``model_to_mesh``."""
+    import gmsh
+
+    # gmsh guesses the format from the content: a ".msh" that does not start with $MeshFormat
+    # would be parsed (and run) as a .geo script, so refuse it before gmsh sees it.
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError as err:
+        raise RuntimeError(f"cannot read mesh file '{path}': {err}") from err
+    if not head.startswith(b"$MeshFormat"):
+        raise RuntimeError(f"mesh file '{path}' is not a Gmsh .msh file (no $MeshFormat header)")
+    try:
+        gmsh.merge(path)
+    except Exception as err:
+        raise RuntimeError(f"gmsh could not read mesh file '{path}': {err}") from err
+
+    mesh_api = gmsh.model.mesh
+    tdim = next((d for d in (3, 2) if len(mesh_api.getElementTypes(dim=d)) > 0), None)
+    if tdim is None:
+        raise ValueError(f"mesh file '{path}' has no 2D or 3D cells (triangles or tetrahedra)")
+    family = "Tetrahedron" if tdim == 3 else "Triangle"
+    high_order = False
+    for element_type in mesh_api.getElementTypes(dim=tdim):
+        name, _, order, *_ = mesh_api.getElementProperties(element_type)
+        if not name.startswith(family):
+            raise ValueError(
+                f"mesh file '{path}' has {name} cells; only triangles (2D) or tetrahedra (3D) "
+                "are supported"
+            )
+        high_order = high_order or order > 1
+    if high_order:
+        mesh_api.setOrder(1)
+
+    # model_to_mesh needs every top-dimensional element in exactly one physical group, and node
+    # tags 1..N without gaps; a file may have neither.
+    gmsh.model.removePhysicalGroups()
+    entities = [tag for _, tag in gmsh.model.getEntities(tdim)]
+    gmsh.model.addPhysicalGroup(tdim, entities, tag=1, name="domain")
+    mesh_api.renumberNodes()
+
+    if tdim == 2:
+        _, x, _ = mesh_api.getNodes()
+        x = np.asarray(x).reshape(-1, 3)
+        scale = max(1.0, float(np.abs(x).max(initial=0.0)))
+        z = float(np.abs(x[:, 2]).max(initial=0.0))
+        if z > 1e-12 * scale:
+            raise ValueError(
+                f"mesh file '{path}' is a surface mesh in 3D (|z| up to {z:g}); a 2D mesh must "
+                "lie in the plane z = 0"
+            )
+    return tdim
+
+
+# --------------------------------------------------------------------------------------------
+# XDMF
+
+
+def _xdmf_data_ok(item: ET.Element | None, h5path: Path, what: str) -> None:
+    """Check that one XDMF DataItem can be read: inline numbers, or an HDF5 dataset.
+
+    DOLFINx reads every HDF5 dataset from the companion file ``<stem>.h5`` of the XDMF file,
+    whatever file name the DataItem gives, so that is where the dataset is looked up.
+    """
+    if item is None:
+        raise RuntimeError(f"no DataItem for the {what}")
+    dims = [int(d) for d in (item.get("Dimensions") or "").split()]
+    fmt = (item.get("Format") or "XML").upper()
+    text = (item.text or "").strip()
+    if fmt == "XML":
+        size = len(text.split())
+        if size != math.prod(dims):
+            raise RuntimeError(f"the {what} has {size} inline values, expected {math.prod(dims)}")
+        return
+    if fmt != "HDF":
+        raise RuntimeError(f"unsupported DataItem format {fmt!r} for the {what}")
+    import h5py
+
+    _, _, dataset = text.partition(":")
+    try:
+        with h5py.File(h5path, "r") as h5:
+            shape = h5[dataset].shape
+    except (OSError, KeyError) as err:
+        raise RuntimeError(f"cannot read the {what} from '{h5path}:{dataset}': {err}") from err
+    if math.prod(shape) != math.prod(dims):
+        raise RuntimeError(f"the {what} dataset has shape {shape}, expected {dims}")
+
+
+def _inspect_xdmf(path: str) -> tuple[str, int, int]:
+    """Pick the mesh grid of an XDMF file and check it; return (name, tdim, stored gdim)."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise RuntimeError(f"cannot parse XDMF file '{path}': {err}") from err
+    domain = root.find("Domain")
+    grids = [
+        g
+        for g in ([] if domain is None else domain.findall("Grid"))
+        if g.find("Topology") is not None and g.find("Geometry") is not None
+    ]
+    if not grids:
+        raise RuntimeError(f"XDMF file '{path}' has no mesh grid under /Xdmf/Domain")
+    names = [g.get("Name", "") for g in grids]
+    grid = grids[names.index("mesh")] if "mesh" in names else grids[0]
+    name = grid.get("Name", "")
+    topology, geometry = grid.find("Topology"), grid.find("Geometry")
+    assert topology is not None and geometry is not None
+    cell = (topology.get("TopologyType") or topology.get("Type") or "").lower()
+    if cell not in _XDMF_CELLS:
+        raise ValueError(
+            f"XDMF mesh {name!r} in '{path}' has cells of type {cell!r}; only linear "
+            "Triangle (2D) or Tetrahedron (3D) meshes are supported"
+        )
+    geometry_type = (geometry.get("GeometryType") or geometry.get("Type") or "XYZ").upper()
+    if geometry_type not in ("XY", "XYZ"):
+        raise ValueError(f"XDMF mesh {name!r} in '{path}' has geometry type {geometry_type!r}")
+    # DOLFINx opens <stem>.h5 next to the XDMF file even when all data are inline.
+    h5path = Path(path).with_suffix(".h5")
+    try:
+        if not h5path.is_file():
+            raise RuntimeError(f"its HDF5 file '{h5path}' does not exist")
+        import h5py
+
+        if not h5py.is_hdf5(h5path):
+            raise RuntimeError(f"'{h5path}' is not an HDF5 file")
+        _xdmf_data_ok(topology.find("DataItem"), h5path, "topology")
+        _xdmf_data_ok(geometry.find("DataItem"), h5path, "geometry")
+    except (RuntimeError, ValueError) as err:
+        raise RuntimeError(f"corrupt XDMF file '{path}': {err}") from err
+    return name, _XDMF_CELLS[cell], len(geometry_type)
+
+
+def _read_xdmf(path: str, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
+    """Read the mesh grid of a DOLFINx XDMF file. Collective."""
+    name, tdim, _ = _on_root(comm, lambda: _inspect_xdmf(path))
+    try:
+        with dolfinx.io.XDMFFile(comm, path, "r") as xdmf:
+            msh = xdmf.read_mesh(ghost_mode=_GHOST_MODE, name=name)
+    except RuntimeError as err:  # unlikely after the checks above
+        raise RuntimeError(f"DOLFINx could not read mesh {name!r} from '{path}': {err}") from err
+    if tdim == 2 and msh.geometry.dim == 3:
+        x = msh.geometry.x
+        z = comm.allreduce(float(np.abs(x[:, 2]).max(initial=0.0)), op=MPI.MAX)
+        scale = comm.allreduce(float(np.abs(x).max(initial=0.0)), op=MPI.MAX)
+        if z > 1e-12 * max(1.0, scale):
+            raise ValueError(
+                f"XDMF mesh {name!r} in '{path}' is a surface mesh in 3D (|z| up to {z:g}); "
+                "a 2D mesh must lie in the plane z = 0"
+            )
+        msh = _drop_z(msh)
+    return msh
+
+
+def _drop_z(msh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
+    """Rebuild a triangle mesh stored with x, y, z (z = 0) with geometric dimension 2.
+
+    Collective. Each rank passes its owned nodes (whose global numbers are contiguous per rank,
+    as ``create_mesh`` expects) and its owned cells in global node numbers.
+    """
+    tdim = msh.topology.dim
+    imap = msh.geometry.index_map()
+    x = np.ascontiguousarray(msh.geometry.x[: imap.size_local, :2])
+    num_cells = msh.topology.index_map(tdim).size_local
+    dofmap = msh.geometry.dofmaps[0][:num_cells]
+    cells = imap.local_to_global(dofmap.reshape(-1)).reshape(dofmap.shape).astype(np.int64)
+    element = ufl.Mesh(basix.ufl.element("Lagrange", "triangle", 1, shape=(2,)))
+    partitioner = dmesh.create_cell_partitioner(_GHOST_MODE, 2)
+    return dmesh.create_mesh(msh.comm, cells, element, x, partitioner=partitioner)
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
+    """Global summary of a mesh. Collective.
+
+    Args:
+        msh: The mesh.
+
+    Returns:
+        ``cells`` and ``vertices`` (global counts), ``gdim``, ``hmax`` and ``hmin`` (largest
+        and smallest cell diameter, i.e. longest edge, over all cells) and ``bbox``
+        (``[[lower corner], [upper corner]]`` over all ranks); plain Python numbers.
+    """
+    comm = msh.comm
+    tdim = msh.topology.dim
+    gdim = msh.geometry.dim
+    num_local = msh.topology.index_map(tdim).size_local
+    h = msh.h(tdim, np.arange(num_local, dtype=np.int32))
+    hmax = comm.allreduce(float(h.max(initial=-np.inf)), op=MPI.MAX)
+    hmin = comm.allreduce(float(h.min(initial=np.inf)), op=MPI.MIN)
+    x = msh.geometry.x[:, :gdim]
+    lo_local = x.min(axis=0, initial=np.inf).astype(np.float64)
+    hi_local = x.max(axis=0, initial=-np.inf).astype(np.float64)
+    lo, hi = np.empty(gdim), np.empty(gdim)
+    comm.Allreduce(lo_local, lo, op=MPI.MIN)
+    comm.Allreduce(hi_local, hi, op=MPI.MAX)
+    return {
+        "cells": int(msh.topology.index_map(tdim).size_global),
+        "vertices": int(msh.topology.index_map(0).size_global),
+        "gdim": int(gdim),
+        "hmax": hmax,
+        "hmin": hmin,
+        "bbox": [lo.tolist(), hi.tolist()],
+    }

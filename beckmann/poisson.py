@@ -1,0 +1,228 @@
+r"""The pure-Neumann Poisson solve: assemble once, solve many right-hand sides.
+
+Find :math:`\varphi \in V_h \subset H^1(\Omega)` (Lagrange, degree 1-3) with
+:math:`\int_\Omega \varphi\,dx = 0` and
+
+.. math::  \int_\Omega \nabla\varphi\cdot\nabla w\,dx = \int_\Omega (p_1 - p_0)\,w\,dx
+           \qquad \forall w \in V_h,
+
+i.e. :math:`\Delta\varphi = p_0 - p_1`, :math:`\partial_n\varphi = 0` (MATH.md §1). The stiffness
+matrix is singular with the constants as its kernel; it is handed to PETSc with that null space
+(and as GAMG's near null space). The right-hand side is made orthogonal to the constants and the
+solution is shifted to mean zero afterwards, so every method returns the same φ.
+
+The operator depends only on the mesh and the degree, never on the densities: a
+:class:`NeumannPoisson` is built once and :meth:`NeumannPoisson.solve` is called for each right-hand
+side (linear path, Fisher-Rao time grid, parameter sweeps).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from beckmann._dolfinx import PETSc, dolfinx, fem, ufl
+
+__all__ = ["NeumannPoisson", "SolverError", "default_petsc_options"]
+
+_counter = itertools.count()
+
+
+class SolverError(RuntimeError):
+    """PETSc failed to solve (diverged, broken preconditioner, bad option)."""
+
+
+def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
+    """PETSc options for ``method`` (``"gamg"`` or ``"mumps"``) at relative tolerance ``rtol``.
+
+    GAMG: CG with smoothed-aggregation AMG, Chebyshev/Jacobi smoothing; tuned in
+    ``scripts/bench_solve.py``. MUMPS: LU with null-pivot detection (ICNTL(24)) so the singular
+    Neumann matrix factorises; the null space is projected out afterwards.
+    """
+    if method == "gamg":
+        return {
+            "ksp_type": "cg",
+            "ksp_rtol": rtol,
+            "ksp_atol": 0.0,
+            "ksp_norm_type": "unpreconditioned",
+            "ksp_max_it": 1000,
+            "pc_type": "gamg",
+            "pc_gamg_type": "agg",
+            "pc_gamg_agg_nsmooths": 1,
+            "pc_gamg_threshold": 0.02,
+            "pc_gamg_square_graph": 1,
+            "pc_gamg_coarse_eq_limit": 1000,
+            "mg_levels_ksp_type": "chebyshev",
+            "mg_levels_pc_type": "jacobi",
+            "mg_levels_ksp_max_it": 2,
+        }
+    if method == "mumps":
+        return {
+            "ksp_type": "preonly",
+            "pc_type": "lu",
+            "pc_factor_mat_solver_type": "mumps",
+            "mat_mumps_icntl_24": 1,
+            "mat_mumps_icntl_25": 0,
+        }
+    raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
+
+
+class NeumannPoisson:
+    """The Neumann Laplacian on ``V``, assembled and preconditioned once.
+
+    Collective on ``V.mesh.comm``: construction and every :meth:`solve`.
+
+    Args:
+        V: Scalar Lagrange space of the potential.
+        method: ``"gamg"`` (CG + AMG) or ``"mumps"`` (direct).
+        rtol: Relative residual tolerance of the Krylov iteration.
+        petsc_options: Extra PETSc options; they override the defaults of ``method``.
+    """
+
+    def __init__(
+        self,
+        V: fem.FunctionSpace,
+        *,
+        method: str = "gamg",
+        rtol: float = 1e-10,
+        petsc_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not rtol > 0:
+            raise ValueError(f"solver rtol must be positive, got {rtol!r}")
+        self.V = V
+        self.comm = V.mesh.comm
+        msh = V.mesh
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self.a = fem.form(ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
+        # The right-hand side is ∫ f w dx with f = p1 - p0 (or -∂_t p_t) held in ``self.f``.
+        self.f = fem.Function(V, name="rhs")
+        self.L = fem.form(self.f * w * ufl.dx)
+        self._mass_form = fem.form(fem.Constant(msh, PETSc.ScalarType(1.0)) * w * ufl.dx)
+        self.volume = self.comm.allreduce(
+            fem.assemble_scalar(fem.form(fem.Constant(msh, PETSc.ScalarType(1.0)) * ufl.dx)),
+        )
+        # m_i = ∫ w_i dx, so that ∫ φ dx = m·φ.
+        self._m = dolfinx.fem.petsc.assemble_vector(self._mass_form)
+        self._m.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+
+        self.A = dolfinx.fem.petsc.assemble_matrix(self.a)
+        self.A.assemble()
+        self.nullspace = PETSc.NullSpace().create(constant=True, comm=self.comm)
+        self.A.setNullSpace(self.nullspace)
+        self.A.setNearNullSpace(self.nullspace)
+        self.b = dolfinx.fem.petsc.create_vector(V)
+
+        self.prefix = f"beckmann_poisson_{next(_counter)}_"
+        opts = default_petsc_options(method, rtol)
+        opts.update(petsc_options or {})
+        opts["ksp_error_if_not_converged"] = True
+        self.options = opts
+        self.ksp = PETSc.KSP().create(self.comm)
+        self.ksp.setOptionsPrefix(self.prefix)
+        self.ksp.setOperators(self.A)
+        db = PETSc.Options()
+        for key, value in opts.items():
+            db[self.prefix + key] = _petsc_value(value)
+        try:
+            self.ksp.setFromOptions()
+            self.ksp.setUp()
+        except PETSc.Error as err:
+            raise SolverError(f"PETSc could not set up the solver ({_describe(err)})") from err
+        finally:
+            for key in opts:
+                db.delValue(self.prefix + key)
+        self.method = method
+        self.iterations = 0
+
+    @property
+    def ndofs(self) -> int:
+        """Global number of degrees of freedom."""
+        im = self.V.dofmap.index_map
+        return int(im.size_global * self.V.dofmap.index_map_bs)
+
+    def assemble_rhs(self, f: fem.Function | None = None) -> PETSc.Vec:
+        """Assemble ``b_i = ∫ f w_i dx`` (``f`` defaults to :attr:`f`) into :attr:`b`."""
+        if f is not None:
+            self.f.x.array[:] = f.x.array
+        with self.b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(self.b, self.L)
+        self.b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        return self.b
+
+    def solve(self, f: fem.Function | None = None, phi: fem.Function | None = None) -> fem.Function:
+        """Solve ``-Δφ = f`` weakly with ``∂φ/∂n = 0`` and ``∫φ = 0``; collective.
+
+        Args:
+            f: Right-hand side function in ``V`` (for Beckmann: ``p1 - p0``). If ``None``, the
+                current values of :attr:`f` are used.
+            phi: Output function (created when ``None``).
+
+        Returns:
+            The mean-zero solution φ. :attr:`iterations` holds the Krylov iteration count.
+        """
+        b = self.assemble_rhs(f)
+        return self.solve_vector(b, phi)
+
+    def solve_vector(self, b: PETSc.Vec, phi: fem.Function | None = None) -> fem.Function:
+        """Solve with an assembled right-hand side vector ``b`` (modified: made consistent)."""
+        if phi is None:
+            phi = fem.Function(self.V, name="potential")
+        self.nullspace.remove(b)
+        try:
+            self.ksp.solve(b, phi.x.petsc_vec)
+        except PETSc.Error as err:
+            reason = self.ksp.getConvergedReason()
+            raise SolverError(
+                f"the {self.method} solve failed after {self.ksp.getIterationNumber()} "
+                f"iterations (PETSc reason {reason}: {_reason_name(reason)}); try "
+                "solver.method = 'mumps' or loosen solver.rtol"
+            ) from err
+        self.iterations = int(self.ksp.getIterationNumber())
+        phi.x.scatter_forward()
+        self.remove_mean(phi)
+        return phi
+
+    def remove_mean(self, phi: fem.Function) -> None:
+        """Shift ``phi`` so that ``∫ φ dx = 0`` (exactly, with the assembled ``∫ w_i``)."""
+        mean = self._m.dot(phi.x.petsc_vec) / self.volume
+        phi.x.array[:] -= mean
+
+    def residual(self, phi: fem.Function, b: PETSc.Vec | None = None) -> float:
+        """Relative algebraic residual ``‖Aφ − b‖ / ‖b‖`` of the last right-hand side."""
+        b = self.b if b is None else b
+        r = b.duplicate()
+        self.A.mult(phi.x.petsc_vec, r)
+        r.axpy(-1.0, b)
+        nb = b.norm()
+        out = r.norm() / nb if nb > 0 else r.norm()
+        r.destroy()
+        return float(out)
+
+    def destroy(self) -> None:
+        """Free the PETSc objects."""
+        for obj in (self.ksp, self.A, self.b, self._m, self.nullspace):
+            obj.destroy()
+
+
+def _petsc_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return value
+
+
+_REASONS = {
+    v: k for k, v in vars(PETSc.KSP.ConvergedReason).items() if isinstance(v, int)
+}
+
+
+def _reason_name(reason: int) -> str:
+    return _REASONS.get(reason, "unknown")
+
+
+def _describe(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
+

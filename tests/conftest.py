@@ -1,0 +1,73 @@
+"""Shared fixtures: MPI-safe temporary folders, CLI runners, rank-aware output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import beckmann._dolfinx  # noqa: F401 - loads MPI the wheel's way before mpi4py is used
+from mpi4py import MPI
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MPIRUN = str(BIN / "mpirun") if (BIN / "mpirun").exists() else "mpirun"
+
+
+def pytest_configure(config):
+    if MPI.COMM_WORLD.rank > 0:
+        # Only rank 0 reports; a failure on another rank still fails mpirun's exit code.
+        config.option.verbose = -2
+        config.option.reportchars = "fE"
+
+
+def pytest_collection_modifyitems(config, items):
+    if MPI.COMM_WORLD.size > 1:
+        skip = pytest.mark.skip(reason="serial-only test (runs in the serial session)")
+        for item in items:
+            if "serial" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def comm():
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture
+def mpi_tmp_path(request):
+    """A temporary folder shared by all ranks: rank 0 creates it, broadcasts it, barrier."""
+    comm = MPI.COMM_WORLD
+    path = tempfile.mkdtemp(prefix="beckmann-test-") if comm.rank == 0 else None
+    path = comm.bcast(path, root=0)
+    comm.barrier()
+    yield Path(path)
+    comm.barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_cli(*args: str, ranks: int = 1, check: bool = True, timeout: float = 300, cwd=None):
+    """Run ``beckmann ARGS`` in a subprocess (under ``mpirun -n ranks`` when ranks > 1)."""
+    cmd = [str(BIN / "beckmann"), *args]
+    if ranks > 1:
+        cmd = [MPIRUN, "-n", str(ranks), *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or ROOT
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,145 @@
+"""Exact solutions: convergence rates, flux and velocity at points, 3D, solver variants.
+
+p0 = 1, p1 = 1 + ½ cos(πx) cos(πy) on the unit square gives φ = cos(πx) cos(πy) / (4π²)
+(MATH.md §1: Δφ = p0 − p1, ∂φ/∂n = 0, ∫φ = 0). In 3D, p1 = 1 + ½ cos cos cos gives
+φ = cos(πx) cos(πy) cos(πz) / (6π²).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beckmann import config, pipeline
+from beckmann._dolfinx import MPI, fem, ufl
+
+EXPR2 = "1 + 0.5*cos(pi*x)*cos(pi*y)"
+EXPR3 = "1 + 0.5*cos(pi*x)*cos(pi*y)*cos(pi*z)"
+
+
+def exact_cfg(n: int, degree: int, dim: int = 2, **extra: str) -> dict:
+    sets = [
+        f"mesh.kind={'unit_square' if dim == 2 else 'unit_cube'}",
+        f"mesh.n={n}",
+        f"solver.degree={degree}",
+        "target.kind=expression",
+        f"target.expr={EXPR2 if dim == 2 else EXPR3}",
+        *[f"{k}={v}" for k, v in extra.items()],
+    ]
+    return config.resolve(sets=sets)
+
+
+def phi_exact(x, dim: int = 2):
+    if dim == 2:
+        return ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) / (4 * ufl.pi**2)
+    return (
+        ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) * ufl.cos(ufl.pi * x[2]) / (6 * ufl.pi**2)
+    )
+
+
+def errors(sol, dim: int = 2) -> tuple[float, float]:
+    x = ufl.SpatialCoordinate(sol.msh)
+    e = sol.phi - phi_exact(x, dim)
+    comm = sol.comm
+    l2 = comm.allreduce(fem.assemble_scalar(fem.form(e * e * ufl.dx)), op=MPI.SUM)
+    h1 = comm.allreduce(
+        fem.assemble_scalar(fem.form(ufl.inner(ufl.grad(e), ufl.grad(e)) * ufl.dx)), op=MPI.SUM
+    )
+    return float(np.sqrt(l2)), float(np.sqrt(h1))
+
+
+def rate(hs, es) -> float:
+    return float(np.polyfit(np.log(hs), np.log(es), 1)[0])
+
+
+@pytest.mark.parametrize(
+    ("degree", "ns"), [(1, (8, 16, 32)), (2, (4, 8, 16)), (3, (4, 8, 16))]
+)
+def test_convergence_rates(degree, ns):
+    l2s, h1s, hs = [], [], []
+    for n in ns:
+        sol = pipeline.solve(exact_cfg(n, degree))
+        l2, h1 = errors(sol)
+        l2s.append(l2)
+        h1s.append(h1)
+        hs.append(1.0 / n)
+        assert sol.info["residual"] < 1e-8
+    # L2 ~ h^(k+1), H1 ~ h^k (log-log fit; tolerance 0.25)
+    assert rate(hs, l2s) == pytest.approx(degree + 1, abs=0.25)
+    assert rate(hs, h1s) == pytest.approx(degree, abs=0.25)
+
+
+def test_flux_velocity_at_points_and_cost():
+    sol = pipeline.solve(exact_cfg(16, 3))
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0.02, 0.98, size=(40, 2))
+    res = sol.evaluate(pts, t=0.25, what=("potential", "flux", "velocity", "target"))
+    x, y = pts.T
+    c, s = np.cos, np.sin
+    phi = c(np.pi * x) * c(np.pi * y) / (4 * np.pi**2)
+    F = np.c_[-s(np.pi * x) * c(np.pi * y), -c(np.pi * x) * s(np.pi * y)] / (4 * np.pi)
+    p1 = 1 + 0.5 * c(np.pi * x) * c(np.pi * y)
+    v = F / (0.75 * 1.0 + 0.25 * p1)[:, None]
+    assert np.abs(res["potential"] - phi).max() < 1e-5
+    assert np.abs(res["flux"] - F).max() < 1e-4
+    assert np.abs(res["velocity"] - v).max() < 1e-4
+    assert np.abs(res["target"] - p1).max() < 1e-4
+    # ½∫|∇φ|² = ½ · (π²/2)·(1/4)·(1/(4π²))² ... computed exactly: ∫|∇ cos cos|² = π²/2
+    exact_cost = 0.5 * (np.pi**2 / 2) / (4 * np.pi**2) ** 2
+    assert sol.cost() == pytest.approx(exact_cost, rel=1e-5)
+
+
+def test_velocity_function_matches_pointwise():
+    sol = pipeline.solve(exact_cfg(8, 2))
+    v = sol.velocity(0.5)
+    pts = np.array([[0.31, 0.47], [0.8, 0.15]])
+    loc = sol.locator()
+    x, cells, mine = loc.locate(pts)
+    local = np.zeros((2, 2))
+    idx = np.flatnonzero(mine)
+    if idx.size:
+        local[idx] = v.eval(x[idx], cells[idx]).reshape(-1, 2)
+    got = sol.comm.allreduce(local, op=MPI.SUM)
+    ref = sol.evaluate(pts, t=0.5)["velocity"]
+    # DG_k interpolation of a smooth quotient: close to the pointwise quotient
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_exact_3d():
+    l2s, hs = [], []
+    for n in (4, 8):
+        sol = pipeline.solve(exact_cfg(n, 2, dim=3))
+        l2s.append(errors(sol, dim=3)[0])
+        hs.append(1.0 / n)
+    assert l2s[-1] < 2e-5
+    assert rate(hs, l2s) == pytest.approx(3.0, abs=0.4)
+
+
+def test_mumps_matches_gamg():
+    a = pipeline.solve(exact_cfg(12, 2))
+    b = pipeline.solve(exact_cfg(12, 2, **{"solver.method": "mumps"}))
+    assert np.abs(a.phi.x.array - b.phi.x.array).max() < 1e-9
+    assert b.info["iterations"] <= 1
+
+
+def test_mean_zero_and_masses():
+    cfg = config.resolve(
+        sets=["mesh.n=8", "source.kind=expression", "source.expr=2 + x", "target.expr=3"]
+    )
+    cfg["target"]["kind"] = "expression"
+    sol = pipeline.solve(cfg)
+    comm = sol.comm
+    mean = comm.allreduce(fem.assemble_scalar(fem.form(sol.phi * ufl.dx)), op=MPI.SUM)
+    assert abs(mean) < 1e-12
+    assert sol.info["mass_source"] == pytest.approx(2.5, rel=1e-12)
+    assert sol.info["mass_target"] == pytest.approx(3.0, rel=1e-12)
+    m0 = comm.allreduce(fem.assemble_scalar(fem.form(sol.p0 * ufl.dx)), op=MPI.SUM)
+    assert m0 == pytest.approx(1.0, rel=1e-12)
+
+
+def test_petsc_option_passthrough_and_failure():
+    from beckmann.poisson import SolverError
+
+    cfg = exact_cfg(8, 1, **{"solver.petsc_options": '{ksp_max_it = 1, pc_type = "none"}'})
+    with pytest.raises(SolverError, match="failed after"):
+        pipeline.solve(cfg)
