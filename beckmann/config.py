@@ -103,7 +103,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
 
 def default_config() -> dict[str, dict[str, Any]]:
     """Return a fresh nested dict with every option at its default."""
-    return {s: {k: copy.deepcopy(o.default) for k, o in opts.items()} for s, opts in OPTIONS.items()}
+    return {
+        s: {k: copy.deepcopy(o.default) for k, o in opts.items()} for s, opts in OPTIONS.items()
+    }
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
@@ -142,7 +144,7 @@ def merge(
     out = copy.deepcopy(base)
     for section, values in layer.items():
         if section in extra_sections:
-            out[section] = copy.deepcopy(values)
+            out[section] = _merge_tables(out.get(section), values)
             continue
         if section not in OPTIONS:
             raise ConfigError(
@@ -157,6 +159,16 @@ def merge(
                     f"{', '.join(OPTIONS[section])}"
                 )
             out[section][key] = _coerce(section, key, value)
+    return out
+
+
+def _merge_tables(old: Any, new: Any) -> Any:
+    """Recursive merge of nested tables (``new`` wins); other values are replaced."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return copy.deepcopy(new)
+    out = copy.deepcopy(old)
+    for key, value in new.items():
+        out[key] = _merge_tables(out.get(key), value)
     return out
 
 

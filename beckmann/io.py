@@ -142,7 +142,8 @@ def write_checkpoint(sol: Solution, folder: Path, config: dict[str, Any]) -> Non
     comm.barrier()
     with dolfinx.io.XDMFFile(comm, str(folder / "mesh.xdmf"), "w") as f:
         f.write_mesh(sol.msh)
-    data = {name: _gather_dofs(u, comm) for name, u in zip(_FIELDS, (sol.phi, sol.p0, sol.p1))}
+    funcs = (sol.phi, sol.p0, sol.p1)
+    data = {name: _gather_dofs(u, comm) for name, u in zip(_FIELDS, funcs, strict=True)}
     if comm.rank == 0:
         tmp = folder / "fields.h5.part"
         with h5py.File(tmp, "w") as h5:

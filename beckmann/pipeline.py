@@ -1,6 +1,6 @@
 """The one entry point that the CLI, sweeps and tests call: config dict -> solved run.
 
-    mesh -> densities (checked, normalised) -> Neumann solve -> flux / velocity -> run folder
+mesh -> densities (checked, normalised) -> Neumann solve -> flux / velocity -> run folder
 """
 
 from __future__ import annotations
@@ -214,7 +214,9 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
-def run(cfg: dict[str, Any], comm: MPI.Comm = MPI.COMM_WORLD, *, out: Path | None = None) -> Solution:
+def run(
+    cfg: dict[str, Any], comm: MPI.Comm = MPI.COMM_WORLD, *, out: Path | None = None
+) -> Solution:
     """Solve and write the run folder (``out`` or ``cfg["output"]["dir"]``); collective."""
     from beckmann import io
 

@@ -50,7 +50,7 @@ def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
             "pc_gamg_type": "agg",
             "pc_gamg_agg_nsmooths": 1,
             "pc_gamg_threshold": 0.02,
-            "pc_gamg_square_graph": 1,
+            "pc_gamg_aggressive_coarsening": 2,
             "pc_gamg_coarse_eq_limit": 1000,
             "mg_levels_ksp_type": "chebyshev",
             "mg_levels_pc_type": "jacobi",

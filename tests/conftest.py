@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import beckmann._dolfinx  # noqa: F401 - loads MPI the wheel's way before mpi4py is used
+
+# isort: split
 from mpi4py import MPI
 
 ROOT = Path(__file__).resolve().parents[1]

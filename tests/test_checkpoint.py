@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from beckmann import config, io, pipeline
 from beckmann._dolfinx import MPI
-from conftest import run_cli
 
 PTS = np.array([[0.1, 0.2], [0.5, 0.5], [0.93, 0.77], [0.0, 1.0]])
 SETS = ["mesh.n=10", "solver.degree=3", "output.times=[0.5]"]
