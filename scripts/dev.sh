@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Developer entry point: creates .venv (Python >= 3.12) in the repo root when missing, then
-#   bash scripts/dev.sh solve [ARGS]   runs `beckmann solve` (default: the built-in example)
+#   bash scripts/dev.sh solve [ARGS]   runs `beckmann solve` (default: the built-in example into
+#                                      runs/example, then `beckmann plot runs/example`)
 #   bash scripts/dev.sh test [ARGS]    runs the whole suite serially, then under mpirun -n 2
 #   bash scripts/dev.sh setup          only creates/updates .venv
 #   bash scripts/dev.sh run CMD...     runs CMD with .venv/bin first on PATH
@@ -55,7 +56,11 @@ case "$cmd" in
     setup) setup ;;
     solve)
         setup
-        if [ $# -eq 0 ]; then set -- --out runs/example; fi
+        if [ $# -eq 0 ]; then
+            # the built-in example, then its pictures (runs/example/figures/*.png)
+            "$venv/bin/beckmann" solve --out runs/example
+            exec "$venv/bin/beckmann" plot runs/example
+        fi
         exec "$venv/bin/beckmann" solve "$@"
         ;;
     test)

@@ -21,11 +21,33 @@ BIN = Path(sys.executable).parent
 MPIRUN = str(BIN / "mpirun") if (BIN / "mpirun").exists() else "mpirun"
 
 
+_RANK_LOG: Path | None = None
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_configure(config):
-    if MPI.COMM_WORLD.rank > 0:
-        # Only rank 0 reports; a failure on another rank still fails mpirun's exit code.
-        config.option.verbose = -2
-        config.option.reportchars = "fE"
+    """Only rank 0 reports; other ranks write to a log that is shown if they fail."""
+    global _RANK_LOG
+    rank = MPI.COMM_WORLD.rank
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if rank > 0 and reporter is not None:
+        from _pytest.config import create_terminal_writer
+
+        _RANK_LOG = Path(tempfile.gettempdir()) / f"beckmann-pytest-rank{rank}-{os.getpid()}.log"
+        config._beckmann_log = open(_RANK_LOG, "w")  # noqa: SIM115 - lives for the session
+        reporter._tw = create_terminal_writer(config, config._beckmann_log)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._beckmann_status = exitstatus
+
+
+def pytest_unconfigure(config):
+    status = getattr(config, "_beckmann_status", 0)
+    if _RANK_LOG is not None:
+        config._beckmann_log.close()
+    if _RANK_LOG is not None and status not in (0, 5):
+        sys.stderr.write(f"--- rank {MPI.COMM_WORLD.rank} report ---\n{_RANK_LOG.read_text()}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,240 @@
+"""`beckmann plot`, the pvpython script and state file, and the progress bar."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from PIL import Image
+
+from beckmann import plot
+from beckmann.progress import progress
+
+FIGURES = ("densities.png", "potential.png", "flux.png", "velocity.png")
+
+
+def pixels(path):
+    assert path.is_file() and path.stat().st_size > 1000, path
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def assert_picture(path):
+    """Non-empty, not uniform: many colours and pixel variance."""
+    img = pixels(path)
+    colours = np.unique(img.reshape(-1, 3), axis=0).shape[0]
+    assert colours > 10, f"{path.name}: only {colours} colours"
+    assert img.var() > 0, path.name
+
+
+def colour_spread(img, box):
+    """Largest channel std of the pixels in ``box`` = (x0, x1, y0, y1), image fractions."""
+    h, w, _ = img.shape
+    x0, x1, y0, y1 = box
+    return float(img[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)].std(axis=(0, 1)).max())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("plot")
+    out = {}
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.size > 1:  # the runs are only used by serial tests
+        return out
+    run_cli("solve", "-q", "--set", "mesh.n=8", "--out", str(base / "r2"))
+    run_cli(
+        "solve", "-q", "--set", "mesh.kind='unit_cube'", "--set", "mesh.n=4",
+        "--out", str(base / "r3"),
+    )  # fmt: skip
+    return {2: base / "r2", 3: base / "r3"}
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("dim", [2, 3])
+def test_plot_writes_pictures(runs, dim, tmp_path):
+    figs = tmp_path / "figs"
+    proc = run_cli("plot", str(runs[dim]), "--out", str(figs))
+    listed = proc.stdout.split()
+    for name in FIGURES:
+        assert str(figs / name) in listed
+        assert_picture(figs / name)
+    # The uniform source is one colour inside the domain, the two-bump target is not: the
+    # colours follow the data (checked in the middle of each panel of densities.png).
+    img = pixels(figs / "densities.png")
+    if dim == 2:
+        source, target = (0.2, 0.3, 0.35, 0.65), (0.7, 0.8, 0.35, 0.65)
+        assert colour_spread(img, source) < 1.0
+        assert colour_spread(img, target) > 10.0
+    assert "matplotlib" not in proc.stderr  # pyvista rendered (it can, on this machine)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("dim", [2, 3])
+def test_plot_matplotlib_backend(runs, dim, tmp_path):
+    figs = tmp_path / "mpl"
+    proc = run_cli("plot", str(runs[dim]), "--out", str(figs), "--backend", "matplotlib")
+    names = [os.path.basename(p) for p in proc.stdout.split()]
+    assert {"source.png", "target.png", "potential.png", "flux.png"} <= set(names)
+    for name in names:
+        assert_picture(figs / name)
+    src, tgt = pixels(figs / "source.png"), pixels(figs / "target.png")
+    if dim == 2:  # inside the plot axes: a uniform source, a structured target
+        assert colour_spread(src, (0.3, 0.6, 0.3, 0.7)) < 1.0
+        assert colour_spread(tgt, (0.3, 0.6, 0.3, 0.7)) > 10.0
+
+
+@pytest.mark.serial
+def test_plot_samples_and_holder_under_mpi(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs[2], run)
+    rng = np.random.default_rng(1)
+    X0 = rng.random((200, 2))
+    t = np.linspace(0.0, 1.0, 6)[:, None, None]
+    np.save(run / "samples.traj.npy", (1 - t) * X0 + t * (0.5 + 0.3 * (X0 - 0.5)))
+    scales = np.geomspace(0.05, 0.4, 6)
+    (run / "holder.json").write_text(
+        json.dumps({"field": "potential", "scales": scales.tolist(),
+                    "modulus": (0.1 * scales**0.8).tolist(), "exponent": {"estimate": 0.8}})
+    )  # fmt: skip
+    proc = run_cli("plot", str(run), ranks=2)
+    names = [os.path.basename(p) for p in proc.stdout.split()]
+    assert names.count("samples.png") == 1 and names.count("holder.png") == 1  # rank 0 prints
+    for name in ("samples.png", "holder.png"):
+        assert_picture(run / "figures" / name)
+
+
+@pytest.mark.serial
+def test_plot_bad_folder_is_one_line_error(tmp_path):
+    proc = run_cli("plot", str(tmp_path / "nothing"), check=False, ranks=2)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a beckmann run folder" in lines[0]
+
+
+def test_plot_run_errors_are_collective(comm, mpi_tmp_path):
+    with pytest.raises(ValueError, match="not a beckmann run folder"):
+        plot.plot_run(mpi_tmp_path / "missing", comm=comm)
+    with pytest.raises(ValueError, match="backend"):
+        plot.plot_run(mpi_tmp_path, comm=comm, backend="opengl")
+
+
+def test_find_moduli_and_samples(tmp_path):
+    doc = {
+        "runs": [
+            {"field": "flux", "time": 0.5, "scales": [0.1, 0.2], "modulus": [1.0, 2.0],
+             "exponent": {"estimate": 1.0}},
+            {"field": "potential", "scales": [0.1, 0.2, 0.4], "modulus": [1, 1, 1]},
+        ],
+        "config": {"scales": [1, 2], "modulus": [3, 4]},
+    }  # fmt: skip
+    found = plot.find_moduli(doc)
+    assert [f[0] for f in found] == ["flux t=0.5", "potential"]
+    assert found[0][3] == 1.0 and np.isnan(found[1][3])
+    np.save(tmp_path / "a.npy", np.ones((5, 2)))
+    assert plot.read_samples(tmp_path / "a.npy", 2).shape == (1, 5, 3)
+    with pytest.raises(ValueError, match="N x 3"):
+        plot.read_samples(tmp_path / "a.npy", 3)
+
+
+def test_read_run_fields_matches_the_checkpoint(comm, mpi_tmp_path):
+    """The XDMF reader of `plot` agrees with the solver's own solution at the vertices."""
+    from beckmann import config, io, pipeline
+
+    cfg = config.resolve(None, ["mesh.n=6"], base=pipeline.BUILTIN_EXAMPLE)
+    sol = pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
+    if comm.rank == 0:
+        data = plot.read_run_fields(mpi_tmp_path / "run")
+        assert data.gdim == 2 and data.cell_type == "triangle"
+        assert [t for t, _ in data.velocity] == [0.0, 0.5, 1.0]
+        pts = data.points[:, :2]
+    else:
+        pts = None
+    pts = comm.bcast(pts, root=0)
+    ref = io.load_run(mpi_tmp_path / "run", comm).evaluate(pts, t=0.5)
+    del sol
+    if comm.rank == 0:
+        np.testing.assert_allclose(data.fields["potential"], ref["potential"], atol=1e-10)
+        # the XDMF velocity is the vertex average of a discontinuous field: close, not equal
+        v = dict(data.velocity)[0.5][:, :2]
+        err = np.linalg.norm(v - ref["velocity"], axis=1).mean()
+        assert err < 0.1 * np.linalg.norm(v, axis=1).max()
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Rank:
+    def __init__(self, rank):
+        self.rank = rank
+
+
+def test_progress_only_on_a_terminal_on_rank_0(monkeypatch):
+    monkeypatch.delenv("BECKMANN_NO_PROGRESS", raising=False)
+    tty, pipe, other = FakeTTY(), io.StringIO(), FakeTTY()
+    for stream, comm in ((tty, Rank(0)), (pipe, Rank(0)), (other, Rank(1))):
+        with progress(4, "work", comm, stream=stream) as bar:
+            for _ in range(4):
+                bar.update()
+    assert "work" in tty.getvalue() and "4/4" in tty.getvalue()
+    assert tty.getvalue().endswith("\n")
+    assert pipe.getvalue() == "" and other.getvalue() == ""
+    monkeypatch.setenv("BECKMANN_NO_PROGRESS", "1")
+    quiet = FakeTTY()
+    with progress(None, "x", None, stream=quiet) as bar:
+        bar.update(3)
+    assert quiet.getvalue() == "" and bar.n == 3
+
+
+def pvpython_cmd():
+    exe = shutil.which("pvpython")
+    if exe is None:
+        pytest.skip("pvpython (ParaView) is not installed")
+    if os.environ.get("DISPLAY"):
+        return [exe]
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        pytest.skip("no DISPLAY and no xvfb-run for pvpython")
+    return [xvfb, "-a", "-s", "-screen 0 1600x1200x24", exe]
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("dim", [2, 3])
+def test_paraview_script(runs, dim, tmp_path):
+    cmd = pvpython_cmd()
+    png = tmp_path / "view.png"
+    script = str(ROOT / "scripts" / "paraview_view.py")
+    proc = subprocess.run(
+        [*cmd, script, str(runs[dim]), "--out", str(png), "--size", "600", "450"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert png.is_file(), proc.stdout + proc.stderr
+    assert_picture(png)
+
+
+@pytest.mark.serial
+def test_paraview_state_file(runs, tmp_path):
+    cmd = pvpython_cmd()
+    png = tmp_path / "state.png"
+    code = tmp_path / "load.py"
+    code.write_text(
+        "import sys\n"
+        "from paraview.simple import GetActiveView, LoadState, SaveScreenshot\n"
+        "LoadState(sys.argv[1], LoadStateDataFileOptions='Search files under specified "
+        "directory', DataDirectory=sys.argv[2])\n"
+        "SaveScreenshot(sys.argv[3], GetActiveView(), ImageResolution=[500, 400])\n"
+    )
+    state = str(ROOT / "scripts" / "beckmann_view.pvsm")
+    proc = subprocess.run(
+        [*cmd, str(code), state, str(runs[2]), str(png)], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert png.is_file(), proc.stdout + proc.stderr
+    assert_picture(png)
