@@ -135,8 +135,9 @@ class Solution:
                 buf["potential"][idx] = self.phi.eval(xp, c).reshape(-1, 1)
         F = np.zeros((n, d))
         if "flux" in what or "velocity" in what:
+            flux = self.flux()  # collective on first use: every rank, points or not
             if idx.size:
-                F[idx] = self.flux().eval(xp, c).reshape(-1, d)
+                F[idx] = flux.eval(xp, c).reshape(-1, d)
             buf["flux"] = F
         if need_dens:
             q0 = np.zeros((n, 1))

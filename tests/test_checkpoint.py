@@ -67,3 +67,30 @@ def test_corrupt_checkpoint(mpi_tmp_path):
     comm.barrier()
     with pytest.raises(RuntimeError, match="cannot read the checkpoint"):
         io.load_run(mpi_tmp_path / "run", comm)
+
+
+def test_vtx_and_paraview_files(mpi_tmp_path):
+    """XDMF for ParaView 5.11 always; VTX (.bp) in native degree on request."""
+    comm = MPI.COMM_WORLD
+    cfg = config.resolve(sets=["mesh.n=6", "output.vtx=true", "output.times=[0.0, 0.5, 1.0]"])
+    pipeline.run(cfg, comm, out=mpi_tmp_path / "v")
+    if comm.rank == 0:
+        for name in ("source", "target", "potential", "flux"):
+            assert (mpi_tmp_path / "v" / "vtx" / f"{name}.bp").is_dir(), name
+        import h5py
+
+        with h5py.File(mpi_tmp_path / "v" / "velocity.h5", "r") as h5:
+            steps = list(h5["Function"]["velocity"].keys())
+        assert len(steps) == 3
+    comm.barrier()
+
+
+def test_probe_points_on_one_rank_only(mpi_tmp_path):
+    """A point set that lies inside one rank's cells only must not hang the others."""
+    comm = MPI.COMM_WORLD
+    cfg = config.resolve(sets=["mesh.n=8"])
+    pipeline.run(cfg, comm, out=mpi_tmp_path / "r")
+    sol = io.load_run(mpi_tmp_path / "r", comm)  # fresh: flux not yet built
+    res = sol.evaluate(np.array([[0.01, 0.01]]))
+    ref = pipeline.solve(cfg, comm).evaluate(np.array([[0.01, 0.01]]))
+    assert np.allclose(res["flux"], ref["flux"], rtol=1e-6, atol=1e-10)
