@@ -1,0 +1,303 @@
+"""Hölder estimators on point clouds: exact vs a NumPy double loop, fast vs exact, MPI splits.
+
+The references are independent of beckmann: a plain double loop over all pairs, closed-form
+seminorms (``[|x - x0|^α]_α = 1``, ``[a·x]_1 = |a|``) and synthetic moduli ``C δ^β``. Every
+test splits the same global cloud over ``COMM_WORLD``'s ranks, so under ``mpirun -n 2`` the
+pairs across ranks are exercised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beckmann import holder
+from beckmann._dolfinx import MPI
+
+
+def split(comm, *arrays):
+    n = arrays[0].shape[0]
+    lo, hi = comm.rank * n // comm.size, (comm.rank + 1) * n // comm.size
+    return [a[lo:hi] for a in arrays]
+
+
+def double_loop(X, V, scales, alpha, dlo, dhi):
+    """All ordered pairs, one at a time: the reference the exact method must reproduce."""
+    V = V.reshape(len(X), -1)
+    om = np.zeros(len(scales))
+    semi = 0.0
+    for i in range(len(X)):
+        for j in range(len(X)):
+            d = np.sqrt(np.sum((X[i] - X[j]) ** 2))
+            if d == 0.0:
+                continue
+            diff = np.sqrt(np.sum((V[i] - V[j]) ** 2))
+            for k, s in enumerate(scales):
+                if d <= s:
+                    om[k] = max(om[k], diff)
+            if dlo <= d <= dhi:
+                semi = max(semi, diff / d**alpha)
+    return om, semi
+
+
+def cloud(kind, n, d=2, m=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, d))
+    if kind == "noise":
+        V = rng.standard_normal((n, m))
+    elif kind == "smooth":
+        V = np.stack([np.sin(3 * X[:, 0] + k) * np.cos(2 * X[:, -1]) for k in range(m)], axis=1)
+    else:  # a C^{0,1/2} cusp plus duplicated points carrying different values
+        V = np.sqrt(np.linalg.norm(X - 0.5, axis=1))[:, None] * np.ones((1, m))
+        X[-5:] = X[:5]
+        V[-5:] += 1.0
+    return X, (V[:, 0] if m == 1 else V)
+
+
+CASES = [("noise", 1), ("smooth", 1), ("cusp", 1), ("noise", 3), ("smooth", 2), ("cusp", 2)]
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+@pytest.mark.parametrize(("kind", "m"), CASES)
+def test_matches_double_loop(comm, method, kind, m):
+    X, V = cloud(kind, 160, m=m, seed=len(kind) + m)
+    scales = np.geomspace(0.03, 0.6, 7)
+    ref_om, ref_semi = double_loop(X, V, scales, 0.4, 0.05, 0.9)
+    Xl, Vl = split(comm, X, V)
+    om = holder.modulus(Xl, Vl, comm, scales, method=method, chunk_pairs=500)
+    semi = holder.seminorm(
+        Xl, Vl, comm, 0.4, delta_min=0.05, delta_max=0.9, method=method, chunk_pairs=500
+    )
+    np.testing.assert_allclose(om, ref_om, rtol=1e-12, atol=1e-14)
+    assert semi == pytest.approx(ref_semi, rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize(("kind", "m"), CASES)
+def test_fast_equals_exact(comm, d, kind, m):
+    X, V = cloud(kind, 1500, d=d, m=m, seed=d)
+    Xl, Vl = split(comm, X, V)
+    r_ex = holder.estimate(Xl, Vl, comm, method="exact", alpha="auto")
+    r_fa = holder.estimate(Xl, Vl, comm, method="fast", alpha="auto")
+    np.testing.assert_allclose(r_fa.modulus, r_ex.modulus, rtol=1e-12)
+    assert r_fa.alpha == pytest.approx(r_ex.alpha, rel=1e-12)
+    assert r_fa.seminorm == pytest.approx(r_ex.seminorm, rel=1e-12)
+    assert r_fa.sup == pytest.approx(r_ex.sup, rel=1e-15)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_same_on_every_rank_and_rank_count(comm, method):
+    X, V = cloud("smooth", 3000, m=2, seed=7)
+    r_all = holder.estimate(X, V, MPI.COMM_SELF, method=method, alpha=0.7)
+    Xl, Vl = split(comm, X, V)
+    r = holder.estimate(Xl, Vl, comm, method=method, alpha=0.7)
+    got = np.r_[r.modulus, r.seminorm, r.exponent.estimate, r.sup]
+    every = comm.allgather(got)
+    for g in every:
+        np.testing.assert_array_equal(g, every[0])
+    np.testing.assert_allclose(
+        got, np.r_[r_all.modulus, r_all.seminorm, r_all.exponent.estimate, r_all.sup], rtol=1e-13
+    )
+
+
+def test_uneven_and_empty_ranks(comm):
+    X, V = cloud("smooth", 500, seed=3)
+    if comm.rank == 0:
+        Xl, Vl = X, V
+    else:
+        Xl, Vl = X[:0], V[:0]
+    ref = holder.estimate(X, V, MPI.COMM_SELF, method="exact", alpha=0.5)
+    for method in ("exact", "fast"):
+        r = holder.estimate(Xl, Vl, comm, method=method, alpha=0.5)
+        np.testing.assert_allclose(r.modulus, ref.modulus, rtol=1e-13)
+        assert r.seminorm == pytest.approx(ref.seminorm, rel=1e-13)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])
+def test_cusp_seminorm_and_exponent(comm, method, alpha):
+    """``g = |x − x0|^α`` with ``x0`` a grid point: ``[g]_α = 1`` exactly, ``ω(δ) = δ^α``."""
+    t = np.linspace(0, 1, 65)
+    X = np.stack(np.meshgrid(t, t, indexing="ij"), axis=-1).reshape(-1, 2)
+    V = np.linalg.norm(X - 0.5, axis=1) ** alpha
+    Xl, Vl = split(comm, X, V)
+    r = holder.estimate(Xl, Vl, comm, method=method, alpha=alpha, delta_min=0.05, delta_max=0.3)
+    assert r.seminorm == pytest.approx(1.0, rel=1e-12)
+    assert r.exponent.estimate == pytest.approx(alpha, abs=0.02)
+    assert r.exponent.low <= r.exponent.estimate <= r.exponent.high
+    # auto picks the fitted exponent; the seminorm is then of order one
+    ra = holder.estimate(Xl, Vl, comm, method=method, delta_min=0.05, delta_max=0.3)
+    assert ra.alpha == pytest.approx(r.exponent.estimate)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_linear_field_is_lipschitz(comm, method):
+    a = np.array([0.3, -1.2, 0.5])
+    X = np.random.default_rng(5).random((2000, 3))
+    V = X @ a
+    Xl, Vl = split(comm, X, V)
+    r = holder.estimate(Xl, Vl, comm, method=method, alpha=1.0)
+    assert r.seminorm == pytest.approx(np.linalg.norm(a), rel=0.02)
+    assert r.seminorm <= np.linalg.norm(a) * (1 + 1e-12)
+    assert r.exponent.estimate == pytest.approx(1.0, abs=0.03)
+    # ω(δ) <= |a| δ, and close to it on a dense cloud
+    assert np.all(r.modulus <= np.linalg.norm(a) * r.scales * (1 + 1e-12))
+    assert np.all(r.modulus >= 0.8 * np.linalg.norm(a) * r.scales)
+
+
+def test_fit_exponent_synthetic():
+    s = np.geomspace(0.01, 1.0, 21)
+    e = holder.fit_exponent(s, 3.0 * s**0.37)
+    assert e.estimate == pytest.approx(0.37, abs=1e-12)
+    assert e.low == pytest.approx(0.37, abs=1e-12) and e.high == pytest.approx(0.37, abs=1e-12)
+    # a kink: band covers both local slopes, estimate in between
+    w = np.where(s < 0.1, s**0.5 * 0.1**0.5, s)
+    e = holder.fit_exponent(s, w)
+    assert e.low == pytest.approx(0.5, abs=1e-9) and e.high == pytest.approx(1.0, abs=1e-9)
+    assert 0.5 < e.estimate < 1.0
+    e = holder.fit_exponent(s, w, delta_min=0.1)
+    assert e.estimate == pytest.approx(1.0, abs=1e-9)
+    assert np.isnan(holder.fit_exponent(s, 0 * s).estimate)
+
+
+def test_constant_field(comm):
+    X = np.random.default_rng(1).random((200, 2))
+    Xl, Vl = split(comm, X, np.ones(200))
+    r = holder.estimate(Xl, Vl, comm)
+    assert r.seminorm == 0.0 and np.all(r.modulus == 0.0) and r.alpha == 1.0
+
+
+def test_sup_norm_vector(comm):
+    V = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, -12.0], [5.0, 12.0]])
+    (Vl,) = split(comm, V)
+    assert holder.sup_norm(Vl, comm) == 13.0
+
+
+def test_bad_input_is_a_collective_error(comm):
+    X = np.random.default_rng(1).random((50, 2))
+    V = np.ones(50)
+    Vl = V[:-1] if comm.rank == comm.size - 1 else V  # only the last rank is wrong
+    with pytest.raises(ValueError, match="disagree in length"):
+        holder.modulus(X, Vl, comm, [0.1, 0.2])
+    with pytest.raises(ValueError, match="alpha"):
+        holder.seminorm(X, V, comm, 1.5)
+    with pytest.raises(ValueError, match="method"):
+        holder.modulus(X, V, comm, [0.1], method="slow")
+    with pytest.raises(ValueError, match="increasing"):
+        holder.modulus(X, V, comm, [0.2, 0.1])
+    with pytest.raises(ValueError, match="finite"):
+        holder.modulus(X, np.full(50, np.nan), comm, [0.1])
+
+
+def test_exact_memory_is_chunked(comm, monkeypatch):
+    """No kernel call sees more than chunk_pairs pairs."""
+    seen = []
+    orig = holder._ExactAccumulator._kernel
+
+    def spy(self, Xa, Va, Xb, Vb):
+        seen.append(Xa.shape[0] * Xb.shape[0])
+        return orig(self, Xa, Va, Xb, Vb)
+
+    monkeypatch.setattr(holder._ExactAccumulator, "_kernel", spy)
+    X, V = cloud("smooth", 700)
+    Xl, Vl = split(comm, X, V)
+    holder.modulus(Xl, Vl, comm, [0.1, 0.3], method="exact", chunk_pairs=1000)
+    assert seen and max(seen) <= 1000
+
+
+# --------------------------------------------------------------------------------------------
+# finite-element fields and the command line
+# --------------------------------------------------------------------------------------------
+COS = "1 + 0.5*cos(pi*x)*cos(pi*y)"  # φ = cos(πx) cos(πy) / (4π²)
+
+
+def cos_solution(n=16, degree=2):
+    from beckmann import config, pipeline
+
+    sets = [f"mesh.n={n}", f"solver.degree={degree}", "target.kind=expression",
+            f"target.expr={COS}"]
+    return pipeline.solve(config.resolve(sets=sets), MPI.COMM_WORLD)
+
+
+def test_fe_sup_norms_match_exact_derivatives():
+    """sup|D^j φ| (sum over multi-indices) against the closed form, j = 0, 1, 2."""
+    sol = cos_solution(24)
+    r = holder.solution_norms(sol, "potential", 2, 0.5)
+    c = 1 / (4 * np.pi**2)
+    exact = [c, 2 * np.pi * c, 3 * np.pi**2 * c]  # φ; φ_x, φ_y; φ_xx, φ_xy, φ_yy
+    np.testing.assert_allclose(r["sup_norms"], exact, rtol=0.02)
+    assert r["norm"] == pytest.approx(sum(r["sup_norms"]) + r["seminorm"])
+    assert r["seminorm"] == pytest.approx(sum(r["seminorms"].values()))
+    assert set(r["seminorms"]) == {"00", "01", "11"}
+    assert r["delta_min"] == pytest.approx(2 * r["h"])
+
+
+def test_fe_callable_and_function_agree():
+    """A callable interpolated on the mesh and the same fem.Function give the same numbers."""
+    from beckmann._dolfinx import fem
+
+    sol = cos_solution(16)
+
+    def g(x):
+        return np.sin(2 * x[0]) + x[1] ** 2
+
+    u = fem.Function(sol.V)
+    u.interpolate(g)
+    a = holder.field_norms(u, 1, 0.7)
+    b = holder.field_norms(g, 1, 0.7, msh=sol.msh, degree=2)
+    for key in ("sup_norms", "seminorm", "modulus"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-10)
+    # |Dg| <= sqrt(4 + 4) on the unit square, attained at (0, 1)
+    assert a["sup_tensor"][1] == pytest.approx(np.sqrt(8), rel=0.02)
+
+
+def test_fe_window_errors():
+    sol = cos_solution(4, 1)
+    with pytest.raises(ValueError, match="empty scale window"):
+        holder.solution_norms(sol, "potential", 0)
+    with pytest.raises(ValueError, match="unknown field"):
+        holder.solution_norms(sol, "pressure", 0)
+    with pytest.raises(ValueError, match="order k"):
+        holder.solution_norms(sol, "potential", -1)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_cli_holder(tmp_path, ranks):
+    import json
+
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    run_cli("solve", "--set", "mesh.n=16", "--set", "target.kind=expression", "--set",
+            f"target.expr={COS}", "--out", str(run))
+    out = tmp_path / "h.json"
+    png = tmp_path / "h.png"
+    proc = run_cli("holder", str(run), "--k", "2", "--json-out", str(out), "--plot", str(png),
+                   ranks=ranks)
+    res = json.loads(proc.stdout)
+    assert res == json.loads(out.read_text())
+    for key in ("field", "k", "sup_norms", "alpha", "seminorm", "norm", "exponent", "scales",
+                "modulus"):
+        assert key in res
+    assert res["field"] == "potential" and res["k"] == 2
+    assert png.stat().st_size > 1000
+    c = 1 / (4 * np.pi**2)
+    assert res["sup_norms"][2] == pytest.approx(3 * np.pi**2 * c, rel=0.03)
+    assert 0.85 < res["exponent"]["estimate"] <= 1.1
+    assert res["alpha"] == pytest.approx(res["exponent"]["estimate"])
+    # exact and fast agree; the velocity at t = 1 divides by p1 >= 1/2
+    ex = json.loads(run_cli("holder", str(run), "--k", "2", "--method", "exact").stdout)
+    np.testing.assert_allclose(ex["modulus"], res["modulus"], rtol=1e-10)
+    assert ex["seminorm"] == pytest.approx(res["seminorm"], rel=1e-10)
+    v = json.loads(run_cli("holder", str(run), "--field", "velocity", "--time", "1",
+                           "--alpha", "0.5").stdout)
+    assert v["time"] == 1.0 and v["alpha"] == 0.5
+    # errors: one line, non-zero exit
+    for args, match in ((["--alpha", "2"], "alpha"), (["--time", "0.5"], "velocity only"),
+                        (["--k", "-1"], "--k")):
+        bad = run_cli("holder", str(run), *args, check=False, ranks=ranks)
+        assert bad.returncode == 2
+        assert match in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = run_cli("holder", str(tmp_path / "nope"), check=False, ranks=ranks)
+    assert bad.returncode == 2 and "not a beckmann run folder" in bad.stderr
