@@ -210,3 +210,34 @@ def test_lshape_and_density_kinds(mpi_tmp_path):
     )
     sol3 = pipeline.solve(cfg3)
     assert np.allclose(sol3.phi.x.array, -sol.phi.x.array, atol=1e-8)
+
+
+def test_image_and_samples_densities(mpi_tmp_path):
+    """A .npy image that samples 1 + x exactly, and a KDE of samples, through the pipeline."""
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        g = np.linspace(0.0, 1.0, 11)
+        np.save(mpi_tmp_path / "img.npy", 1.0 + g[:, None] + 0.0 * g[None, :])  # [i_x, i_y]
+        rng = np.random.default_rng(3)
+        np.save(mpi_tmp_path / "pts.npy", rng.uniform(0.2, 0.8, size=(4000, 2)))
+    comm.barrier()
+    cfg = config.resolve(
+        sets=[
+            "mesh.n=10",
+            "solver.degree=1",
+            "source.kind=image",
+            f"source.path={mpi_tmp_path / 'img.npy'}",
+            "target.kind=samples",
+            f"target.path={mpi_tmp_path / 'pts.npy'}",
+            "target.bandwidth=0.1",
+            "target.floor=0.05",
+        ]
+    )
+    sol = pipeline.solve(cfg, comm)
+    assert sol.info["mass_source"] == pytest.approx(1.5, rel=1e-12)  # ∫(1 + x) = 3/2
+    pts = np.array([[0.25, 0.5], [0.75, 0.1]])
+    got = sol.evaluate(pts, what=("source", "target"))
+    assert np.allclose(got["source"], (1 + pts[:, 0]) / 1.5, rtol=1e-12)
+    # the KDE target is largest in the middle of the sample box and > floor everywhere
+    mid = sol.evaluate(np.array([[0.5, 0.5], [0.02, 0.02]]), what=("target",))["target"]
+    assert mid[0] > 3 * mid[1] > 0
