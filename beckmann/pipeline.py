@@ -96,18 +96,18 @@ def build_density(
     msh = V.mesh
     comm = msh.comm
     p = fem.Function(V, name=role)
+    x = V.tabulate_dof_coordinates()
     if section["kind"] == "function":
         _interpolate_stored(section, role, p)
     else:
         ev = density.make_evaluator(section, gdim=msh.geometry.dim, bbox=_bbox(msh))
-        x = V.tabulate_dof_coordinates()
         with np.errstate(all="ignore"):  # non-finite values are reported by check_values
             values = np.asarray(ev(x.T.copy(), params), dtype=np.float64)
         p.x.array[:] = np.broadcast_to(values, (x.shape[0],))
     n = V.dofmap.index_map.size_local
     density.check_values(
         p.x.array[:n],
-        V.tabulate_dof_coordinates()[:n],
+        x[:n],
         role=role,
         min_density=section["min_density"],
         comm=comm,
