@@ -17,6 +17,10 @@ Config (``[sweep]``; the rest of the file is a normal run config)::
     [sweep]
     group_size = 1      # ranks per group; 0 = one group of all ranks
     block = 16          # right-hand sides per MUMPS block solve
+    continuity_holder = false   # true: the report adds C^{k,α} norms of θ-differences
+    holder_k = 0        # φ in C^{k+2,α}, F in C^{k+1,α}, p1 − p0 in C^{k,α} (MATH.md §4)
+    holder_alpha = 0.5
+    holder_pairs = 12   # at most this many θ pairs (one derivative recovery per pair)
 
 The grid is the product of the parameters' grids, first parameter slowest; parameters given as
 ``lhs`` form one joint Latin-hypercube design (they must have the same ``n``) that enters the
@@ -85,6 +89,15 @@ SWEEP_OPTIONS: dict[str, tuple[type, Any, str]] = {
     "store_flux": (bool, True, "store the flux F = grad φ of every θ (DG_{k-1} values)"),
     "continuity": (bool, True, "compute the continuity-in-θ report at the end"),
     "joint_points": (int, 20000, "points (x, θ) for the joint Hölder estimate"),
+    "continuity_holder": (
+        bool,
+        False,
+        "add C^{k,α} norms of φ(θ) − φ(θ'), F(θ) − F(θ') and p(θ) − p(θ') (costly: field "
+        "recovery per pair)",
+    ),
+    "holder_k": (int, 0, "k of MATH.md §4: φ in C^{k+2,α}, F in C^{k+1,α}, p1 − p0 in C^{k,α}"),
+    "holder_alpha": (float, 0.5, "Hölder exponent α in (0, 1] of the C^{k,α} norms"),
+    "holder_pairs": (int, 12, "at most this many θ pairs for the C^{k,α} norms"),
 }
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -294,6 +307,8 @@ def parse_sweep(cfg: dict[str, Any]) -> SweepSpec:
     options: dict[str, Any] = {}
     for key, (typ, default, _) in SWEEP_OPTIONS.items():
         value = section.get(key, default)
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ValueError(f"sweep.{key} must be of type {typ.__name__}, got {value!r}")
         options[key] = value
@@ -301,6 +316,12 @@ def parse_sweep(cfg: dict[str, Any]) -> SweepSpec:
         raise ValueError(f"sweep.group_size must be >= 0, got {options['group_size']!r}")
     if options["block"] < 1:
         raise ValueError(f"sweep.block must be >= 1, got {options['block']!r}")
+    if options["holder_k"] < 0:
+        raise ValueError(f"sweep.holder_k must be >= 0, got {options['holder_k']!r}")
+    if not 0.0 < options["holder_alpha"] <= 1.0:
+        raise ValueError(f"sweep.holder_alpha must lie in (0, 1], got {options['holder_alpha']!r}")
+    if options["holder_pairs"] < 1:
+        raise ValueError(f"sweep.holder_pairs must be >= 1, got {options['holder_pairs']!r}")
     grid = make_grid(section.get("parameters"))
     used: dict[str, frozenset[str]] = {}
     for role in ("target", "source"):
@@ -593,7 +614,15 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """The parts of a config that determine the stored results (not the output settings)."""
     keep = {s: v for s, v in cfg.items() if s not in ("output",)}
     sweep = dict(keep.get("sweep", {}))
-    for k in ("group_size", "continuity", "joint_points"):
+    for k in (
+        "group_size",
+        "continuity",
+        "joint_points",
+        "continuity_holder",
+        "holder_k",
+        "holder_alpha",
+        "holder_pairs",
+    ):
         sweep.pop(k, None)
     keep["sweep"] = sweep
     return json.loads(json.dumps(keep))
@@ -859,7 +888,20 @@ def run_sweep(
     t2 = time.perf_counter()
     store = SweepStore(folder, comm)
     report = (
-        continuity_report(store, comm, joint_points=spec.options["joint_points"])
+        continuity_report(
+            store,
+            comm,
+            joint_points=spec.options["joint_points"],
+            holder=(
+                {
+                    "k": spec.options["holder_k"],
+                    "alpha": spec.options["holder_alpha"],
+                    "pairs": spec.options["holder_pairs"],
+                }
+                if spec.options["continuity_holder"]
+                else None
+            ),
+        )
         if spec.options["continuity"]
         else {}
     )
@@ -1053,7 +1095,11 @@ def _theta_holder(dist: FloatArray, diff: FloatArray) -> dict[str, Any]:
 
 
 def continuity_report(
-    store: SweepStore, comm: MPI.Comm, *, joint_points: int = 20000
+    store: SweepStore,
+    comm: MPI.Comm,
+    *,
+    joint_points: int = 20000,
+    holder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     r"""Continuity in θ of φ and F from a complete store; collective, same result on every rank.
 
@@ -1065,6 +1111,9 @@ def continuity_report(
     values held on different ranks are never needed. *Joint*: :func:`beckmann.holder.estimate`
     on the points :math:`(x, \theta)` of a random subset of dofs at every θ (``joint_points``
     points in all) with values φ.
+
+    *C^{k,α}* (only with ``holder = {"k": k, "alpha": α, "pairs": n}``): see
+    :func:`_holder_report`; the result is ``out["holder"]``.
     """
     done = store.completed()
     theta = store.grid.values[done]
@@ -1098,6 +1147,125 @@ def continuity_report(
         if name == "potential":
             out["joint"] = _joint(store, comm, done, theta, vals, lo, hi, joint_points)
     out["norm"] = "sup over dofs (phi) / flux values (F); |θ−θ'| Euclidean in parameter units"
+    if holder is not None:
+        out["holder"] = _holder_report(store, comm, done, theta, **holder)
+    return out
+
+
+def _holder_pairs(theta: FloatArray, n_max: int) -> npt.NDArray[np.int64]:
+    """At most ``n_max`` pairs of :func:`_pairs`, spread evenly over ``log |θ − θ'|``."""
+    pairs = _pairs(theta)
+    if pairs.shape[0] <= n_max:
+        return pairs
+    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
+    order = np.argsort(np.log(np.maximum(dist, 1e-300)), kind="stable")
+    pick = np.unique(np.round(np.linspace(0, order.size - 1, n_max)).astype(np.int64))
+    return pairs[np.sort(order[pick])]
+
+
+def _rhs(store: SweepStore, i: int, cache: dict[str, Any]) -> fem.Function:
+    """``p1 − p0`` (normalised, as solved) of θ ``i`` on the store's space; collective."""
+    from beckmann import density
+    from beckmann.pipeline import build_density
+
+    V = store.space()
+    theta = store.grid.theta(i)
+    vals = []
+    for role in ("target", "source"):
+        sec = store.config[role]
+        depends = sec["kind"] == "expression" and bool(
+            set(store.grid.names) & density.Expression(sec["expr"]).parameter_names
+        )
+        if not depends and role in cache:
+            vals.append(cache[role])
+            continue
+        params = {**sec.get("params", {}), **theta} if sec["kind"] == "expression" else None
+        p, _ = build_density(sec, role, V, params=params)
+        vals.append(p.x.array.copy())
+        if not depends:
+            cache[role] = vals[-1]
+    f = fem.Function(V, name="rhs")
+    f.x.array[:] = vals[0] - vals[1]
+    return f
+
+
+def _holder_report(
+    store: SweepStore,
+    comm: MPI.Comm,
+    done: list[int],
+    theta: FloatArray,
+    *,
+    k: int = 0,
+    alpha: float = 0.5,
+    pairs: int = 12,
+) -> dict[str, Any]:
+    r"""Continuity in θ in Hölder norms (MATH.md §4); collective, same result on every rank.
+
+    For at most ``pairs`` pairs of stored θ (all pairs of a small grid, else near neighbours,
+    spread over the distances), :func:`beckmann.holder.field_norms` with fixed ``α`` on the
+    difference fields: ``φ(θ) − φ(θ')`` in ``C^{k+2,α}``, ``F(θ) − F(θ') = ∇(φ(θ) − φ(θ'))`` in
+    ``C^{k+1,α}`` and ``(p1 − p0)(θ) − (p1 − p0)(θ')`` in ``C^{k,α}`` (the data). Per field, the
+    exponent ``β`` of ``θ ↦ field`` in that norm is fitted on the modulus over ``|θ − θ'|``
+    (:func:`_theta_holder`); ``ratio`` is ``‖Δφ‖_{C^{k+2,α}} / ‖Δ(p1 − p0)‖_{C^{k,α}}``, the
+    constant of MATH.md §4 seen on the grid (bounded in θ if the estimate holds). Every pair
+    recovers ``k + 2`` derivatives of ``Δφ`` and ``k + 1`` of ``ΔF`` by L2 projection, hence the
+    bound on the number of pairs.
+    """
+    from beckmann import holder as bh
+
+    sel = _holder_pairs(theta, pairs)
+    V = store.space()
+    msh = V.mesh
+    degree = int(store.config["solver"]["degree"])
+    cache: dict[str, Any] = {}
+    phis: dict[int, fem.Function] = {}
+    rhss: dict[int, fem.Function] = {}
+    for a in np.unique(sel):
+        phis[int(a)] = store.potential(done[int(a)])
+        rhss[int(a)] = _rhs(store, done[int(a)], cache)
+    table = []
+    for a, b in sel.tolist():
+        dphi = fem.Function(V, name="dphi")
+        dphi.x.array[:] = phis[a].x.array - phis[b].x.array
+        drhs = fem.Function(V, name="drhs")
+        drhs.x.array[:] = rhss[a].x.array - rhss[b].x.array
+        n_phi = bh.field_norms(dphi, k + 2, alpha, name="dphi")
+        n_flux = bh.field_norms(ufl.grad(dphi), k + 1, alpha, msh=msh, degree=degree, name="dflux")
+        n_rhs = bh.field_norms(drhs, k, alpha, degree=degree, name="drhs")
+        table.append(
+            {
+                "i": done[a],
+                "j": done[b],
+                "dtheta": float(np.linalg.norm(theta[a] - theta[b])),
+                "phi": n_phi["norm"],
+                "flux": n_flux["norm"],
+                "rhs": n_rhs["norm"],
+                "ratio": n_phi["norm"] / n_rhs["norm"] if n_rhs["norm"] > 0 else math.inf,
+                "phi_sup_norms": n_phi["sup_norms"],
+                "phi_seminorm": n_phi["seminorm"],
+            }
+        )
+    dist = np.array([r["dtheta"] for r in table])
+    out: dict[str, Any] = {
+        "k": int(k),
+        "alpha": float(alpha),
+        "pairs": len(table),
+        "norms": {
+            "phi": f"C^{k + 2},{alpha:g}",
+            "flux": f"C^{k + 1},{alpha:g}",
+            "rhs": f"C^{k},{alpha:g}",
+        },
+    }
+    for key in ("phi", "flux", "rhs"):
+        out[key] = _theta_holder(dist, np.array([r[key] for r in table]))
+    ratios = np.array([r["ratio"] for r in table])
+    out["ratio"] = {
+        "max": float(ratios.max()),
+        "min": float(ratios.min()),
+        "note": "‖φ(θ) − φ(θ')‖_{C^{k+2,α}} / ‖(p1 − p0)(θ) − (p1 − p0)(θ')‖_{C^{k,α}}",
+    }
+    out["table"] = table
+    out["window"] = {"delta_min": n_phi["delta_min"], "delta_max": n_phi["delta_max"]}
     return out
 
 
