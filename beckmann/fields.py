@@ -169,18 +169,29 @@ def _check_time(t: float) -> None:
 class PointLocator:
     """Finds, for points known on every rank, one owning rank and cell each.
 
+    A point on a facet between cells (where the flux jumps) must get the same cell whatever the
+    partition, or answers would depend on the rank count. Among all colliding cells on all
+    ranks, the one whose midpoint has the smallest projection on a fixed generic direction wins:
+    a rule that depends on geometry only, so it survives repartitioning and checkpoint reloads.
     The bounding-box tree over the rank's owned cells is built once and reused.
     """
+
+    _DIRECTION = np.array([1.0, np.sqrt(2.0) / 10.0, np.sqrt(3.0) / 100.0])
 
     def __init__(self, msh: dmesh.Mesh) -> None:
         self.msh = msh
         tdim = msh.topology.dim
         ncells = msh.topology.index_map(tdim).size_local
-        self.tree = geometry.bb_tree(msh, tdim, entities=np.arange(ncells, dtype=np.int32))
+        owned = np.arange(ncells, dtype=np.int32)
+        self.tree = geometry.bb_tree(msh, tdim, entities=owned)
+        mid = dmesh.compute_midpoints(msh, tdim, owned)
+        self.key = mid @ self._DIRECTION
 
     def locate(self, points: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(x, cells, mine)``: padded points ``(N, 3)``, a local cell per point (or -1)
-        and a mask of points this rank evaluates (the lowest rank holding the point). Collective.
+        """Locate points given identically on every rank; collective.
+
+        Returns ``(x, cells, mine)``: padded points ``(N, 3)``, a local cell per point (or -1)
+        and a mask of the points this rank evaluates (exactly one rank per point).
 
         Raises:
             ValueError: On every rank, if a point lies outside the domain or has the wrong
@@ -196,24 +207,32 @@ class PointLocator:
             raise ValueError(f"points must have shape (N, {d}) for this mesh, got {p.shape}")
         if not np.all(np.isfinite(p)):
             raise ValueError("points contain NaN or infinite coordinates")
-        x = np.zeros((p.shape[0], 3))
+        n = p.shape[0]
+        x = np.zeros((n, 3))
         x[:, :d] = p
         cand = geometry.compute_collisions_points(self.tree, x)
         coll = geometry.compute_colliding_cells(msh, cand, x)
-        offsets = coll.offsets
+        offsets = np.asarray(coll.offsets)
         counts = np.diff(offsets)
-        cells = np.full(x.shape[0], -1, dtype=np.int32)
         found = counts > 0
-        cells[found] = coll.array[offsets[:-1][found]]
-        size = comm.size
-        rank_or_big = np.where(found, comm.rank, size).astype(np.int32)
-        owner = np.empty_like(rank_or_big)
-        comm.Allreduce(rank_or_big, owner, op=MPI.MIN)
-        outside = np.flatnonzero(owner == size)
+        all_cells = np.asarray(coll.array, dtype=np.int32)
+        keys = self.key[all_cells] if all_cells.size else np.zeros(0)
+        best = np.full(n, np.inf)
+        cells = np.full(n, -1, dtype=np.int32)
+        if all_cells.size:
+            point_of = np.repeat(np.arange(n), counts)
+            order = np.lexsort((keys, point_of))  # by point, then key: first per point wins
+            first = order[np.r_[0, np.flatnonzero(np.diff(point_of[order])) + 1]]
+            best[point_of[first]] = keys[first]
+            cells[point_of[first]] = all_cells[first]
+        gbest = np.empty_like(best)
+        comm.Allreduce(best, gbest, op=MPI.MIN)
+        outside = np.flatnonzero(~np.isfinite(gbest))
         if outside.size:
-            first = p[outside[0]]
+            first_out = p[outside[0]]
             raise ValueError(
-                f"{outside.size} of {p.shape[0]} points lie outside the domain, the first at "
-                f"({', '.join(f'{v:.6g}' for v in first)}) (index {outside[0]})"
+                f"{outside.size} of {n} points lie outside the domain, the first at "
+                f"({', '.join(f'{v:.6g}' for v in first_out)}) (index {outside[0]})"
             )
-        return x, cells, owner == comm.rank
+        mine = found & (best == gbest)
+        return x, cells, mine

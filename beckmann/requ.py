@@ -932,7 +932,11 @@ def register_cli(subparsers: Any) -> None:
             "MODEL.npz and print a JSON report of the errors on held-out points."
         ),
     )
-    p.add_argument("source", help="run folder written by `beckmann solve --out DIR`")
+    p.add_argument(
+        "source",
+        help="run folder (`beckmann solve --out DIR`) or sweep store (`beckmann sweep --out DIR`;"
+        " inputs (x, θ), or (x, t, θ) for the velocity)",
+    )
     p.add_argument("--field", default="potential", help=f"one of {', '.join(FIELDS)}")
     p.add_argument("--activation", default="requ", help=f"one of {', '.join(ACTIVATIONS)}")
     p.add_argument("--width", type=int, default=32, help="neurons per hidden layer")
@@ -941,6 +945,11 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seeds weights and point samples")
     p.add_argument("--time", type=float, default=0.0, help="time t of the velocity")
+    p.add_argument(
+        "--time-input",
+        action="store_true",
+        help="velocity of a run: fit v(x, t) with t uniform in [0, 1] (always so for a sweep)",
+    )
     p.add_argument("--points", type=int, default=2048, help="training points")
     p.add_argument("--test-points", type=int, default=1000, help="held-out points")
     p.add_argument("--batch-size", type=int, default=None, help="default: full batch")
@@ -977,6 +986,11 @@ def handler(args: Any, comm: Any) -> int:
             ok = False
     if not comm.bcast(ok, root=0):
         raise RuntimeError(_INSTALL_HINT)
+    from beckmann.surrogate import fit_cli, is_sweep_store
+
+    sweep = comm.bcast(is_sweep_store(args.source) if comm.rank == 0 else None, root=0)
+    if sweep or getattr(args, "time_input", False):
+        return fit_cli(args, comm)  # inputs (x, [t,] θ): beckmann.surrogate
     sol = io.load_run(args.source, comm)
     x = sample_domain(sol.msh, args.points, args.seed)
     xt = sample_domain(sol.msh, args.test_points, args.seed + 1)

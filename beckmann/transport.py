@@ -899,6 +899,7 @@ def sample_transport(
     bins: int | None = None,
     energy_points: int = 3000,
     path_report: bool = True,
+    velocity: Any = None,
 ) -> dict[str, Any]:
     """Sample the source, transport to the target and measure the result; collective.
 
@@ -916,6 +917,8 @@ def sample_transport(
         bins: Histogram bins per axis (default about 50 samples per bin).
         energy_points: Subsample size for the O(m²) energy distance.
         path_report: Also compute the path's kinetic energy and maximum speed.
+        velocity: ``velocity(cells)`` returns an evaluator used instead of the FE velocity
+            (e.g. :class:`beckmann.surrogate.NetworkVelocity`); linear path only, no path report.
 
     Returns:
         ``{"samples": (n, d) array on rank 0 else None, "start": ..., "trajectory": list,
@@ -930,9 +933,13 @@ def sample_transport(
     comm = sol.comm
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    pf = solve_path(sol, path, n_times=n_times, solver=_solver_kwargs(sol))
+    if velocity is not None and path != "linear":
+        raise ValueError(f"a given velocity (--model) follows the linear path, not {path!r}")
+    pf = None
+    if velocity is None:
+        pf = solve_path(sol, path, n_times=n_times, solver=_solver_kwargs(sol))
     mc = MeshCells(sol.msh)
-    ev = FieldEvaluator(pf, mc)
+    ev = FieldEvaluator(pf, mc) if pf is not None else velocity(mc)
     timings["path"] = time.perf_counter() - t_start
     src, dst = (sol.p1, sol.p0) if reverse else (sol.p0, sol.p1)
     t0, t1 = (1.0, 0.0) if reverse else (0.0, 1.0)
@@ -992,7 +999,7 @@ def sample_transport(
         report["distances"] = dist
     report = comm.bcast(report, root=0)
     timings["distances"] = time.perf_counter() - tic
-    if path_report:
+    if path_report and pf is not None:
         tic = time.perf_counter()
         report["path_energy"] = ev.path_energy()
         timings["path_report"] = time.perf_counter() - tic
@@ -1008,7 +1015,7 @@ def sample_transport(
             "seed": int(seed),
             "reverse": bool(reverse),
             "ranks": comm.size,
-            "grid_times": int(len(pf.times)),
+            "grid_times": int(len(pf.times)) if pf is not None else 0,
             "bins_per_axis": int(nb),
             "energy_points": int(m),
             "sampling": s.info,
@@ -1054,6 +1061,13 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("--bins", type=int, help="histogram bins per axis for the TV distance")
     p.add_argument("--energy-points", type=int, default=3000, help="energy distance subsample")
+    p.add_argument(
+        "--model", help="velocity network v(x, t[, θ]) (from `beckmann fit`) instead of the FE v_t"
+    )
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="θ input of --model (repeatable); with a sweep store as DIR, also p0, p1 at θ",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_sample)
 
     p = subparsers.add_parser("paths", help="kinetic energy and max speed of each path")
@@ -1077,7 +1091,15 @@ def _cmd_sample(args: argparse.Namespace, comm: Any) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ValueError(f"--out must end in .npy, got {str(out)!r}")
-    sol = io.load_run(args.dir, comm)
+    velocity = None
+    if getattr(args, "model", None):
+        from beckmann.surrogate import model_velocity
+
+        sol, velocity, _ = model_velocity(args.dir, args.model, args.param, comm)
+    elif getattr(args, "param", None):
+        raise ValueError("--param needs --model")
+    else:
+        sol = io.load_run(args.dir, comm)
     res = sample_transport(
         sol,
         args.n,
@@ -1091,8 +1113,11 @@ def _cmd_sample(args: argparse.Namespace, comm: Any) -> int:
         save_every=args.save_every,
         bins=args.bins,
         energy_points=args.energy_points,
+        velocity=velocity,
     )
     report = res["report"]
+    if velocity is not None:
+        report["model"] = str(args.model)
     report["out"] = str(out)
     if comm.rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
