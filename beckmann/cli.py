@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "read_points"]
+__all__ = ["add_set_option", "main", "read_points"]
 
 _PLUGINS = (
     "beckmann.holder",
@@ -57,6 +57,17 @@ def read_points(path: str | Path) -> np.ndarray:
     if pts.ndim != 2:
         raise ValueError(f"points in {str(p)!r} must be an N x d array, got shape {pts.shape}")
     return pts
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--set SECTION.KEY=VALUE`` option of every command that reads a config."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable); the value is read as TOML",
+    )
 
 
 def _cmd_solve(args: argparse.Namespace, comm: Any) -> int:
@@ -125,13 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("solve", help="solve for potential, flux and velocity")
     p.add_argument("config", nargs="?", help="TOML config (default: the built-in example)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable); the value is read as TOML",
-    )
+    add_set_option(p)
     p.add_argument("--out", help="run folder (default: output.dir)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_solve)

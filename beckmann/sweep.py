@@ -1522,12 +1522,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument(
         "--group-size", type=int, default=None, help="ranks per group (default sweep.group_size)"
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable); the value is read as TOML",
-    )
+    from beckmann.cli import add_set_option
+
+    add_set_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary line")
     p.set_defaults(func=_cmd_sweep)
