@@ -1011,29 +1011,51 @@ def handler(args: Any, comm: Any) -> int:
             source=str(args.source), time=args.time, test_points=args.test_points, errors=err
         )
         model.save(args.out)
-        report = {
-            "field": args.field,
-            "time": args.time,
-            "activation": args.activation,
-            "width": args.width,
-            "depth": args.depth,
-            "parameters": model.parameters,
-            "steps": model.info["steps"],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "train_seconds": round(model.info["seconds"], 3),
-            **err,
-            "loss": model.info["loss"],
-            "training_points": args.points,
-            "test_points": args.test_points,
-            "degree": sol.degree,
-            "out": str(_stem(args.out)),
-        }
-        text = json.dumps(report, default=_json_default)
-        if args.json_out:
-            Path(args.json_out).write_text(text + "\n")
-        print(text, flush=True)
+        report = {"field": args.field, "time": args.time}
+        print_fit_report(
+            report, model, args, err, t0=t0, training_points=args.points,
+            test_points=args.test_points, degree=sol.degree,
+        )  # fmt: skip
     comm.Barrier()
     return 0
+
+
+def print_fit_report(
+    head: dict[str, Any],
+    model: Network,
+    args: Any,
+    err: dict[str, Any],
+    *,
+    t0: float,
+    training_points: int,
+    test_points: int,
+    degree: int,
+) -> dict[str, Any]:
+    """Complete, print and (with ``--json-out``) write the JSON report of ``beckmann fit``.
+
+    Shared by run and sweep sources; ``head`` holds the source-specific keys. Rank 0 only.
+    """
+    report = {
+        **head,
+        "activation": args.activation,
+        "width": args.width,
+        "depth": args.depth,
+        "parameters": model.parameters,
+        "steps": model.info["steps"],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "train_seconds": round(model.info["seconds"], 3),
+        **err,
+        "loss": model.info["loss"],
+        "training_points": training_points,
+        "test_points": test_points,
+        "degree": degree,
+        "out": str(_stem(args.out)),
+    }
+    text = json.dumps(report, default=_json_default)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    print(text, flush=True)
+    return report
 
 
 def _bbox(msh: Any) -> tuple[FloatArray, FloatArray]:

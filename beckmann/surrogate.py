@@ -28,7 +28,6 @@ ranks and the projection of escaped points).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -236,7 +235,7 @@ def fit_cli(args: Any, comm: MPI.Comm) -> int:
     held-out errors at new points (and new times) of the stored θ; errors at a θ off the grid
     need an independent solve (see ``scripts/conditional_generation.py`` and the tests).
     """
-    from beckmann.requ import _json_default, _stem, errors, fit
+    from beckmann.requ import errors, fit, print_fit_report
 
     t0 = time.perf_counter()
     if args.field in ("potential", "flux") and getattr(args, "time_input", False):
@@ -260,29 +259,16 @@ def fit_cli(args: Any, comm: MPI.Comm) -> int:
             thetas=train["thetas"].tolist(), test_points=len(test["x"]), errors=err,
         )  # fmt: skip
         model.save(args.out)
-        report = {
+        head = {
             "field": args.field,
             "inputs": model.input_names,
             "parameters_theta": train["parameters"],
             "thetas": len(train["thetas"]),
-            "activation": args.activation,
-            "width": args.width,
-            "depth": args.depth,
-            "parameters": model.parameters,
-            "steps": model.info["steps"],
-            "seconds": round(time.perf_counter() - t0, 3),
-            "train_seconds": round(model.info["seconds"], 3),
-            **err,
-            "loss": model.info["loss"],
-            "training_points": len(train["x"]),
-            "test_points": len(test["x"]),
-            "degree": train["degree"],
-            "out": str(_stem(args.out)),
         }
-        text = json.dumps(report, default=_json_default)
-        if args.json_out:
-            Path(args.json_out).write_text(text + "\n")
-        print(text, flush=True)
+        print_fit_report(
+            head, model, args, err, t0=t0, training_points=len(train["x"]),
+            test_points=len(test["x"]), degree=train["degree"],
+        )  # fmt: skip
     comm.Barrier()
     return 0
 
