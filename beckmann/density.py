@@ -23,7 +23,7 @@ Kinds:
 ``samples``
     A Gaussian kernel density estimate of the points in a ``.npy`` file (:class:`GaussianKDE`).
 
-Every kind adds the section's ``floor``. This module imports neither DOLFINx nor mpi4py; it is
+Every kind adds the section's ``floor``. This module is
 not collective (each rank reads files itself), except :func:`check_values`.
 """
 
@@ -36,7 +36,7 @@ import keyword
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +44,8 @@ import scipy.linalg
 import scipy.ndimage
 import scipy.spatial
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mpi4py import MPI
+from beckmann._dolfinx import MPI
+from beckmann._mpi import format_point, point_quantum
 
 __all__ = [
     "CONSTANTS",
@@ -908,8 +908,33 @@ def make_evaluator(
 # --------------------------------------------------------------------------- collective checks
 
 
-def _format_point(point: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{c:.6g}" for c in point) + ")"
+def _tied(values: npt.NDArray[np.float64], vmin: float) -> npt.NDArray[np.bool_]:
+    """Values equal to the minimum up to round-off (a tie the partition must not break)."""
+    tol = 1e-9 * max(abs(vmin), float(np.max(np.abs(values))) if values.size else 0.0, 1e-300)
+    return values <= vmin + tol
+
+
+def _lowest(
+    vals: npt.NDArray[np.float64], pts: npt.NDArray[np.float64], quantum: float
+) -> tuple[float, list]:
+    """The minimum and, among its ties, the lexicographically smallest point.
+
+    Points are compared at the precision ``quantum`` of messages, so round-off in the
+    coordinates cannot pick the one reported.
+    """
+    vmin = float(vals.min())
+    cand = pts[_tied(vals, vmin)]
+    order = np.lexsort(np.round(cand / quantum).T[::-1])
+    return vmin, cand[order[0]].tolist()
+
+
+def _lowest_of(minima: list[tuple[float, list]], quantum: float) -> tuple[float, list]:
+    """Reduce per-rank :func:`_lowest` results the same way, independent of the partition."""
+    vals = np.array([m[0] for m in minima])
+    vmin = float(vals.min())
+    ties = [minima[i] for i in np.flatnonzero(_tied(vals, vmin))]
+    _, point = min(ties, key=lambda m: tuple(np.round(np.asarray(m[1]) / quantum)))
+    return vmin, point
 
 
 def check_values(
@@ -941,6 +966,7 @@ def check_values(
             point, or else the global minimum and its point when it is below ``min_density``.
     """
     summary: dict[str, Any] = {"error": None, "bad": None, "nbad": 0, "min": None, "z": False}
+    extent = 0.0
     try:
         min_density = _real(min_density, "min_density")
         vals = np.asarray(values, dtype=np.float64)
@@ -956,11 +982,13 @@ def check_values(
             i = int(np.argmax(bad))
             what = "NaN" if np.isnan(vals[i]) else ("inf" if vals[i] > 0 else "-inf")
             summary["bad"] = (what, pts[i].tolist())
-        elif vals.size:
-            i = int(np.argmin(vals))
-            summary["min"] = (float(vals[i]), pts[i].tolist())
+        extent = float(np.max(np.ptp(pts, axis=0))) if pts.shape[0] else 0.0
     except ValueError as err:
         summary["error"] = str(err)
+    scale = comm.allreduce(extent if summary["error"] is None else 0.0, op=MPI.MAX)
+    quantum = point_quantum(scale)
+    if summary["error"] is None and not summary["nbad"] and vals.size:
+        summary["min"] = _lowest(vals, pts, quantum)
 
     gathered: list[dict[str, Any]] = comm.allgather(summary)
 
@@ -975,13 +1003,13 @@ def check_values(
     if nbad:
         what, point = next(s["bad"] for s in gathered if s["bad"])
         more = f" ({nbad} non-finite values in all)" if nbad > 1 else ""
-        raise ValueError(f"{role} density has {what} at {_format_point(point[:gdim])}{more}")
+        raise ValueError(f"{role} density has {what} at {format_point(point[:gdim], scale)}{more}")
     minima = [s["min"] for s in gathered if s["min"] is not None]
     if not minima:
         return
-    vmin, point = min(minima, key=lambda item: item[0])  # ties: lowest rank, as min is stable
+    vmin, point = _lowest_of(minima, quantum)
     if vmin < min_density:
         raise ValueError(
-            f"{role} density has minimum {vmin:.6g} at {_format_point(point[:gdim])}, below "
+            f"{role} density has minimum {vmin:.6g} at {format_point(point[:gdim], scale)}, below "
             f"min_density {min_density:g}; raise 'floor' or fix the density"
         )

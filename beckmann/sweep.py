@@ -1467,7 +1467,7 @@ def _with_params(section: dict[str, Any], theta: dict[str, float]) -> dict[str, 
 
 def probe_cli(args: Any, comm: MPI.Comm) -> int:
     """``beckmann probe STORE --param NAME=VALUE ... --points FILE``; collective."""
-    from beckmann.cli import read_points
+    from beckmann.cli.common import read_points
 
     store = SweepStore(args.dir, comm)
     err, pts, theta = None, None, None
@@ -1522,7 +1522,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument(
         "--group-size", type=int, default=None, help="ranks per group (default sweep.group_size)"
     )
-    from beckmann.cli import add_set_option
+    from beckmann.cli.common import add_set_option
 
     add_set_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary line")

@@ -602,3 +602,25 @@ def test_check_values_bad_arguments_are_collective():
         coords = coords[:, :1].ravel()  # wrong shape on one rank only
     message = raise_everywhere(values, coords, role="target", min_density=1e-6)
     assert message is not None and "coords must have shape" in message
+
+
+def test_check_values_tied_minimum_is_partition_independent():
+    # A minimum tied along x = 0 whose values and coordinates differ in the last bits, spread
+    # over the ranks in reverse order: the message must name (0, 0) on any rank count.
+    n = 5
+    y = (COMM.size - 1 - COMM.rank + np.arange(n) / n) / COMM.size
+    coords = np.zeros((n, 3))
+    coords[:, 0] = 5.38557e-18 * (1 + COMM.rank)
+    coords[:, 1] = y + (1e-17 if COMM.rank == COMM.size - 1 else 0.0)
+    values = -0.5 + coords[:, 0] + 1e-17 * np.arange(n)
+    message = raise_everywhere(values, coords, role="target", min_density=1e-6)
+    assert message is not None
+    assert "minimum -0.5 at (0, 0), below" in message, message
+
+
+def test_format_point_scale_relative():
+    from beckmann._mpi import format_point
+
+    assert format_point([5.38557e-18, 5.38557e-18]) == "(0, 0)"
+    assert format_point([1.0000005, 0.5]) == "(1.0000005, 0.5)"
+    assert format_point([2e-7, 0.0], scale=1e-6) == "(0.0000002, 0)"

@@ -1,0 +1,94 @@
+"""Command line: argument parsing and error reporting only; the numerics live elsewhere.
+
+One small module per command (:data:`COMMANDS`), each with ``register(subparsers)`` that adds its
+subparser and sets ``func``, a handler ``handler(args, comm) -> int`` that turns the arguments
+into typed calls of the library.
+
+Errors: a ``ValueError`` (bad input) or ``RuntimeError`` (a failing file or solver) raised
+collectively ends every rank with one line on rank 0 and exit code 2 (1 for runtime failures).
+An exception raised on some ranks only would leave the others waiting in a collective call; the
+handler then aborts the whole MPI job so ``mpirun`` never hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from typing import Any
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The subcommands, in the order ``beckmann --help`` lists them (modules of this package).
+COMMANDS = ("solve", "probe", "sweep", "holder", "sample", "paths", "fit", "plot", "config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``beckmann`` argument parser, with every available subcommand."""
+    from beckmann import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="beckmann",
+        description="Beckmann optimal transport with squared flux: solve, probe and analyse.",
+    )
+    parser.add_argument("--version", action="version", version=f"beckmann {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name in COMMANDS:
+        importlib.import_module(f"beckmann.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``beckmann`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from beckmann._dolfinx import MPI
+
+    comm = MPI.COMM_WORLD
+    try:
+        code = int(args.func(args, comm) or 0)
+    except (ValueError, RuntimeError, OSError, KeyboardInterrupt) as err:
+        return _fail(err, comm, args.verbose)
+    except Exception as err:  # a bug: never hang the other ranks
+        if comm.rank == 0 or comm.size == 1:
+            traceback.print_exc()
+        if comm.size > 1:
+            sys.stderr.write(f"beckmann: internal error on rank {comm.rank}: {err!r}\n")
+            sys.stderr.flush()
+            comm.Abort(3)
+        return 3
+    return code
+
+
+def _fail(err: BaseException, comm: Any, verbose: bool) -> int:
+    code = 2 if isinstance(err, ValueError) else 1
+    if isinstance(err, KeyboardInterrupt):
+        code = 130
+    if verbose and comm.rank == 0:
+        traceback.print_exception(err)
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if comm.size > 1:
+        # Collectively raised errors reach every rank; if this rank alone failed the others may
+        # be blocked in a collective call, so we check agreement and abort otherwise.
+        from beckmann._dolfinx import MPI
+
+        req = comm.Ibarrier()
+        deadline = MPI.Wtime() + 10.0
+        while not req.Test():
+            time.sleep(0.01)
+            if MPI.Wtime() > deadline:
+                sys.stderr.write(f"beckmann: error: {msg} (rank {comm.rank})\n")
+                sys.stderr.flush()
+                comm.Abort(code)
+    if comm.rank == 0:
+        sys.stderr.write(f"beckmann: error: {msg}\n")
+        sys.stderr.flush()
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

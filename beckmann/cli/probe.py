@@ -1,0 +1,55 @@
+"""``beckmann probe``: evaluate a stored run (or a sweep member) at points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from beckmann.cli.common import read_points
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    """Add ``probe`` to the subcommands."""
+    p = sub.add_parser("probe", help="evaluate a stored solution at points")
+    p.add_argument("dir", help="run folder (or sweep store with --param)")
+    p.add_argument("--points", required=True, help="N x d points, .npy or .csv")
+    p.add_argument("--time", type=float, default=0.0, help="time t of the velocity")
+    p.add_argument("--json-out", help="also write the JSON here")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="sweep parameter"
+    )
+    p.add_argument(
+        "--interpolate", action="store_true", help="interpolate between sweep grid values"
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace, comm: Any) -> int:
+    from beckmann import io
+
+    if args.param:
+        from beckmann import sweep
+
+        return int(sweep.probe_cli(args, comm))
+    pts = None
+    err = None
+    if comm.rank == 0:
+        try:
+            pts = read_points(args.points)
+        except ValueError as e:
+            err = str(e)
+    err, pts = comm.bcast((err, pts), root=0)
+    if err:
+        raise ValueError(err)
+    sol = io.load_run(args.dir, comm)
+    res = sol.evaluate(pts, t=args.time)
+    text = json.dumps({k: v.tolist() for k, v in res.items()})
+    if comm.rank == 0:
+        if args.json_out:
+            Path(args.json_out).write_text(text + "\n")
+        print(text)
+    return 0
