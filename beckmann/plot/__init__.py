@@ -47,9 +47,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from beckmann.plot.holder import Modulus, find_moduli, plot_moduli
+
 __all__ = [
     "RunFields",
     "find_moduli",
+    "plot_moduli",
     "plot_run",
     "read_run_fields",
     "read_samples",
@@ -214,40 +217,6 @@ def read_samples(path: str | Path, gdim: int) -> FloatArray:
     out = np.zeros(arr.shape[:2] + (3,))
     out[..., :gdim] = arr
     return out
-
-
-def find_moduli(obj: Any, label: str = "") -> list[tuple[str, FloatArray, FloatArray, float]]:
-    """Every ``{"scales": [...], "modulus": [...]}`` inside a JSON value.
-
-    Returns:
-        ``(label, scales, modulus, exponent)`` per modulus found; ``exponent`` is the fitted
-        estimate when the dict has one, else NaN. Labels come from ``field``/``name`` entries or
-        the keys leading to the dict.
-    """
-    found: list[tuple[str, FloatArray, FloatArray, float]] = []
-    if isinstance(obj, dict):
-        tag = obj.get("field", obj.get("name"))
-        here = f"{label} {tag}".strip() if isinstance(tag, str) else label
-        if "time" in obj and isinstance(obj["time"], int | float):
-            here = f"{here} t={obj['time']:g}"
-        s, m = obj.get("scales"), obj.get("modulus")
-        if isinstance(s, list) and isinstance(m, list) and len(s) == len(m) and len(s) > 1:
-            try:
-                sc, mo = np.asarray(s, dtype=float), np.asarray(m, dtype=float)
-            except (TypeError, ValueError):
-                sc = mo = np.empty(0)
-            if sc.ndim == 1 and sc.size:
-                ex = obj.get("exponent")
-                ex = ex.get("estimate") if isinstance(ex, dict) else ex
-                expo = float(ex) if isinstance(ex, int | float) else float("nan")
-                found.append((here or "modulus", sc, mo, expo))
-        for k, v in obj.items():
-            if k not in ("scales", "modulus", "config"):
-                found += find_moduli(v, f"{here} {k}".strip() if isinstance(v, dict) else here)
-    elif isinstance(obj, list):
-        for v in obj:
-            found += find_moduli(v, label)
-    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,37 +622,6 @@ def _mpl_all(data: RunFields, out: Path, samples: FloatArray | None) -> list[Pat
     return paths
 
 
-# --------------------------------------------------------------------------------------------
-# Hölder moduli (matplotlib: log-log axes)
-# --------------------------------------------------------------------------------------------
-def _plot_moduli(moduli: list[tuple[str, FloatArray, FloatArray, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for label, s, m, expo in moduli:
-        ok = (s > 0) & (m > 0) & np.isfinite(m)
-        if not ok.any():
-            continue
-        name = f"{label} (α ≈ {expo:.2f})" if np.isfinite(expo) else label
-        (line,) = ax.loglog(s[ok], m[ok], "o-", ms=3, label=name)
-        if np.isfinite(expo):
-            # the fitted power law through the modulus' geometric mean, as a dashed guide
-            c = np.exp(np.mean(np.log(m[ok]) - expo * np.log(s[ok])))
-            ax.loglog(s[ok], c * s[ok] ** expo, "--", color=line.get_color(), lw=1)
-    ax.set_xlabel("scale δ")
-    ax.set_ylabel("modulus of continuity ω(δ)")
-    ax.set_title("Hölder moduli")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def _holder_files(run: Path, extra: list[str]) -> list[Path]:
     files = sorted(run.glob("holder*.json")) + sorted(run.glob("holder/*.json"))
     return files + [Path(f) for f in extra]
@@ -705,7 +643,7 @@ def _plot_serial(
             if (run / name).is_file():
                 X = read_samples(run / name, data.gdim)
                 break
-    moduli: list[tuple[str, FloatArray, FloatArray, float]] = []
+    moduli: list[Modulus] = []
     for f in _holder_files(run, holder):
         try:
             moduli += find_moduli(json.loads(f.read_text()), f.stem)
@@ -742,7 +680,7 @@ def _plot_serial(
     else:
         paths += _mpl_all(data, out, X)
     if moduli:
-        paths.append(_plot_moduli(moduli, out / "holder.png"))
+        paths.append(plot_moduli(moduli, out / "holder.png"))
     return paths, backend
 
 
