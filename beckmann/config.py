@@ -1,8 +1,8 @@
 """One option table, and the layered merge: defaults < config file < ``--set`` on the command line.
 
 Every option beckmann understands is declared once, in :data:`OPTIONS`, with its type, default
-and help. The README's config reference is generated from this table (``beckmann config
---markdown``), the CLI's ``--set`` values are checked against it, and unknown keys are errors.
+and help. The README's config reference is generated from this table (``beckmann config``),
+the CLI's ``--set`` values are checked against it, and unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -203,12 +203,21 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file into a raw (unvalidated) layer, with a clear error when it is bad."""
-    p = Path(path)
+    """Read a TOML file into a raw (unvalidated) layer, with a clear error when it is bad.
+
+    Only a regular file of at most 16 MiB is read (never a device or FIFO), as UTF-8.
+    """
+    from beckmann._resources import regular_file
+
+    p = regular_file(path, "config file", max_bytes=16 * 1024**2)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {str(p)!r}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (invalid byte at offset {err.start})"
+        ) from err
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
