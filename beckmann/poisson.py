@@ -22,10 +22,16 @@ import itertools
 from typing import Any
 
 from beckmann._dolfinx import PETSc, dolfinx, fem, ufl
+from beckmann._mpi import agree
 
-__all__ = ["NeumannPoisson", "SolverError", "default_petsc_options"]
+__all__ = ["DIRECT_BELOW", "NeumannPoisson", "SolverError", "default_petsc_options"]
 
 _counter = itertools.count()
+
+#: Global problems with fewer dofs than this are solved directly (MUMPS) even when GAMG is asked
+#: for: AMG has nothing to coarsen there, and on a handful of dofs spread over several ranks
+#: PETSc's GAMG set-up can fail on one rank while the others wait (a hang, not an error).
+DIRECT_BELOW = 1000
 
 
 class SolverError(RuntimeError):
@@ -89,7 +95,12 @@ class NeumannPoisson:
     ) -> None:
         if not rtol > 0:
             raise ValueError(f"solver rtol must be positive, got {rtol!r}")
+        if method not in ("gamg", "mumps"):
+            raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
         self.V = V
+        self.requested_method = method
+        if method == "gamg" and self.ndofs < DIRECT_BELOW and not petsc_options:
+            method = "mumps"
         self.comm = V.mesh.comm
         msh = V.mesh
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
@@ -129,14 +140,21 @@ class NeumannPoisson:
         db = PETSc.Options()
         for key, value in opts.items():
             db[self.prefix + key] = _petsc_value(value)
+        failure: str | None = None
         try:
             self.ksp.setFromOptions()
             self.ksp.setUp()
         except PETSc.Error as err:
-            raise SolverError(f"PETSc could not set up the solver ({_describe(err)})") from err
+            failure = (
+                f"PETSc could not set up the {method} solver ({_describe(err)}); try "
+                "solver.method = 'mumps'" + (" or other solver.petsc_options" if petsc_options
+                                              else "")
+            )
         finally:
             for key in opts:
                 db.delValue(self.prefix + key)
+        # a set-up that failed on one rank only must fail on every rank
+        agree(self.comm, failure, SolverError)
         self.method = method
         self.iterations = 0
 
