@@ -1,0 +1,356 @@
+"""Figures of a run drawn with pyvista (VTK) off-screen, through EGL or OSMesa.
+
+A 2D run is drawn on its mesh; a 3D run by three orthogonal slices through the centre of the
+domain. Serial (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann.plot.data import CELL_TYPES, RunFields
+
+__all__ = [
+    "CMAP_DENSITY",
+    "CMAP_POTENTIAL",
+    "CMAP_SPEED",
+    "draw_pyvista",
+    "make_grid",
+    "render_available",
+    "vtk_env",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Colour maps of densities, of the potential (diverging: its sign matters) and of speeds.
+CMAP_DENSITY = "viridis"
+CMAP_POTENTIAL = "coolwarm"
+CMAP_SPEED = "magma"
+
+# our cell-type name -> meshio's
+_KIND = {name: kind for kind, (name, _, _) in CELL_TYPES.items()}
+
+
+def render_available(timeout: float = 60.0) -> bool:
+    """Whether VTK can render off-screen here (tried in a subprocess: a crash stays there)."""
+    code = (
+        "import pyvista as pv\n"
+        "pv.OFF_SCREEN = True\n"
+        "p = pv.Plotter(off_screen=True, window_size=(32, 32))\n"
+        "p.add_mesh(pv.Sphere())\n"
+        "img = p.screenshot(return_img=True)\n"
+        "assert img.std() > 0\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, **vtk_env()},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def vtk_env() -> dict[str, str]:
+    """Environment for VTK off-screen rendering (EGL when there is no display)."""
+    # Without a display, go straight to EGL instead of failing on X first (and warning).
+    if os.environ.get("DISPLAY") or "VTK_DEFAULT_OPENGL_WINDOW" in os.environ:
+        return {}
+    return {"VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow"}
+
+
+def make_grid(data: RunFields) -> Any:
+    """The run's mesh as a pyvista grid, with every field and velocity as point data."""
+    import pyvista as pv
+
+    k, vtk_type = CELL_TYPES[_KIND[data.cell_type]][1:]
+    cells = np.hstack([np.full((data.cells.shape[0], 1), k), data.cells]).ravel()
+    types = np.full(data.cells.shape[0], vtk_type, dtype=np.uint8)
+    grid = pv.UnstructuredGrid(cells, types, data.points)
+    for name, arr in data.fields.items():
+        grid.point_data[name] = arr
+    grid.point_data["|flux|"] = np.linalg.norm(data.fields["flux"], axis=1)
+    for i, (_, v) in enumerate(data.velocity):
+        grid.point_data[f"velocity_{i}"] = v
+        grid.point_data[f"|velocity_{i}|"] = np.linalg.norm(v, axis=1)
+    return grid
+
+
+def _slices(grid: Any) -> Any:
+    """Three orthogonal slices through the centre of a 3D mesh, merged into one surface."""
+    return grid.slice_orthogonal(*grid.center).combine().extract_surface().triangulate()
+
+
+def _sbar(title: str) -> dict[str, Any]:
+    return {
+        "title": title,
+        "vertical": True,
+        "position_x": 0.84,
+        "position_y": 0.12,
+        "width": 0.1,
+        "height": 0.7,
+        "title_font_size": 14,
+        "label_font_size": 12,
+        "n_labels": 5,
+        "fmt": "%.2g",
+        "color": "black",
+    }
+
+
+def _camera(p: Any, data: RunFields) -> None:
+    if data.gdim == 2:
+        p.view_xy()
+        p.enable_parallel_projection()
+    else:
+        p.view_isometric()
+    p.camera.zoom(1.0 if data.gdim == 2 else 0.95)
+
+
+def _arrows(grid: Any, vectors: str, data: RunFields, n: int = 18) -> Any:
+    """Arrows of ``vectors`` on a regular lattice (on the slices in 3D), longest = 1/n of size."""
+    import pyvista as pv
+
+    lo, hi = np.array(grid.bounds[0::2]), np.array(grid.bounds[1::2])
+    size = float(np.max(hi - lo))
+    if data.gdim == 2:
+        dims = np.maximum(np.round(n * (hi - lo) / size), 2).astype(int)
+        xs = [np.linspace(lo[i], hi[i], dims[i] + 2)[1:-1] for i in range(2)]
+        P = np.array(np.meshgrid(*xs, [lo[2]], indexing="ij")).reshape(3, -1).T
+    else:
+        c = np.array(grid.center)
+        m = max(n // 2, 4)
+        pts = []
+        for ax in range(3):
+            others = [i for i in range(3) if i != ax]
+            a = np.linspace(lo[others[0]], hi[others[0]], m + 2)[1:-1]
+            b = np.linspace(lo[others[1]], hi[others[1]], m + 2)[1:-1]
+            A, B = np.meshgrid(a, b, indexing="ij")
+            q = np.empty((A.size, 3))
+            q[:, ax], q[:, others[0]], q[:, others[1]] = c[ax], A.ravel(), B.ravel()
+            pts.append(q)
+        P = np.vstack(pts)
+    probe = pv.PolyData(P).sample(grid)
+    ok = np.asarray(probe.point_data["vtkValidPointMask"]).astype(bool)
+    probe = probe.extract_points(ok, adjacent_cells=False).cast_to_poly_points()
+    if probe.n_points == 0:
+        return None
+    V = np.asarray(probe.point_data[vectors])
+    vmax = float(np.linalg.norm(V, axis=1).max())
+    if vmax == 0.0:
+        return None
+    probe.point_data["_v"] = V
+    return probe.glyph(orient="_v", scale="_v", factor=size / n / vmax * 0.95, geom=pv.Arrow())
+
+
+def _new_plotter(shape: tuple[int, int], panel: tuple[int, int]) -> Any:
+    import pyvista as pv
+
+    return pv.Plotter(
+        off_screen=True,
+        shape=shape,
+        window_size=[panel[0] * shape[1], panel[1] * shape[0]],
+        border=False,
+    )
+
+
+def _save(p: Any, path: Path) -> Path:
+    p.set_background("white")
+    p.screenshot(str(path))
+    p.close()
+    return path
+
+
+def _surface(grid: Any, data: RunFields) -> Any:
+    return grid if data.gdim == 2 else _slices(grid)
+
+
+def _pv_densities(grid: Any, data: RunFields, out: Path) -> Path:
+    surf = _surface(grid, data)
+    lo = float(min(data.fields["source"].min(), data.fields["target"].min()))
+    hi = float(max(data.fields["source"].max(), data.fields["target"].max()))
+    p = _new_plotter((1, 2), (640, 500))
+    for j, (name, title) in enumerate((("source", "source p0"), ("target", "target p1"))):
+        p.subplot(0, j)
+        p.add_text(title, font_size=12, color="black")
+        p.add_mesh(
+            surf.copy(),
+            scalars=name,
+            cmap=CMAP_DENSITY,
+            clim=(lo, hi),
+            lighting=False,
+            scalar_bar_args=_sbar(name),
+        )
+        if data.gdim == 3:
+            p.add_mesh(grid.outline(), color="black")
+        _camera(p, data)
+    return _save(p, out / "densities.png")
+
+
+def _pv_potential(grid: Any, data: RunFields, out: Path) -> Path:
+    surf = _surface(grid, data)
+    p = _new_plotter((1, 1), (720, 560))
+    p.add_text("potential phi", font_size=12, color="black")
+    p.add_mesh(
+        surf,
+        scalars="potential",
+        cmap=CMAP_POTENTIAL,
+        lighting=False,
+        scalar_bar_args=_sbar("phi"),
+    )
+    phi = data.fields["potential"]
+    if np.ptp(phi) > 0:
+        levels = np.linspace(phi.min(), phi.max(), 17)[1:-1]
+        lines = surf.contour(isosurfaces=levels, scalars="potential")
+        if lines.n_points:
+            p.add_mesh(lines, color="black", line_width=1.5)
+    if data.gdim == 3:
+        p.add_mesh(grid.outline(), color="black")
+    _camera(p, data)
+    return _save(p, out / "potential.png")
+
+
+def _pv_flux(grid: Any, data: RunFields, out: Path) -> Path:
+    import pyvista as pv
+
+    surf = _surface(grid, data)
+    p = _new_plotter((1, 1), (720, 560))
+    p.add_text("flux F = grad phi", font_size=12, color="black")
+    p.add_mesh(
+        surf,
+        scalars="|flux|",
+        cmap=CMAP_SPEED,
+        lighting=False,
+        scalar_bar_args=_sbar("flux magnitude"),
+    )
+    size = float(np.max(np.ptp(data.points, axis=0)))
+    if np.linalg.norm(data.fields["flux"], axis=1).max() > 0:
+        if data.gdim == 2:
+            lo, hi = np.array(grid.bounds[0::2]), np.array(grid.bounds[1::2])
+            n = 9
+            xs = [np.linspace(lo[i], hi[i], n + 2)[1:-1] for i in range(2)]
+            seeds = np.array(np.meshgrid(*xs, [lo[2]], indexing="ij")).reshape(3, -1).T
+            lines = grid.streamlines_from_source(
+                pv.PolyData(seeds),
+                vectors="flux",
+                integration_direction="both",
+                max_length=4.0 * size,
+                initial_step_length=0.2,
+                max_steps=4000,
+                surface_streamlines=True,
+            )
+            if lines.n_points:
+                p.add_mesh(lines, color="white", line_width=1.2)
+            arrows = _arrows(grid, "flux", data, n=10)
+            if arrows is not None:
+                p.add_mesh(arrows, color="black")
+        else:
+            arrows = _arrows(grid, "flux", data)
+            if arrows is not None:
+                p.add_mesh(arrows, color="deepskyblue")
+            p.add_mesh(grid.outline(), color="black")
+    _camera(p, data)
+    return _save(p, out / "flux.png")
+
+
+def _pv_velocity(grid: Any, data: RunFields, out: Path) -> Path:
+    surf = _surface(grid, data)
+    picks = _pick_times(len(data.velocity))
+    speeds = [grid.point_data[f"|velocity_{i}|"] for i in picks]
+    hi = float(max(s.max() for s in speeds)) or 1.0
+    p = _new_plotter((1, len(picks)), (560, 440))
+    for j, i in enumerate(picks):
+        p.subplot(0, j)
+        p.add_text(f"velocity t = {data.velocity[i][0]:g}", font_size=11, color="black")
+        p.add_mesh(
+            surf.copy(),
+            scalars=f"|velocity_{i}|",
+            cmap=CMAP_SPEED,
+            clim=(0.0, hi),
+            lighting=False,
+            scalar_bar_args=_sbar("speed"),
+        )
+        arrows = _arrows(grid, f"velocity_{i}", data, n=14)
+        if arrows is not None:
+            p.add_mesh(arrows, color="black" if data.gdim == 2 else "deepskyblue")
+        if data.gdim == 3:
+            p.add_mesh(grid.outline(), color="black")
+        _camera(p, data)
+    return _save(p, out / "velocity.png")
+
+
+def _pick_times(n: int, most: int = 4) -> list[int]:
+    if n <= most:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, most)})
+
+
+def _pv_samples(grid: Any, data: RunFields, X: FloatArray, out: Path) -> Path:
+    import pyvista as pv
+
+    surf = _surface(grid, data)
+    p = _new_plotter((1, 1), (720, 560))
+    p.add_text("samples: start (white), end (red), over p1", font_size=12, color="black")
+    p.add_mesh(
+        surf,
+        scalars="target",
+        cmap=CMAP_DENSITY,
+        opacity=0.6 if data.gdim == 3 else 1.0,
+        lighting=False,
+        scalar_bar_args=_sbar("p1"),
+    )
+    lift = np.array([0.0, 0.0, 1e-3 * float(np.max(np.ptp(data.points, axis=0)))])
+    if data.gdim == 3:
+        lift[:] = 0.0
+        p.add_mesh(grid.outline(), color="black")
+    if X.shape[0] > 1:
+        keep = np.linspace(0, X.shape[1] - 1, min(X.shape[1], 150)).astype(int)
+        T = X.shape[0]
+        pts = (X[:, keep] + lift).transpose(1, 0, 2).reshape(-1, 3)
+        conn = np.hstack([np.full((keep.size, 1), T), np.arange(keep.size * T).reshape(-1, T)])
+        p.add_mesh(pv.PolyData(pts, lines=conn.ravel()), color="lightgray", line_width=1)
+        p.add_mesh(
+            pv.PolyData(X[0] + lift), color="white", point_size=4, render_points_as_spheres=True
+        )
+    p.add_mesh(pv.PolyData(X[-1] + lift), color="red", point_size=5, render_points_as_spheres=True)
+    _camera(p, data)
+    return _save(p, out / "samples.png")
+
+
+def draw_pyvista(data: RunFields, out: Path, samples: FloatArray | None) -> list[Path]:
+    """Draw the figures of a run with pyvista off-screen into ``out``; returns their paths.
+
+    Raises:
+        RuntimeError: pyvista is not installed.
+    """
+    for k, v in vtk_env().items():
+        os.environ.setdefault(k, v)
+    try:
+        import pyvista as pv
+    except ImportError as err:
+        raise RuntimeError(
+            "pyvista is needed: pip install pyvista (or --backend matplotlib)"
+        ) from err
+    pv.OFF_SCREEN = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # VTK's chatter about contexts and empty contours
+        grid = make_grid(data)
+        paths = [
+            _pv_densities(grid, data, out),
+            _pv_potential(grid, data, out),
+            _pv_flux(grid, data, out),
+        ]
+        if data.velocity:
+            paths.append(_pv_velocity(grid, data, out))
+        if samples is not None:
+            paths.append(_pv_samples(grid, data, samples, out))
+    return paths
