@@ -13,6 +13,7 @@ import pytest
 
 from beckmann import holder
 from beckmann._dolfinx import MPI
+from beckmann.holder import exact
 
 
 def split(comm, *arrays):
@@ -192,13 +193,13 @@ def test_bad_input_is_a_collective_error(comm):
 def test_exact_memory_is_chunked(comm, monkeypatch):
     """No kernel call sees more than chunk_pairs pairs."""
     seen = []
-    orig = holder._ExactAccumulator._kernel
+    orig = exact.ExactAccumulator._kernel
 
     def spy(self, Xa, Va, Xb, Vb):
         seen.append(Xa.shape[0] * Xb.shape[0])
         return orig(self, Xa, Va, Xb, Vb)
 
-    monkeypatch.setattr(holder._ExactAccumulator, "_kernel", spy)
+    monkeypatch.setattr(exact.ExactAccumulator, "_kernel", spy)
     X, V = cloud("smooth", 700)
     Xl, Vl = split(comm, X, V)
     holder.modulus(Xl, Vl, comm, [0.1, 0.3], method="exact", chunk_pairs=1000)

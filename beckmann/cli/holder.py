@@ -1,14 +1,135 @@
-"""``beckmann holder`` (transitional: still registered by :mod:`beckmann.holder`)."""
+"""``beckmann holder DIR``: Hölder estimates of a field of a stored run (JSON on rank 0)."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import math
+from typing import Any, Literal
 
-__all__ = ["register"]
+import numpy as np
+
+from beckmann._mpi import on_root
+from beckmann.holder.fe import FIELDS, solution_norms
+from beckmann.holder.pointcloud import check_alpha
+
+__all__ = ["plot_modulus", "register"]
+
+
+def parse_alpha(text: str) -> float | Literal["auto"]:
+    """``--alpha``: a number in ``[0, 1]`` or ``auto``."""
+    if text == "auto":
+        return "auto"
+    try:
+        a = float(text)
+    except ValueError as err:
+        raise ValueError(f"--alpha must be a number in [0, 1] or 'auto', got {text!r}") from err
+    return check_alpha(a)
+
+
+def plot_modulus(result: dict[str, Any], path: str) -> None:
+    """Write ``log ω`` against ``log δ`` with the fitted slope to ``path`` (matplotlib, Agg).
+
+    Lives here until the picture package ``beckmann.plot`` exists. Not collective (rank 0).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = np.asarray(result["scales"])
+    w = np.asarray(result["modulus"])
+    e = result["exponent"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ok = w > 0
+    ax.loglog(s[ok], w[ok], "o-", label=rf"$\omega(\delta)$ of $D^{{{result['k']}}}u$")
+    win = (s >= result["delta_min"] * (1 - 1e-12)) & (s <= result["delta_max"] * (1 + 1e-12)) & ok
+    est = e["estimate"]
+    if np.any(win) and est is not None and math.isfinite(est):
+        sw = s[win]
+        x0, y0 = np.log(sw).mean(), np.log(w[win]).mean()
+        for slope, style, lab in (
+            (est, "-", f"slope {est:.3f}"),
+            (e["low"], ":", f"band [{e['low']:.3f}, {e['high']:.3f}]"),
+            (e["high"], ":", None),
+        ):
+            ax.loglog(sw, np.exp(y0 + slope * (np.log(sw) - x0)), "k" + style, lw=1, label=lab)
+    ax.axvline(result["delta_min"], color="0.6", lw=0.8)
+    ax.set_xlabel(r"$\delta$")
+    ax.set_ylabel(r"$\omega(\delta)$")
+    ax.set_title(f"{result['field']}: k={result['k']}, h={result['h']:.3g}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise RuntimeError(f"cannot write the plot {path!r}: {err}") from err
+    finally:
+        plt.close(fig)
+
+
+def handler(args: argparse.Namespace, comm: Any) -> int:
+    """Estimate, write ``--json-out`` and ``--plot`` on rank 0, print the JSON."""
+    from beckmann import io
+
+    alpha = parse_alpha(args.alpha)
+    if args.k < 0:
+        raise ValueError(f"--k must be >= 0, got {args.k}")
+    if args.time != 0.0 and args.field != "velocity":
+        raise ValueError("--time applies to --field velocity only")
+    sol = io.load_run(args.dir, comm)
+    result = solution_norms(
+        sol,
+        args.field,
+        args.k,
+        alpha,
+        t=args.time,
+        method=args.method,
+        margin=args.margin,
+        delta_min=args.delta_min,
+        delta_max=args.delta_max,
+    )
+    result["run"] = str(args.dir)
+    text = json.dumps(result, indent=2, allow_nan=False)
+
+    def write() -> None:
+        if args.json_out:
+            try:
+                with open(args.json_out, "w") as f:
+                    f.write(text + "\n")
+            except OSError as err:
+                raise RuntimeError(f"cannot write {args.json_out!r}: {err.strerror}") from err
+        if args.plot:
+            plot_modulus(result, args.plot)
+
+    on_root(comm, write)
+    if comm.rank == 0:
+        print(text)
+    return 0
 
 
 def register(sub: Any) -> None:
     """Add ``holder`` to the subcommands."""
-    from beckmann import holder
-
-    holder.register_cli(sub)
+    p = sub.add_parser(
+        "holder",
+        help="Hölder norms, modulus of continuity and exponent of a stored field",
+        description=(
+            "Estimate sup norms of D^j u (j <= k), the seminorm [D^k u]_alpha, the C^{k,alpha} "
+            "norm, the modulus of continuity and its fitted exponent for a field of a run "
+            "folder, on scales above twice the mesh size. Prints JSON (rank 0)."
+        ),
+    )
+    p.add_argument("dir", help="run folder written by `beckmann solve`")
+    p.add_argument("--field", choices=FIELDS, default="potential", help="field to measure")
+    p.add_argument("--time", type=float, default=0.0, help="time t of the velocity")
+    p.add_argument("--k", type=int, default=0, help="derivative order k of C^{k,alpha}")
+    p.add_argument("--alpha", default="auto", help="Hölder exponent in [0, 1] or 'auto'")
+    p.add_argument("--method", choices=("exact", "fast"), default="fast", help="algorithm")
+    p.add_argument("--delta-min", type=float, default=None, help="window start (default 2h)")
+    p.add_argument("--delta-max", type=float, default=None, help="window end (default diameter/4)")
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="only nodes this far from the boundary"
+    )
+    p.add_argument("--json-out", default="", help="also write the JSON to this file")
+    p.add_argument("--plot", default="", help="write log ω vs log δ to this PNG")
+    p.set_defaults(func=handler)

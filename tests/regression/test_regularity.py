@@ -20,7 +20,11 @@ Tolerances, and why:
   plain slope of ``D³φ`` measured 0.47; tolerance 0.1.
 * Smooth target: the FE exponent of ``D²φ`` within 0.05 of the exact field's, both ≥ 0.9.
 * Schauder ratio ``‖φ‖_{C^{2,1/2}} / ‖p0 − p1‖_{C^{0,1/2}}`` (window from δ = 0.3) on the disk,
-  h = 0.1, 0.07, 0.05: measured 1.345, 1.341, 1.351 → recorded constant 1.35 ± 5 %.
+  h = 0.1, 0.07, 0.05: the reference is the same ratio of the closed-form radial solution
+  (``φ``, ``∇φ``, ``D²φ`` and ``p0 − p1`` evaluated at the same nodes, ``φ`` shifted to the FE
+  mean zero), measured by the estimators, which are checked against brute force in
+  tests/test_holder.py. Tolerance 5 %: measured FE/exact 1.031, 1.042, 1.019 (the recovered
+  D²φ overshoots at the polygonal boundary); the FE ratio must settle.
 * L-shape: ``φ ~ r^{2/3}``; exponent of φ (h = 0.05) measured 0.665, tolerance 0.1;
   ``sup |∇φ| ~ h^{−1/3}``: measured rate 0.33–0.35, tolerance [0.2, 0.5].
 * Velocity with source floor c: ``‖v_0‖_{C^{0,1/2}}`` measured 0.80, 1.36, 2.45 for c = 0.2,
@@ -153,11 +157,56 @@ def test_smooth_target_exponent_near_one(n):
     assert r["exponent"]["estimate"] == pytest.approx(ref.exponent.estimate, abs=0.05)
 
 
-SCHAUDER_RATIO = 1.35  # measured: 1.345 (h=0.1), 1.341 (h=0.07), 1.351 (h=0.05)
+def radial_norms(sol, alpha: float, delta_min: float) -> tuple[float, float]:
+    """``(‖φ‖_{C^{2,1/2}}, ‖p0 − p1‖_{C^{0,1/2}})`` of the closed-form radial solution.
+
+    Summed over multi-indices like :func:`holder.field_norms`, at the owned P2 nodes, seminorms
+    over pairs at least ``delta_min`` apart. ``φ = a r²/4 − b r^{α+2}/(α+2)² + C`` (see
+    :func:`radial_hessian`), ``C`` such that ``φ`` has mean zero on the mesh, as the solver's.
+    """
+    from beckmann._dolfinx import ufl
+
+    comm = MPI.COMM_WORLD
+    X = owned_nodes(sol)
+    rv = np.linalg.norm(X, axis=1)
+    # the data of the problem on the (polygonal) mesh domain: p0 = 1/|Ω_h|, p1 = (1 + r^α)/Z
+    x = ufl.SpatialCoordinate(sol.msh)
+    vol = comm.allreduce(fem.assemble_scalar(fem.form(1.0 * ufl_dx(sol.msh))), op=MPI.SUM)
+    r_ufl = ufl.sqrt(x[0] ** 2 + x[1] ** 2)
+    Z = comm.allreduce(
+        fem.assemble_scalar(fem.form((1.0 + r_ufl**alpha) * ufl_dx(sol.msh, 8))), op=MPI.SUM
+    )
+    p0 = 1.0 / vol
+    a, b = p0 - 1.0 / Z, 1.0 / Z
+
+    def phi0(x):
+        r = np.hypot(x[0], x[1])
+        return a * r**2 / 4 - b * r ** (alpha + 2) / (alpha + 2) ** 2
+
+    u = fem.Function(sol.V)
+    u.interpolate(phi0)
+    mean = comm.allreduce(fem.assemble_scalar(fem.form(u * ufl_dx(sol.msh))), op=MPI.SUM) / vol
+    phi = phi0(X.T) - mean
+    r = np.maximum(rv, 1e-300)
+    d1 = a * r / 2 - b * r ** (alpha + 1) / (alpha + 2)
+    grad = d1[:, None] * X / r[:, None]
+    hess = radial_hessian(sol, alpha, X)
+    sup = sum(holder.sup_norm(c, comm) for c in (phi, *grad.T, *hess.T))
+    semi = sum(holder.seminorm(X, c, comm, 0.5, delta_min=delta_min) for c in hess.T)
+    rhs = p0 - (1.0 + rv**alpha) / Z
+    den = holder.sup_norm(rhs, comm) + holder.seminorm(X, rhs, comm, 0.5, delta_min=delta_min)
+    return sup + semi, den
+
+
+def ufl_dx(msh, degree: int | None = None):
+    from beckmann._dolfinx import ufl
+
+    meta = {} if degree is None else {"quadrature_degree": degree}
+    return ufl.dx(domain=msh, metadata=meta)
 
 
 def test_schauder_ratio_bounded_and_settling():
-    ratios = []
+    ratios, refs = [], []
     for h in (0.1, 0.07, 0.05):
         sol = disk_solution("1 + (x**2 + y**2)**0.25", h)
         f = fem.Function(sol.V)
@@ -166,8 +215,10 @@ def test_schauder_ratio_bounded_and_settling():
         den = holder.field_norms(f, 0, 0.5, delta_min=0.3)
         assert num["delta_min"] == den["delta_min"] == 0.3
         ratios.append(num["norm"] / den["norm"])
-    ratios = np.array(ratios)
-    assert np.all(np.abs(ratios / SCHAUDER_RATIO - 1) < 0.05), ratios
+        ref_num, ref_den = radial_norms(sol, 0.25, 0.3)
+        refs.append(ref_num / ref_den)
+    ratios, refs = np.array(ratios), np.array(refs)
+    assert np.all(np.abs(ratios / refs - 1) < 0.05), (ratios, refs)
     assert abs(ratios[2] - ratios[1]) < 0.02 * ratios[2], ratios
 
 
