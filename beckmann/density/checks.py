@@ -11,7 +11,7 @@ from beckmann._dolfinx import MPI
 from beckmann._mpi import format_point, point_quantum
 from beckmann.density.validate import real_number
 
-__all__ = ["check_values"]
+__all__ = ["check_values", "global_minimum"]
 
 
 def _tied(values: npt.NDArray[np.float64], vmin: float) -> npt.NDArray[np.bool_]:
@@ -119,3 +119,32 @@ def check_values(
             f"{role} density has minimum {vmin:.6g} at {format_point(point[:gdim], scale)}, below "
             f"min_density {min_density:g}; raise 'floor' or fix the density"
         )
+
+
+def global_minimum(
+    values: npt.ArrayLike, coords: npt.ArrayLike, comm: MPI.Comm
+) -> tuple[float, list[float], float] | None:
+    """The smallest of rank-local ``values`` over all ranks, and its point; collective.
+
+    Ties (up to round-off) are broken by the lexicographically smallest point, compared at the
+    precision of messages, so the answer does not depend on the partition.
+
+    Args:
+        values: This rank's values, shape ``(N,)`` (``N`` may be 0); finite.
+        coords: Their points, shape ``(N, d)``.
+        comm: The communicator.
+
+    Returns:
+        ``(minimum, point, scale)`` with ``scale`` the extent of all points (for
+        :func:`~beckmann._mpi.format_point`), or ``None`` when no rank has a value.
+    """
+    vals = np.asarray(values, dtype=np.float64).reshape(-1)
+    pts = np.asarray(coords, dtype=np.float64).reshape(vals.size, -1)
+    extent = float(np.max(np.ptp(pts, axis=0))) if pts.shape[0] else 0.0
+    scale = comm.allreduce(extent, op=MPI.MAX)
+    quantum = point_quantum(scale)
+    minima = [m for m in comm.allgather(_lowest(vals, pts, quantum) if vals.size else None) if m]
+    if not minima:
+        return None
+    vmin, point = _lowest_of(minima, quantum)
+    return vmin, point, scale

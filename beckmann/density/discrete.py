@@ -1,0 +1,318 @@
+r"""Densities on a mesh: exact values at quadrature points, and a certified-positive interpolant.
+
+A density :math:`\rho` enters the solve twice, in two forms (docs/math.md, "Discrete densities"):
+
+* **the right-hand side** :math:`\int_\Omega (p_1 - p_0)\, w\, dx` uses the values of
+  :math:`\rho` at the points of a quadrature rule of degree :math:`q` (``solver.quadrature_degree``,
+  by default :func:`default_quadrature_degree`), held in a function of a basix quadrature space.
+  The same rule gives the mass :math:`m = \sum_j \omega_j \rho(x_j)` that normalises it, so
+  :math:`\int (p_1 - p_0) = 0` holds to round-off. No interpolation error enters the
+  right-hand side; only the quadrature error does.
+* **the velocity** :math:`v_t = F_t / p_t` and the sampler use the :math:`P_k` nodal interpolant
+  :math:`I_k\rho`, normalised to mass 1. It is *certified*: on every cell of a simplex mesh the
+  smallest Bernstein coefficient of :math:`I_k\rho` (:mod:`~beckmann.density.bernstein`) bounds
+  it from below, and must be at least ``min_density``, so :math:`p_t \ge` ``min_density`` holds
+  everywhere, not only at the nodes. On the linear path :math:`p_t = (1 - t) p_0 + t p_1` the
+  bound carries over to every :math:`t`, since the coefficients are linear in the density.
+
+:class:`DensityPoints` is built once per function space (the points, the quadrature space, the
+Bernstein matrix); :meth:`DensityPoints.discretise` then turns raw values into a
+:class:`DiscreteDensity` (checked, certified, normalised) as often as needed, e.g. once per
+sweep parameter; :class:`QuadratureRHS` assembles the right-hand side vector. All of it is
+collective over the mesh's communicator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._dolfinx import MPI, PETSc, basix, dolfinx, fem, ufl
+from beckmann._mpi import agree, format_point
+from beckmann.density.bernstein import bernstein_collocation, bernstein_matrix
+from beckmann.density.checks import check_values, global_minimum
+from beckmann.density.evaluator import Evaluator
+
+__all__ = [
+    "DensityPoints",
+    "DiscreteDensity",
+    "QuadratureRHS",
+    "default_quadrature_degree",
+    "resolve_quadrature_degree",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Highest quadrature degree accepted (basix's default schemes go further, the cost does not).
+MAX_QUADRATURE_DEGREE = 30
+
+#: Cells the degree-k Bernstein bound cannot certify are re-examined at this many times k.
+ELEVATION = 4
+
+
+def default_quadrature_degree(k: int) -> int:
+    """The quadrature degree used for P_k when ``solver.quadrature_degree = -1``: ``2k + 2``.
+
+    A rule exact for degree :math:`2k - 1` keeps the optimal :math:`O(h^{k+1})` L² rate for a
+    smooth density; three more degrees leave room for densities that are only piecewise smooth
+    (images are piecewise bilinear on the pixels) at a modest cost: 6, 12 and 16 points per
+    triangle for k = 1, 2, 3.
+    """
+    return 2 * int(k) + 2
+
+
+def resolve_quadrature_degree(requested: int, k: int) -> int:
+    """``requested`` checked, or :func:`default_quadrature_degree` when it is ``-1``.
+
+    Raises:
+        ValueError: Not an integer in ``[1, 30]`` or ``-1``.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int | np.integer):
+        raise ValueError(f"solver.quadrature_degree must be an integer, got {requested!r}")
+    if requested == -1:
+        return default_quadrature_degree(k)
+    if not 1 <= requested <= MAX_QUADRATURE_DEGREE:
+        raise ValueError(
+            f"solver.quadrature_degree must be -1 (automatic: 2*degree + 2) or in "
+            f"[1, {MAX_QUADRATURE_DEGREE}], got {requested!r}"
+        )
+    return int(requested)
+
+
+@dataclass
+class DiscreteDensity:
+    """One density on a mesh, in the two forms the solve uses.
+
+    Attributes:
+        p: The P_k nodal interpolant, normalised to ``∫ p dx = 1`` (velocity, sampling, output).
+        q: Values at the quadrature points, normalised with the same quadrature (right-hand side).
+        mass: The raw mass ``∫ ρ dx`` by the quadrature, before normalisation.
+        cell_minimum: The smallest Bernstein lower bound of the raw interpolant over all cells
+            (``nan`` on meshes that are not simplices, where no bound is computed).
+    """
+
+    p: fem.Function
+    q: fem.Function
+    mass: float
+    cell_minimum: float
+
+
+class DensityPoints:
+    """Where densities are evaluated on a mesh: the nodes of ``V`` and quadrature points.
+
+    Args:
+        V: Scalar Lagrange space P_k of the potential.
+        quadrature_degree: Degree of the quadrature rule, or ``-1`` for
+            :func:`default_quadrature_degree`.
+
+    Attributes:
+        V: As given.
+        degree: The quadrature degree used.
+        Q: The quadrature space (basix quadrature element, default scheme of ``degree``).
+        nodes: Coordinates of ``V``'s dofs (owned and ghost), ``(3, N)``.
+        qpoints: Physical quadrature points, one per dof of ``Q``, ``(3, M)``.
+        dx: The measure that integrates with this rule.
+
+    Collective (the function spaces).
+    """
+
+    def __init__(self, V: fem.FunctionSpace, quadrature_degree: int = -1) -> None:
+        msh = V.mesh
+        k = int(V.ufl_element().embedded_superdegree)
+        self.V = V
+        self.degree = resolve_quadrature_degree(quadrature_degree, k)
+        element = basix.ufl.quadrature_element(msh.basix_cell(), value_shape=(), degree=self.degree)
+        self.Q = fem.functionspace(msh, element)
+        self.nodes: FloatArray = np.ascontiguousarray(V.tabulate_dof_coordinates().T)
+        self.qpoints: FloatArray = np.ascontiguousarray(self.Q.tabulate_dof_coordinates().T)
+        self.dx = ufl.dx(domain=msh, metadata={"quadrature_degree": self.degree})
+        tdim = msh.topology.dim
+        self._simplex = msh.topology.cell_type in (
+            dolfinx.mesh.CellType.interval,
+            dolfinx.mesh.CellType.triangle,
+            dolfinx.mesh.CellType.tetrahedron,
+        )
+        self._ncells = msh.topology.index_map(tdim).size_local
+        if self._simplex:
+            # DG_k holds the same polynomial per cell in the reference element's dof order
+            self._dg = fem.functionspace(msh, ("DG", k))
+            element_k = self._dg.ufl_element().basix_element
+            self._bernstein = bernstein_matrix(element_k)
+            # the same polynomial at degree ELEVATION * k: lattice values and coefficients
+            lattice = basix.create_lattice(
+                element_k.cell_type, ELEVATION * k, basix.LatticeType.equispaced, True
+            )
+            self._lattice_values = element_k.tabulate(0, lattice)[0, :, :, 0]
+            self._elevation = np.linalg.solve(
+                bernstein_collocation(lattice, ELEVATION * k), self._lattice_values
+            )
+            self._lattice_lambda = np.concatenate(
+                [1.0 - lattice.sum(axis=1, keepdims=True), lattice], axis=1
+            )
+            gdim = msh.geometry.dim
+            nodes = msh.geometry.dofmap[: self._ncells]
+            # the first tdim + 1 geometry nodes of a cell are its vertices
+            self._vertices = msh.geometry.x[nodes[:, : tdim + 1]][:, :, :gdim]
+            self._centres = msh.geometry.x[nodes].mean(axis=1)[:, :gdim]
+
+    def _integral(self, u: fem.Function) -> float:
+        form = fem.form(u * self.dx)
+        return float(self.V.mesh.comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM))
+
+    def evaluate(
+        self,
+        ev: Evaluator,
+        *,
+        role: str,
+        min_density: float,
+        params: Mapping[str, float] | None = None,
+    ) -> DiscreteDensity:
+        """Evaluate a density at the nodes and the quadrature points and discretise it.
+
+        Non-finite values are reported by the checks (collectively), not as NumPy warnings.
+        """
+        with np.errstate(all="ignore"):
+            nodal = ev(self.nodes, params)
+            quad = ev(self.qpoints, params)
+        return self.discretise(nodal, quad, role=role, min_density=min_density)
+
+    def discretise(
+        self,
+        nodal: npt.ArrayLike,
+        quad: npt.ArrayLike,
+        *,
+        role: str,
+        min_density: float,
+    ) -> DiscreteDensity:
+        """Check, certify and normalise raw values at the nodes and at the quadrature points.
+
+        Args:
+            nodal: Values at :attr:`nodes` (all of this rank's dofs of ``V``).
+            quad: Values at :attr:`qpoints`.
+            role: ``source`` or ``target`` (messages, function names).
+            min_density: Smallest value allowed anywhere.
+
+        Returns:
+            The discrete density.
+
+        Raises:
+            ValueError: On every rank: a value is not finite or below ``min_density`` at a node
+                or quadrature point (the message names the point), the interpolant dips below
+                ``min_density`` inside a cell (the message names the cell's centre and suggests
+                a finer mesh or a lower degree), or the mass is not positive.
+        """
+        comm = self.V.mesh.comm
+        p = fem.Function(self.V, name=role)
+        q = fem.Function(self.Q, name=f"{role}_quadrature")
+        p.x.array[:] = np.broadcast_to(np.asarray(nodal, dtype=np.float64), p.x.array.shape)
+        q.x.array[:] = np.broadcast_to(np.asarray(quad, dtype=np.float64), q.x.array.shape)
+        n = self.V.dofmap.index_map.size_local
+        nq = self.Q.dofmap.index_map.size_local
+        check_values(p.x.array[:n], self.nodes.T[:n], role=role, min_density=min_density, comm=comm)
+        check_values(
+            q.x.array[:nq], self.qpoints.T[:nq], role=role, min_density=min_density, comm=comm
+        )
+        cell_min = self.certify(p, role=role, min_density=min_density)
+        mass = self._integral(q)
+        agree(
+            comm,
+            None if mass > 0 else f"{role} density has non-positive total mass {mass:.6g}",
+        )
+        q.x.array[:] /= mass
+        p.x.array[:] /= float(comm.allreduce(fem.assemble_scalar(fem.form(p * ufl.dx)), MPI.SUM))
+        return DiscreteDensity(p, q, mass, cell_min)
+
+    def certify(self, p: fem.Function, *, role: str, min_density: float) -> float:
+        """Check that the P_k function ``p`` is at least ``min_density`` on every cell.
+
+        First bound: the smallest Bernstein coefficient of degree k per cell (exact for P1,
+        where the coefficients are the nodal values). Cells it cannot certify get a second
+        look at degree :data:`ELEVATION` x k: the Bernstein coefficients of the same
+        polynomial written at the higher degree (a tighter lower bound), and its values at that
+        degree's lattice points (actual values, which prove a dip when below the floor). Meshes
+        that are not simplices are not certified.
+
+        Returns:
+            The certified lower bound over all cells (``nan`` when not a simplex mesh).
+
+        Raises:
+            ValueError: On every rank, when the interpolant is below ``min_density`` somewhere
+                (naming the lowest point found and the number of cells) or cannot be certified
+                (naming the centre of the worst cell); both suggest a finer mesh or a lower
+                degree.
+        """
+        if not self._simplex:
+            return float("nan")
+        comm = self.V.mesh.comm
+        u = fem.Function(self._dg)
+        u.interpolate(p)
+        values = u.x.array[self._dg.dofmap.list[: self._ncells]]
+        lower = (values @ self._bernstein.T).min(axis=1) if values.size else np.zeros(0)
+        # a lower bound under min_density by round-off only is noise, not a dip
+        tol = 1e-12 * max(1.0, abs(min_density), float(np.abs(values).max(initial=0.0)))
+        bad = np.flatnonzero(lower < min_density - tol)
+        if comm.allreduce(bad.size, op=MPI.SUM) == 0:
+            return float(comm.allreduce(float(lower.min(initial=np.inf)), op=MPI.MIN))
+        sampled = values[bad] @ self._lattice_values.T  # actual values of the polynomial
+        elevated = (values[bad] @ self._elevation.T).min(axis=1)  # tighter lower bounds
+        lower[bad] = elevated
+        dips = sampled.min(axis=1) < min_density - tol if bad.size else np.zeros(0, bool)
+        ndips = int(comm.allreduce(int(dips.sum()), op=MPI.SUM))
+        k = int(self.V.ufl_element().embedded_superdegree)
+        advice = "use a finer mesh (mesh.n or mesh.h) or a lower solver.degree, or raise 'floor'"
+        if ndips:
+            cells = bad[dips]
+            where = np.einsum("ml,cld->cmd", self._lattice_lambda, self._vertices[cells])
+            found = global_minimum(sampled[dips].ravel(), where.reshape(-1, where.shape[-1]), comm)
+            assert found is not None  # ndips > 0: some rank has values
+            vmin, point, scale = found
+            raise ValueError(
+                f"{role} density: its P{k} interpolant reaches {vmin:.6g} at "
+                f"{format_point(point, scale)}, below min_density {min_density:g}, inside "
+                f"{ndips} cell{'s' if ndips > 1 else ''} (between the nodes, where the density "
+                f"itself is checked); {advice}"
+            )
+        found = global_minimum(lower, self._centres, comm)
+        assert found is not None
+        bound, centre, scale = found
+        if bound < min_density - tol:
+            nunc = int(comm.allreduce(int(np.count_nonzero(elevated < min_density - tol)), MPI.SUM))
+            raise ValueError(
+                f"{role} density: its P{k} interpolant cannot be certified >= min_density "
+                f"{min_density:g} on {nunc} cell{'s' if nunc > 1 else ''} (Bernstein lower bound "
+                f"{bound:.6g} in the cell centred at {format_point(centre, scale)}); {advice}"
+            )
+        return float(bound)
+
+
+class QuadratureRHS:
+    """The right-hand side ``b_i = ∫ (p1 − p0) w_i dx`` with the densities' own quadrature.
+
+    The form is compiled once; :meth:`assemble` copies ``q1 − q0`` into its coefficient, so a
+    sweep reuses it for every parameter. Collective.
+
+    Args:
+        points: Where the densities were evaluated (same ``V`` and quadrature).
+    """
+
+    def __init__(self, points: DensityPoints) -> None:
+        self.points = points
+        self.f = fem.Function(points.Q, name="rhs")
+        w = ufl.TestFunction(points.V)
+        self.form = fem.form(self.f * w * points.dx)
+
+    def assemble(
+        self, p0: DiscreteDensity, p1: DiscreteDensity, b: PETSc.Vec | None = None
+    ) -> PETSc.Vec:
+        """Assemble ``∫ (q1 − q0) w dx`` into ``b`` (created when ``None``); ghosts summed."""
+        self.f.x.array[:] = p1.q.x.array - p0.q.x.array
+        if b is None:
+            b = dolfinx.fem.petsc.create_vector(self.points.V)
+        with b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(b, self.form)
+        b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        return b
