@@ -1,3 +1,19 @@
-"""beckmann: finite elements for Beckmann's optimal-transport problem with squared flux."""
+"""beckmann: finite elements for Beckmann's optimal-transport problem with squared flux.
 
-__version__ = "0.1.0"
+The library without the command line::
+
+    import beckmann
+    from beckmann import config
+
+    cfg = config.resolve(sets=["mesh.n=32"])
+    sol = beckmann.solve(cfg)                    # in memory: sol.phi, sol.flux(), sol.evaluate
+    beckmann.run(cfg, out="runs/a")             # and a run folder
+    again = beckmann.load_run("runs/a", sol.comm)
+"""
+
+from beckmann._version import __version__
+from beckmann.fields import Solution
+from beckmann.pipeline import run, solve
+from beckmann.store.run import load_run
+
+__all__ = ["Solution", "__version__", "load_run", "run", "solve"]

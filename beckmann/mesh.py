@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from beckmann._dolfinx import MPI, basix, dmesh, dolfinx, ufl
+from beckmann._mpi import global_bbox, on_root
 from beckmann.config import OPTIONS
 
 __all__ = ["KINDS", "create_mesh", "describe"]
@@ -54,34 +55,6 @@ KINDS: tuple[str, ...] = ("unit_square", "unit_cube", "disk", "lshape", "file")
 
 _GHOST_MODE = dmesh.GhostMode.shared_facet
 _XDMF_CELLS = {"triangle": 2, "tetrahedron": 3}
-
-
-# --------------------------------------------------------------------------------------------
-# Collective error handling
-
-
-def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 and broadcast its result, or raise its error on every rank.
-
-    Collective. A ``ValueError`` stays a ``ValueError``; any other exception becomes a
-    ``RuntimeError``. Every rank raises a new exception with the same one-line message; on rank 0
-    it is chained to the original one.
-    """
-    result: Any = None
-    error: tuple[type[Exception], str] | None = None
-    original: Exception | None = None
-    if comm.rank == 0:
-        try:
-            result = fn()
-        except Exception as err:  # any failure must reach every rank, or the others hang
-            original = err
-            kind = ValueError if isinstance(err, ValueError) else RuntimeError
-            message = " ".join((str(err) or type(err).__name__).split())
-            error = (kind, message)
-    result, error = comm.bcast((result, error), root=0)
-    if error is not None:
-        raise error[0](error[1]) from original
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +128,7 @@ def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
         RuntimeError: On every rank, when gmsh or the XDMF reader cannot read the file, or
             gmsh fails to mesh.
     """
-    cfg = _on_root(comm, lambda: _check_section(section))
+    cfg = on_root(comm, lambda: _check_section(section))
     kind = cfg["kind"]
     if kind == "unit_square":
         return dmesh.create_unit_square(
@@ -210,7 +183,7 @@ def _gmsh_mesh(comm: MPI.Comm, build: Callable[[], int]) -> dolfinx.mesh.Mesh:
         return build()
 
     try:
-        gdim = _on_root(comm, start_and_build)
+        gdim = on_root(comm, start_and_build)
         model = None
         if comm.rank == 0:
             import gmsh
@@ -338,41 +311,12 @@ def _load_msh(path: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# XDMF
+# XDMF: DOLFINx reads the file (in parallel); rank 0 only picks the grid and checks what the
+# reader would otherwise report as a crash or as a screenful of HDF5 error stack.
 
 
-def _xdmf_data_ok(item: ET.Element | None, h5path: Path, what: str) -> None:
-    """Check that one XDMF DataItem can be read: inline numbers, or an HDF5 dataset.
-
-    DOLFINx reads every HDF5 dataset from the companion file ``<stem>.h5`` of the XDMF file,
-    whatever file name the DataItem gives, so that is where the dataset is looked up.
-    """
-    if item is None:
-        raise RuntimeError(f"no DataItem for the {what}")
-    dims = [int(d) for d in (item.get("Dimensions") or "").split()]
-    fmt = (item.get("Format") or "XML").upper()
-    text = (item.text or "").strip()
-    if fmt == "XML":
-        size = len(text.split())
-        if size != math.prod(dims):
-            raise RuntimeError(f"the {what} has {size} inline values, expected {math.prod(dims)}")
-        return
-    if fmt != "HDF":
-        raise RuntimeError(f"unsupported DataItem format {fmt!r} for the {what}")
-    import h5py
-
-    _, _, dataset = text.partition(":")
-    try:
-        with h5py.File(h5path, "r") as h5:
-            shape = h5[dataset].shape
-    except (OSError, KeyError) as err:
-        raise RuntimeError(f"cannot read the {what} from '{h5path}:{dataset}': {err}") from err
-    if math.prod(shape) != math.prod(dims):
-        raise RuntimeError(f"the {what} dataset has shape {shape}, expected {dims}")
-
-
-def _inspect_xdmf(path: str) -> tuple[str, int, int]:
-    """Pick the mesh grid of an XDMF file and check it; return (name, tdim, stored gdim)."""
+def _inspect_xdmf(path: str) -> tuple[str, int]:
+    """The mesh grid's name and cell dimension, after a small check of the file. Serial."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as err:
@@ -380,7 +324,7 @@ def _inspect_xdmf(path: str) -> tuple[str, int, int]:
     domain = root.find("Domain")
     grids = [
         g
-        for g in ([] if domain is None else domain.findall("Grid"))
+        for g in ([] if domain is None else domain.iter("Grid"))
         if g.find("Topology") is not None and g.find("Geometry") is not None
     ]
     if not grids:
@@ -388,41 +332,42 @@ def _inspect_xdmf(path: str) -> tuple[str, int, int]:
     names = [g.get("Name", "") for g in grids]
     grid = grids[names.index("mesh")] if "mesh" in names else grids[0]
     name = grid.get("Name", "")
-    topology, geometry = grid.find("Topology"), grid.find("Geometry")
-    assert topology is not None and geometry is not None
+    topology = grid.find("Topology")
+    assert topology is not None
     cell = (topology.get("TopologyType") or topology.get("Type") or "").lower()
     if cell not in _XDMF_CELLS:
         raise ValueError(
             f"XDMF mesh {name!r} in '{path}' has cells of type {cell!r}; only linear "
             "Triangle (2D) or Tetrahedron (3D) meshes are supported"
         )
-    geometry_type = (geometry.get("GeometryType") or geometry.get("Type") or "XYZ").upper()
-    if geometry_type not in ("XY", "XYZ"):
-        raise ValueError(f"XDMF mesh {name!r} in '{path}' has geometry type {geometry_type!r}")
-    # DOLFINx opens <stem>.h5 next to the XDMF file even when all data are inline.
+    import h5py
+
+    # DOLFINx opens <stem>.h5 beside the file even when all data are inline, and reads every
+    # HDF5 DataItem from it, whatever file name the item gives.
     h5path = Path(path).with_suffix(".h5")
     try:
         if not h5path.is_file():
             raise RuntimeError(f"its HDF5 file '{h5path}' does not exist")
-        import h5py
-
         if not h5py.is_hdf5(h5path):
             raise RuntimeError(f"'{h5path}' is not an HDF5 file")
-        _xdmf_data_ok(topology.find("DataItem"), h5path, "topology")
-        _xdmf_data_ok(geometry.find("DataItem"), h5path, "geometry")
-    except (RuntimeError, ValueError) as err:
+        with h5py.File(h5path, "r") as h5:
+            for item in grid.iter("DataItem"):
+                dataset = (item.text or "").strip().partition(":")[2]
+                if (item.get("Format") or "XML").upper() == "HDF" and dataset not in h5:
+                    raise RuntimeError(f"dataset {dataset!r} is missing from '{h5path}'")
+    except (OSError, RuntimeError) as err:
         raise RuntimeError(f"corrupt XDMF file '{path}': {err}") from err
-    return name, _XDMF_CELLS[cell], len(geometry_type)
+    return name, _XDMF_CELLS[cell]
 
 
 def _read_xdmf(path: str, comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     """Read the mesh grid of a DOLFINx XDMF file. Collective."""
-    name, tdim, _ = _on_root(comm, lambda: _inspect_xdmf(path))
+    name, tdim = on_root(comm, lambda: _inspect_xdmf(path))
     try:
         with dolfinx.io.XDMFFile(comm, path, "r") as xdmf:
             msh = xdmf.read_mesh(ghost_mode=_GHOST_MODE, name=name)
-    except RuntimeError as err:  # unlikely after the checks above
-        raise RuntimeError(f"DOLFINx could not read mesh {name!r} from '{path}': {err}") from err
+    except RuntimeError as err:  # the same file on every rank: every rank raises
+        raise RuntimeError(f"corrupt XDMF file '{path}': {err}") from err
     if tdim == 2 and msh.geometry.dim == 3:
         x = msh.geometry.x
         z = comm.allreduce(float(np.abs(x[:, 2]).max(initial=0.0)), op=MPI.MAX)
@@ -475,12 +420,7 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
     h = msh.h(tdim, np.arange(num_local, dtype=np.int32))
     hmax = comm.allreduce(float(h.max(initial=-np.inf)), op=MPI.MAX)
     hmin = comm.allreduce(float(h.min(initial=np.inf)), op=MPI.MIN)
-    x = msh.geometry.x[:, :gdim]
-    lo_local = x.min(axis=0, initial=np.inf).astype(np.float64)
-    hi_local = x.max(axis=0, initial=-np.inf).astype(np.float64)
-    lo, hi = np.empty(gdim), np.empty(gdim)
-    comm.Allreduce(lo_local, lo, op=MPI.MIN)
-    comm.Allreduce(hi_local, hi, op=MPI.MAX)
+    lo, hi = global_bbox(msh.geometry.x[:, :gdim], comm)
     return {
         "cells": int(msh.topology.index_map(tdim).size_global),
         "vertices": int(msh.topology.index_map(0).size_global),

@@ -1,25 +1,38 @@
 """The one entry point that the CLI, sweeps and tests call: config dict -> solved run.
 
 mesh -> densities (checked, normalised) -> Neumann solve -> flux / velocity -> run folder
+
+:func:`solve` returns the solution in memory; :func:`run` also writes the run folder through
+the storage layer (:mod:`beckmann.store`): the destination is checked before anything is
+computed, everything is written into a temporary sibling, and the folder appears under its name
+only when complete (layout in :mod:`beckmann.store.run`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from beckmann import __version__
-from beckmann._dolfinx import MPI, PETSc, fem, ufl
+from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
+from beckmann._mpi import global_bbox
+from beckmann._version import __version__
 from beckmann.fields import Solution
+from beckmann.mesh import create_mesh, describe
 from beckmann.poisson import NeumannPoisson
+from beckmann.store.checkpoint import write_checkpoint
+from beckmann.store.folder import staged_folder
+from beckmann.store.jsonio import toml_dumps, write_json
+from beckmann.store.paraview import NativeSeries, XdmfSeries
+from beckmann.store.run import load_run
+from beckmann.store.writes import write_on_root
 
-__all__ = ["BUILTIN_EXAMPLE", "Timer", "build_density", "run", "solve"]
+__all__ = ["BUILTIN_EXAMPLE", "Timer", "build_density", "run", "solve", "write_outputs"]
 
 #: The built-in example: uniform source to a two-bump target on the unit square.
 BUILTIN_EXAMPLE: dict[str, Any] = {
@@ -53,18 +66,6 @@ class Timer:
         return {k: float(comm.allreduce(v, op=MPI.MAX)) for k, v in self.timings.items()}
 
 
-def _bbox(msh: Any) -> tuple[np.ndarray, np.ndarray]:
-    d = msh.geometry.dim
-    x = msh.geometry.x[:, :d]
-    lo = x.min(axis=0) if x.size else np.full(d, np.inf)
-    hi = x.max(axis=0) if x.size else np.full(d, -np.inf)
-    comm = msh.comm
-    glo, ghi = np.empty(d), np.empty(d)
-    comm.Allreduce(np.ascontiguousarray(lo, dtype=np.float64), glo, op=MPI.MIN)
-    comm.Allreduce(np.ascontiguousarray(hi, dtype=np.float64), ghi, op=MPI.MAX)
-    return glo, ghi
-
-
 def _integral(u: Any, comm: MPI.Comm) -> float:
     return float(comm.allreduce(fem.assemble_scalar(fem.form(u * ufl.dx)), op=MPI.SUM))
 
@@ -74,55 +75,74 @@ def build_density(
     role: str,
     V: fem.FunctionSpace,
     params: dict[str, float] | None = None,
+    *,
+    quadrature_degree: int = -1,
 ) -> tuple[fem.Function, float]:
-    """Interpolate, check and normalise one density on ``V``; collective.
+    """Check and normalise one density on ``V``; collective.
+
+    A shorthand for :func:`discretise_density` when only the P_k interpolant is needed.
 
     Args:
         section: The ``[source]`` or ``[target]`` config section.
         role: ``"source"`` or ``"target"`` (used in messages and as the function name).
         V: Scalar Lagrange space.
         params: Parameter values overriding ``section["params"]`` (sweeps).
+        quadrature_degree: ``solver.quadrature_degree`` (``-1``: from the degree of ``V``).
 
     Returns:
-        ``(p, raw_mass)``: the density normalised to mass 1 on the discrete domain, and its
-        mass before normalisation.
+        ``(p, raw_mass)``: the P_k interpolant normalised to mass 1, and the density's mass
+        before normalisation (by the quadrature).
 
     Raises:
-        ValueError: On every rank, when the density is not finite, falls below
-            ``min_density`` (the message names the minimum and where), or has zero mass.
+        ValueError: See :func:`discretise_density`.
     """
-    from beckmann import density
+    from beckmann.density.discrete import DensityPoints
 
-    msh = V.mesh
-    comm = msh.comm
-    p = fem.Function(V, name=role)
-    x = V.tabulate_dof_coordinates()
+    d = discretise_density(section, role, DensityPoints(V, quadrature_degree), params)
+    return d.p, d.mass
+
+
+def discretise_density(
+    section: dict[str, Any],
+    role: str,
+    points: Any,
+    params: dict[str, float] | None = None,
+) -> Any:
+    """Evaluate one density at the nodes and quadrature points of ``points``; collective.
+
+    Args:
+        section: The ``[source]`` or ``[target]`` config section.
+        role: ``"source"`` or ``"target"`` (used in messages and as the function name).
+        points: A :class:`~beckmann.density.discrete.DensityPoints` of the potential's space.
+        params: Parameter values overriding ``section["params"]`` (sweeps).
+
+    Returns:
+        The :class:`~beckmann.density.discrete.DiscreteDensity`: the certified P_k interpolant
+        and the quadrature values, each normalised, and the raw mass by the quadrature.
+
+    Raises:
+        ValueError: On every rank, when the density is not finite or falls below
+            ``min_density`` at a node or quadrature point (the message names the minimum and
+            where), when its interpolant dips below ``min_density`` inside a cell, or when it
+            has zero mass.
+    """
+    from beckmann.density import make_evaluator
+
+    min_density = section["min_density"]
     if section["kind"] == "function":
-        _interpolate_stored(section, role, p)
-    else:
-        ev = density.make_evaluator(section, gdim=msh.geometry.dim, bbox=_bbox(msh))
-        with np.errstate(all="ignore"):  # non-finite values are reported by check_values
-            values = np.asarray(ev(x.T.copy(), params), dtype=np.float64)
-        p.x.array[:] = np.broadcast_to(values, (x.shape[0],))
-    n = V.dofmap.index_map.size_local
-    density.check_values(
-        p.x.array[:n],
-        x[:n],
-        role=role,
-        min_density=section["min_density"],
-        comm=comm,
-    )
-    mass = _integral(p, comm)
-    if not mass > 0:
-        raise ValueError(f"{role} density has non-positive total mass {mass:.6g}")
-    p.x.array[:] /= mass
-    return p, mass
+        nodal, quad = _interpolate_stored(section, role, points)
+        return points.discretise(nodal, quad, role=role, min_density=min_density)
+    msh = points.V.mesh
+    bbox = global_bbox(msh.geometry.x[:, : msh.geometry.dim], msh.comm)
+    ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox)
+    return points.evaluate(ev, role=role, min_density=min_density, params=params)
 
 
-def _interpolate_stored(section: dict[str, Any], role: str, p: fem.Function) -> None:
-    from beckmann.io import load_run
-
-    comm = p.function_space.mesh.comm
+def _interpolate_stored(
+    section: dict[str, Any], role: str, points: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """A field of a stored run at the nodes and at the quadrature points of ``points``."""
+    comm = points.V.mesh.comm
     if not section["path"]:
         raise ValueError(f"{role}.kind = 'function' needs {role}.path (a run folder)")
     stored = load_run(section["path"], comm)
@@ -131,18 +151,17 @@ def _interpolate_stored(section: dict[str, Any], role: str, p: fem.Function) -> 
     if name not in fields:
         raise ValueError(f"{role}.field = {name!r} is not one of {', '.join(fields)}")
     src = fields[name]
-    msh = p.function_space.mesh
+    msh = points.V.mesh
     tdim = msh.topology.dim
     cells = np.arange(msh.topology.index_map(tdim).size_local, dtype=np.int32)
-    data = fem.create_interpolation_data(p.function_space, src.function_space, cells, 1e-8)
-    p.interpolate_nonmatching(src, cells, data)
-    p.x.scatter_forward()
-
-
-def _mesh_info(msh: Any) -> dict[str, Any]:
-    from beckmann import mesh as bmesh
-
-    return bmesh.describe(msh)
+    out = []
+    for space in (points.V, points.Q):
+        u = fem.Function(space)
+        data = fem.create_interpolation_data(space, src.function_space, cells, 1e-8)
+        u.interpolate_nonmatching(src, cells, data)
+        u.x.scatter_forward()
+        out.append(u.x.array.copy())
+    return out[0], out[1]
 
 
 def solve(
@@ -156,8 +175,6 @@ def solve(
     Returns:
         The :class:`~beckmann.fields.Solution`, with ``info`` holding the summary scalars.
     """
-    from beckmann import mesh as bmesh
-
     timer = timer or Timer()
     degree = cfg["solver"]["degree"]
     if degree not in (1, 2, 3):
@@ -166,7 +183,7 @@ def solve(
         if not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
             raise ValueError(f"output.times must be numbers in [0, 1], got {t!r}")
     with timer("mesh"):
-        msh = bmesh.create_mesh(cfg["mesh"], comm)
+        msh = create_mesh(cfg["mesh"], comm)
         V = fem.functionspace(msh, ("Lagrange", degree))
     with timer("densities"):
         p0, m0 = build_density(cfg["source"], "source", V)
@@ -186,14 +203,14 @@ def solve(
     sol = Solution(msh, phi, p0, p1)
     with timer("postprocess"):
         cost = sol.cost()
-        info = _mesh_info(msh)
+        info = describe(msh)
     sol.info.update(
         {
             "version": __version__,
             "ndofs": poisson.ndofs,
             "ranks": comm.size,
             "degree": degree,
-            "method": cfg["solver"]["method"],
+            "method": poisson.method,
             "iterations": poisson.iterations,
             "beckmann_cost": cost,
             "mass_source": m0,
@@ -214,32 +231,79 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
-def run(
-    cfg: dict[str, Any], comm: MPI.Comm = MPI.COMM_WORLD, *, out: Path | None = None
-) -> Solution:
-    """Solve and write the run folder (``out`` or ``cfg["output"]["dir"]``); collective."""
-    from beckmann import io
+def _check_output(cfg: dict[str, Any]) -> None:
+    """Refuse output options that would fail only after the solve."""
+    if cfg["output"]["vtx"] and not dolfinx.io.has_adios2:
+        raise ValueError("output.vtx = true needs DOLFINx built with ADIOS2 (this one is not)")
 
+
+def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
+    """Write the files of a run folder into ``out`` (an existing folder); collective.
+
+    ParaView files in XDMF + HDF5 (vertex fields, binary); the velocity is computed once per
+    requested time and written to every file that wants it; with ``output.vtx`` the fields also
+    go to VTX in their own spaces; with ``output.checkpoint`` the exact checkpoint, referring to
+    ``solution.xdmf``'s mesh.
+    """
+    comm = sol.comm
+    times = [float(t) for t in cfg["output"]["times"]]
+    native = bool(cfg["output"]["vtx"])
+    text = toml_dumps(cfg)
+    write_on_root(comm, "config.toml", lambda: (out / "config.toml").write_text(text))
+    fields = {"source": sol.p0, "target": sol.p1, "potential": sol.phi, "flux": sol.flux()}
+    with XdmfSeries(out / "solution.xdmf", sol.msh) as xdmf:
+        xdmf.write(fields, 0.0)
+    if native:
+        for name, u in fields.items():
+            with NativeSeries(out / "vtx" / f"{name}.bp", name) as bp:
+                bp.write(u, 0.0)
+    vtx = NativeSeries(out / "vtx" / "velocity.bp", "velocity") if native else nullcontext()
+    with XdmfSeries(out / "velocity.xdmf", sol.msh) as xdmf, vtx as bp:
+        for t in times:
+            v = sol.velocity(t)
+            xdmf.write({"velocity": v}, t)
+            if bp is not None:
+                bp.write(v, t)
+            del v
+    if cfg["output"]["checkpoint"]:
+        meta = {"degree": sol.degree, "config": cfg, "info": sol.info}
+        write_checkpoint(
+            out / "checkpoint",
+            {"potential": sol.phi, "source": sol.p0, "target": sol.p1},
+            meta,
+            mesh_file=out / "solution.xdmf",
+        )
+
+
+def run(
+    cfg: dict[str, Any],
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    *,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> Solution:
+    """Solve and write the run folder ``out`` (default ``cfg["output"]["dir"]``); collective.
+
+    The destination is checked before the solve (:func:`beckmann.store.folder.staged_folder`):
+    another kind of folder, a non-empty foreign folder, or an existing run without
+    ``overwrite`` is refused with a ``ValueError`` on every rank. The folder appears complete
+    under its name, or not at all.
+    """
     timer = Timer()
     out = Path(out if out is not None else cfg["output"]["dir"])
     cfg = {**cfg, "output": {**cfg["output"], "dir": str(out)}}
-    sol = solve(cfg, comm, timer=timer)
-    with timer("output"):
-        if comm.rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "pvd").mkdir(exist_ok=True)
-            (out / "config.toml").write_text(io.toml_dumps(cfg))
-        comm.barrier()
-        io.write_paraview(sol, out, list(cfg["output"]["times"]), vtx=cfg["output"]["vtx"])
-        if cfg["output"]["checkpoint"]:
-            io.write_checkpoint(sol, out / "checkpoint", cfg)
-    summary = {
-        **sol.info,
-        "timings": timer.reduced(comm),
-        "times": list(cfg["output"]["times"]),
-        "petsc_version": ".".join(map(str, PETSc.Sys.getVersion())),
-        "config": cfg,
-    }
-    sol.info = summary
-    io.write_json(out / "summary.json", summary, comm)
+    _check_output(cfg)
+    with staged_folder(out, "run", comm, overwrite=overwrite, config=cfg) as tmp:
+        sol = solve(cfg, comm, timer=timer)
+        with timer("output"):
+            write_outputs(sol, tmp, cfg)
+        summary = {
+            **sol.info,
+            "timings": timer.reduced(comm),
+            "times": list(cfg["output"]["times"]),
+            "petsc_version": ".".join(map(str, PETSc.Sys.getVersion())),
+            "config": cfg,
+        }
+        sol.info = summary
+        write_json(tmp / "summary.json", summary, comm)
     return sol

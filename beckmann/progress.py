@@ -1,8 +1,9 @@
-"""A tiny progress bar for long work (sweeps, transport, fitting).
+"""Progress display for long work (sweeps, transport, fitting), drawn by ``rich``.
 
-Only rank 0 draws, and only when its stderr is a terminal, so logs, pipes, CI and tests stay
-clean. Nothing here is collective: ``update`` may be called on every rank (the other ranks do
-nothing), so a bar never changes the order of MPI calls.
+Only rank 0 draws, and only when its stream is a terminal, so logs, pipes, CI and tests stay
+clean; ``BECKMANN_NO_PROGRESS=1`` silences it everywhere. Nothing here is collective:
+``update`` may be called on every rank (the others only count), so a bar never changes the order
+of MPI calls.
 
 Example::
 
@@ -11,14 +12,13 @@ Example::
     with progress(len(cases), "sweep", comm) as bar:
         for case in cases:
             run(case)
-            bar.update()
+            bar.update(postfix=f"theta={case}")
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -26,14 +26,16 @@ __all__ = ["Progress", "progress"]
 
 
 class Progress:
-    """A one-line text progress bar; a no-op unless enabled.
+    """A progress bar; a counter only, unless enabled.
 
     Args:
         total: Number of steps expected (``None`` or 0: unknown, a counter is shown).
         desc: Short label printed before the bar.
         enabled: Draw at all. :func:`progress` decides this from the rank and the stream.
         stream: Where to draw (stderr by default).
-        min_interval: Seconds between redraws, so tight loops stay cheap.
+
+    Attributes:
+        n: Steps done so far (counted on every rank).
     """
 
     def __init__(
@@ -43,61 +45,58 @@ class Progress:
         *,
         enabled: bool = True,
         stream: TextIO | None = None,
-        min_interval: float = 0.1,
     ) -> None:
-        self.total = int(total) if total else 0
+        self.total = int(total) if total else None
         self.desc = desc
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.min_interval = min_interval
         self.n = 0
-        self._start = time.monotonic()
-        self._last = -1.0e30
-        self._postfix = ""
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
+            )
+
+            class _Console(Console):
+                def show_cursor(self, show: bool = True) -> bool:
+                    return False  # leave the cursor alone: a killed run must not hide it
+
+            console = _Console(file=self.stream, force_terminal=True, highlight=False)
+            columns: list[Any] = [TextColumn("{task.description}")]
+            if self.total:
+                columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+            else:
+                columns += [TextColumn("{task.completed}")]
+            columns += [TimeElapsedColumn(), TextColumn("{task.fields[postfix]}")]
+            self._bar = RichProgress(*columns, console=console, refresh_per_second=5)
+            self._bar.start()
+            self._task = self._bar.add_task(self.desc, total=self.total, postfix="")
+        return self
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
         """Advance by ``n`` steps; ``postfix`` replaces the short note after the bar."""
         self.n += n
-        if postfix is not None:
-            self._postfix = postfix
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last >= self.min_interval or (self.total and self.n >= self.total):
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        elapsed = now - self._start
-        label = f"{self.desc}: " if self.desc else ""
-        if self.total:
-            frac = min(self.n / self.total, 1.0)
-            width = 30
-            filled = int(round(frac * width))
-            bar = "#" * filled + "-" * (width - filled)
-            eta = elapsed * (1.0 / frac - 1.0) if frac > 0 else 0.0
-            text = f"{label}[{bar}] {self.n}/{self.total} {elapsed:5.1f}s<{eta:5.1f}s"
-        else:
-            text = f"{label}{self.n} {elapsed:5.1f}s"
-        if self._postfix:
-            text += f" {self._postfix}"
-        try:
-            columns = os.get_terminal_size(self.stream.fileno()).columns
-        except (OSError, ValueError, AttributeError):
-            columns = 100
-        self.stream.write("\r" + text[: max(columns - 1, 10)].ljust(max(columns - 1, 10)))
-        self.stream.flush()
+        if self._bar is not None:
+            fields = {} if postfix is None else {"postfix": postfix}
+            self._bar.update(self._task, advance=n, **fields)
 
     def close(self) -> None:
         """Draw the final state and end the line."""
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-            self.enabled = False
-
-    def __enter__(self) -> Progress:
-        return self
+        if self._bar is not None:
+            self._bar.refresh()
+            self._bar.stop()
+            self._bar = None
 
     def __exit__(
         self,
@@ -135,7 +134,7 @@ def progress(
         disable: Force the bar off (e.g. for ``--quiet``).
 
     Returns:
-        A :class:`Progress`; use it as a context manager and call ``update(n)``.
+        A :class:`Progress`; use it as a context manager and call ``update(n=1, postfix=None)``.
     """
     stream = stream if stream is not None else sys.stderr
     rank = 0 if comm is None else int(comm.rank)

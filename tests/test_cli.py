@@ -37,8 +37,11 @@ def test_solve_outputs_and_probe(tmp_path, ranks):
         assert re.search(rf'Name="{name}"', xdmf), name
     vel = (out / "velocity.xdmf").read_text()
     assert vel.count('<Attribute Name="velocity"') == 2
-    for name in ("source", "target", "potential", "flux", "velocity"):
-        assert (out / "pvd" / f"{name}.pvd").is_file()
+    # lean binary output: HDF5 data, no ASCII VTK, no native-degree files unless asked for
+    assert 'Format="HDF"' in xdmf and 'Format="XML"' not in xdmf
+    assert not (out / "pvd").exists() and not (out / "vtx").exists()
+    assert not list(out.rglob("*.vt*")) and not list(out.rglob("*.pvd"))
+    assert json.loads((out / "beckmann.json").read_text())["kind"] == "run"
     pts = np.array([[0.25, 0.5], [0.6, 0.1]])
     np.savetxt(tmp_path / "pts.csv", pts, delimiter=",")
     probe = run_cli("probe", str(out), "--points", str(tmp_path / "pts.csv"), "--time", "1.0",

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from beckmann.cli.common import read_points
+from beckmann._mpi import on_root
+from beckmann.store.points import read_points
+from beckmann.store.run import load_run
 
 __all__ = ["register"]
 
@@ -29,23 +31,12 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
-    from beckmann import io
-
     if args.param:
-        from beckmann import sweep
+        from beckmann.cli.sweep import probe_param
 
-        return int(sweep.probe_cli(args, comm))
-    pts = None
-    err = None
-    if comm.rank == 0:
-        try:
-            pts = read_points(args.points)
-        except ValueError as e:
-            err = str(e)
-    err, pts = comm.bcast((err, pts), root=0)
-    if err:
-        raise ValueError(err)
-    sol = io.load_run(args.dir, comm)
+        return probe_param(args, comm)
+    pts = on_root(comm, lambda: read_points(args.points))
+    sol = load_run(args.dir, comm)
     res = sol.evaluate(pts, t=args.time)
     text = json.dumps({k: v.tolist() for k, v in res.items()})
     if comm.rank == 0:

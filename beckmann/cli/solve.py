@@ -18,6 +18,9 @@ def register(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="TOML config (default: the built-in example)")
     add_set_option(p)
     p.add_argument("--out", help="run folder (default: output.dir)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder (whole)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_run)
 
@@ -28,7 +31,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
     base = None if args.config else pipeline.BUILTIN_EXAMPLE
     cfg = config.resolve(args.config, args.set, base=base)
     out = Path(args.out) if args.out else Path(cfg["output"]["dir"])
-    sol = pipeline.run(cfg, comm, out=out)
+    sol = pipeline.run(cfg, comm, out=out, overwrite=args.overwrite)
     if comm.rank == 0 and not args.quiet:
         info = sol.info
         keys = ("ndofs", "ranks", "degree", "iterations", "beckmann_cost", "residual", "hmax")

@@ -1,0 +1,144 @@
+"""ParaView files of named functions on a mesh: binary, the mesh written once per file.
+
+* :class:`XdmfSeries`: XDMF + HDF5 (DOLFINx's writer), the format Debian's ParaView 5.11 reads
+  (``Xdmf3ReaderS``). XDMF holds Lagrange functions of the mesh's degree only, so every field is
+  represented at the mesh vertices (P1): continuous fields are interpolated (exact at the
+  vertices), discontinuous ones averaged over the cells around each vertex
+  (:func:`to_vertex_function`). The mesh is written once, at the top of the file; every step
+  refers to it.
+* :class:`NativeSeries`: one field in its own space (P_k, DG_k) as ADIOS2 VTX (``.bp``, binary;
+  opt-in). ParaView reads ``.bp`` folders with its ADIOS2 VTX reader, which needs a ParaView
+  built with ADIOS2 (the Kitware binaries from 5.10 on; Debian's 5.11 package has none).
+
+Both are collective (every rank enters every call) and report failures through
+:func:`beckmann.store.writes.before_collective_write`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from beckmann._dolfinx import dmesh, dolfinx, fem, la
+from beckmann.store.writes import before_collective_write
+
+__all__ = ["NativeSeries", "XdmfSeries", "to_vertex_function"]
+
+
+def to_vertex_function(u: fem.Function, name: str | None = None) -> fem.Function:
+    """Represent ``u`` in the vertex Lagrange space (P1) of its mesh, for XDMF output.
+
+    Continuous Lagrange fields are interpolated (exact at the vertices); discontinuous ones are
+    averaged over the cells around each vertex. Collective.
+    """
+    msh = u.function_space.mesh
+    shape = u.ufl_shape
+    Q = fem.functionspace(msh, ("Lagrange", 1, shape))
+    q = fem.Function(Q, name=name or u.name)
+    el = u.function_space.ufl_element()
+    if not el.discontinuous:
+        q.interpolate(u)
+        return q
+    bs = Q.dofmap.bs
+    tdim = msh.topology.dim
+    nown = msh.topology.index_map(tdim).size_local
+    cells = np.arange(nown, dtype=np.int32)
+    # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
+    vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
+    vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
+    dofs = Q.dofmap.list[:nown].ravel()
+    nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
+    acc = la.vector(Q.dofmap.index_map, bs)
+    cnt = la.vector(Q.dofmap.index_map, 1)
+    a = np.zeros((nblocks, bs))
+    for j in range(bs):
+        a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
+    acc.array[:] = a.ravel()
+    cnt.array[:] = np.bincount(dofs, minlength=nblocks)
+    for vec in (acc, cnt):
+        vec.scatter_reverse(la.InsertMode.add)
+        vec.scatter_forward()
+    q.x.array[:] = (acc.array.reshape(-1, bs) / np.maximum(cnt.array, 1.0)[:, None]).ravel()
+    return q
+
+
+class XdmfSeries:
+    """An XDMF + HDF5 file of vertex fields over one mesh, written step by step.
+
+    Use as a context manager; :meth:`write` adds named functions at a time value. Collective.
+
+    Args:
+        path: The ``.xdmf`` file (its ``.h5`` companion is written beside it).
+        msh: The mesh, written once when the file is opened.
+    """
+
+    def __init__(self, path: Path, msh: dmesh.Mesh) -> None:
+        self.path = Path(path)
+        self.msh = msh
+        self._file: Any = None
+
+    def __enter__(self) -> XdmfSeries:
+        before_collective_write(self.msh.comm, self.path.name)
+        self._file = dolfinx.io.XDMFFile(self.msh.comm, str(self.path), "w")
+        self._file.write_mesh(self.msh)
+        return self
+
+    def write(self, fields: Mapping[str, fem.Function], t: float = 0.0) -> None:
+        """Write each function (as a vertex field named by its key) at time ``t``."""
+        before_collective_write(self.msh.comm, self.path.name)
+        for name, u in fields.items():
+            self._file.write_function(to_vertex_function(u, name), float(t))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class NativeSeries:
+    """One function in its own space as a VTX (``.bp``) time series. Collective.
+
+    The writer is created at the first :meth:`write` (VTX binds one function object): later
+    steps copy their values into it, so a series may be fed freshly computed functions.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path = Path(path)
+        self.name = name
+        self._u: fem.Function | None = None
+        self._writer: Any = None
+
+    def write(self, u: fem.Function, t: float = 0.0) -> None:
+        """Append ``u`` at time ``t``."""
+        comm = u.function_space.mesh.comm
+        before_collective_write(comm, self.path.name)
+        if self._writer is None:
+            self._u = fem.Function(u.function_space, name=self.name)
+            self._writer = dolfinx.io.VTXWriter(
+                comm, str(self.path), [self._u], mesh_policy=dolfinx.io.VTXMeshPolicy.reuse
+            )
+        assert self._u is not None
+        self._u.x.array[:] = u.x.array
+        self._writer.write(float(t))
+
+    def __enter__(self) -> NativeSeries:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

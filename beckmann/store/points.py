@@ -1,0 +1,41 @@
+"""Point sets read from files (``probe``, ``holder``, ``sweep`` probing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["read_points"]
+
+
+def read_points(path: str | Path) -> npt.NDArray[np.float64]:
+    """Read an ``N x d`` array of points from ``.npy`` or ``.csv``/``.txt`` (comma or blanks).
+
+    Not collective (call it on one rank, e.g. through :func:`beckmann._mpi.on_root`).
+
+    Raises:
+        ValueError: The file is missing, has another extension, cannot be parsed, or is not a
+            two-dimensional array.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"points file {str(p)!r} does not exist")
+    if p.suffix not in (".npy", ".csv", ".txt"):
+        raise ValueError(f"points file {str(p)!r} must be .npy or .csv")
+    try:
+        if p.suffix == ".npy":
+            pts = np.load(p, allow_pickle=False)
+        else:
+            text = p.read_text()
+            delim = "," if "," in text else None
+            pts = np.loadtxt(p, delimiter=delim, ndmin=2, comments="#")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read points from {str(p)!r}: {err}") from err
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim == 1:
+        pts = pts.reshape(1, -1)
+    if pts.ndim != 2:
+        raise ValueError(f"points in {str(p)!r} must be an N x d array, got shape {pts.shape}")
+    return pts

@@ -1,0 +1,83 @@
+"""The one collective helper every write of beckmann goes through.
+
+A write done on one rank (rank 0's JSON, a per-rank checkpoint file) can fail on that rank only.
+If the other ranks did not learn of it they would walk into the next collective call and wait
+forever. So every write runs inside one of these helpers, which broadcast (or agree on) its
+outcome: afterwards either every rank has succeeded or every rank raises the same one-line
+``RuntimeError``.
+
+* :func:`write_on_root`: rank 0 writes, the outcome (or the error) is broadcast.
+* :func:`write_on_each`: every rank writes its own file, then all ranks agree.
+* :func:`before_collective_write`: for DOLFINx's collective writers (XDMF, VTX), which every
+  rank must enter together; checks the injected failures first so that tests can make one rank
+  fail before the collective call starts.
+
+Testing hook: the environment variable ``BECKMANN_FAIL_WRITE=RANK:WHAT[,RANK:WHAT...]`` makes
+the write called ``WHAT`` (``*`` for every write) fail on rank ``RANK`` with an ``OSError``, as a
+full disk or a permission error would. ``WHAT`` names are the ``what`` arguments below, e.g.
+``summary.json``, ``checkpoint``, ``solution.xdmf``, ``folder``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from beckmann._dolfinx import MPI
+from beckmann._mpi import collective, on_root
+
+__all__ = [
+    "FAIL_ENV",
+    "before_collective_write",
+    "injected_failure",
+    "write_on_each",
+    "write_on_root",
+]
+
+FAIL_ENV = "BECKMANN_FAIL_WRITE"
+
+
+def injected_failure(what: str, rank: int) -> None:
+    """Raise ``OSError`` when ``BECKMANN_FAIL_WRITE`` asks ``rank`` to fail writing ``what``."""
+    spec = os.environ.get(FAIL_ENV, "")
+    for item in spec.split(","):
+        r, _, w = item.partition(":")
+        if r.strip() == str(rank) and w.strip() in (what, "*"):
+            raise OSError(f"injected failure ({FAIL_ENV}={spec})")
+
+
+def _described[T](what: str, rank: int, fn: Callable[[], T]) -> T:
+    try:
+        injected_failure(what, rank)
+        return fn()
+    except OSError as err:
+        raise RuntimeError(f"cannot write {what} (rank {rank}): {err}") from err
+
+
+def write_on_root[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
+    """Run the write ``fn`` on rank 0 and broadcast its result; collective.
+
+    Raises:
+        RuntimeError: On every rank, when the write failed (``ValueError`` stays one).
+    """
+    return on_root(comm, lambda: _described(what, 0, fn))
+
+
+def write_on_each[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
+    """Run the rank-local write ``fn`` on every rank, then agree on the outcome; collective.
+
+    ``fn`` must not make collective calls (a failing rank would skip them).
+
+    Raises:
+        RuntimeError: On every rank, with the lowest failing rank's message.
+    """
+    result: T | None = None
+    with collective(comm):
+        result = _described(what, comm.rank, fn)
+    return result  # type: ignore[return-value]
+
+
+def before_collective_write(comm: MPI.Comm, what: str) -> None:
+    """Agree, before a collective writer starts, that no rank is set up to fail; collective."""
+    with collective(comm):
+        _described(what, comm.rank, lambda: None)
