@@ -153,7 +153,7 @@ class DensityPoints:
                 [1.0 - lattice.sum(axis=1, keepdims=True), lattice], axis=1
             )
             gdim = msh.geometry.dim
-            nodes = msh.geometry.dofmap[: self._ncells]
+            nodes = msh.geometry.dofmaps[0][: self._ncells]
             # the first tdim + 1 geometry nodes of a cell are its vertices
             self._vertices = msh.geometry.x[nodes[:, : tdim + 1]][:, :, :gdim]
             self._centres = msh.geometry.x[nodes].mean(axis=1)[:, :gdim]
