@@ -235,6 +235,7 @@ def _check_output(cfg: dict[str, Any]) -> None:
     """Refuse output options that would fail only after the solve."""
     if cfg["output"]["vtx"] and not dolfinx.io.has_adios2:
         raise ValueError("output.vtx = true needs DOLFINx built with ADIOS2 (this one is not)")
+    toml_dumps(cfg)  # a config that cannot be written as config.toml fails now, not later
 
 
 def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
