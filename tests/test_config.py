@@ -36,7 +36,7 @@ def test_bad_configs(tmp_path, text, match):
 def test_bad_set_and_missing_file(tmp_path):
     with pytest.raises(config.ConfigError, match="section.key=value"):
         config.resolve(sets=["meshn3"])
-    with pytest.raises(config.ConfigError, match="cannot read config file"):
+    with pytest.raises(ValueError, match="config file .*nope.toml' does not exist"):
         config.resolve(tmp_path / "nope.toml")
 
 
@@ -46,3 +46,34 @@ def test_reference_lists_every_option():
         assert f"[{section}]" in text
         for key in opts:
             assert f"`{key}`" in text
+
+
+def test_toml_round_trip_keeps_infinities_and_refuses_nan():
+    import math
+    import tomllib
+
+    from beckmann.store import toml_dumps
+
+    cfg = config.resolve(sets=["mesh.n=7", "target.min_density=-inf"])
+    cfg["output"]["times"] = [0.0, 1.0]
+    back = tomllib.loads(toml_dumps(cfg))
+    assert back == cfg and back["target"]["min_density"] == -math.inf
+    cfg["source"]["floor"] = math.nan
+    with pytest.raises(ValueError, match="round trip"):
+        toml_dumps(cfg)
+    with pytest.raises(ValueError, match="TOML"):
+        toml_dumps({"a": {"b": None}})
+
+
+def test_strict_json():
+    import json
+
+    import numpy as np
+
+    from beckmann.store import dumps_json, jsonable
+
+    data = {"a": np.float64(np.nan), "b": [np.inf, -np.inf, 1.5], "c": np.arange(2), "d": (1, 2)}
+    assert jsonable(data) == {"a": None, "b": [None, None, 1.5], "c": [0, 1], "d": [1, 2]}
+    text = dumps_json(data)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["b"] == [None, None, 1.5]
