@@ -360,13 +360,39 @@ def test_npy_image_index_order(shared_dir, gdim):
 
     path = shared_dir / f"img{gdim}.npy"
     write_on_root(lambda: np.save(path, f(*mesh)))
-    ev = make_evaluator(
-        {"kind": "image", "path": str(path), "floor": 0.5}, gdim=gdim, bbox=(lo, hi)
-    )
+    section = {"kind": "image", "path": str(path), "floor": 0.5}
+    with pytest.raises(ValueError, match="set image_extent"):  # pixels 0.5 x 1 (x 1): stretched
+        make_evaluator(section, gdim=gdim, bbox=(lo, hi))
+    extent = np.column_stack([lo, hi]).ravel().tolist()  # [x0, x1, y0, y1(, z0, z1)]
+    ev = make_evaluator({**section, "image_extent": extent}, gdim=gdim, bbox=(lo, hi))
     rng = np.random.default_rng(7)
     x = np.zeros((3, 400))
     x[:gdim] = rng.uniform(lo[:, None], hi[:, None], size=(gdim, 400))
     np.testing.assert_allclose(ev(x), f(*x[:gdim]) + 0.5, rtol=1e-12, atol=1e-12)
+
+
+def test_image_aspect_ratio_and_extent(shared_dir):
+    """The box must match the image's aspect (within a pixel) unless image_extent places it."""
+    path = shared_dir / "wide.npy"
+    g = np.add.outer(np.linspace(0, 1, 101), np.linspace(0, 2, 51))  # x + y on 101 x 51 nodes
+    write_on_root(lambda: np.save(path, g))
+    section = {"kind": "image", "path": str(path)}
+    wide = (np.zeros(2), np.array([2.0, 1.0]))
+    make_evaluator(section, gdim=2, bbox=wide)  # 100 x 50 spacings on 2 x 1: square pixels
+    make_evaluator(section, gdim=2, bbox=(np.zeros(2), np.array([2.0, 1.0 + 1 / 50])))  # 1 px
+    with pytest.raises(ValueError, match=r"101 x 51 pixels .* mesh box is 1 x 1 .* image_extent"):
+        make_evaluator(section, gdim=2, bbox=UNIT2)
+    # on the unit square, placed in the left half: 0 outside, the array's values inside
+    ev = make_evaluator(
+        {**section, "image_extent": [0.0, 0.5, 0.25, 0.75], "floor": 0.1}, gdim=2, bbox=UNIT2
+    )
+    x = np.array([[0.0, 0.5, 0.25, 0.75, 0.3], [0.25, 0.75, 0.5, 0.5, 0.9], [0, 0, 0, 0, 0]])
+    # node (i, j) of the array holds i/100 + 2 j/50; x in [0, 0.5] maps i = 200 x, y: j = 100(y-1/4)
+    expect = [0.1 + 0.0, 0.1 + 1.0 + 2.0, 0.1 + 0.5 + 1.0, 0.1, 0.1]
+    np.testing.assert_allclose(ev(x), expect, rtol=1e-12, atol=1e-12)
+    for bad in ([0, 1, 0], [0, 1, 1, 0], ["a", 1, 0, 1], [0, np.inf, 0, 1]):
+        with pytest.raises(ValueError, match="image_extent"):
+            make_evaluator({**section, "image_extent": bad}, gdim=2, bbox=UNIT2)
 
 
 def test_image_errors(shared_dir):

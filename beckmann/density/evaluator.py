@@ -19,8 +19,9 @@ Kinds:
 ``gaussian_mixture``
     ``sum_i w_i N(x; m_i, C_i)`` in ``gdim`` dimensions (:class:`GaussianMixture`).
 ``image``
-    A PNG (values scaled to [0, 1]) or a ``.npy`` array, stretched over the mesh bounding box and
-    read by bilinear / trilinear interpolation (:func:`load_image`).
+    A PNG (values scaled to [0, 1]) or a ``.npy`` array over the mesh bounding box (aspect ratios
+    must match) or over ``image_extent``, read by bilinear / trilinear interpolation
+    (:mod:`~beckmann.density.image` states the convention).
 ``samples``
     A Gaussian kernel density estimate of the points in a ``.npy`` file (:class:`GaussianKDE`).
 
@@ -38,7 +39,7 @@ import numpy.typing as npt
 
 from beckmann.density.expression import Expression, check_params
 from beckmann.density.grid import interpolate_grid
-from beckmann.density.image import load_image
+from beckmann.density.image import image_box, load_image
 from beckmann.density.kde import GaussianKDE, load_samples
 from beckmann.density.mixture import GaussianMixture
 from beckmann.density.validate import as_points, check_bbox, real_number
@@ -122,9 +123,9 @@ def make_evaluator(
 
     Keys read: ``kind``, ``floor`` (>= 0, added to every value) and, by kind, ``expr`` and
     ``params``; ``weights``, ``means`` and ``covariances``; ``path`` (relative paths are relative
-    to the working directory); ``bandwidth``. Other keys (``field``, ``min_density``, ...) are
-    ignored. See the module docstring for the kinds. Not collective: each rank reads any file
-    itself.
+    to the working directory) and ``image_extent``; ``bandwidth``. Other keys (``field``,
+    ``min_density``, ...) are ignored. See the module docstring for the kinds. Not collective:
+    each rank reads any file itself.
 
     Args:
         section: The config section.
@@ -177,10 +178,25 @@ def make_evaluator(
             raise ValueError(f"kind {kind!r} needs a file in 'path', got {path!r}")
         if kind == "image":
             grid = load_image(path, gdim)
-            step = (hi - lo) / (np.array(grid.shape) - 1)
-            return Evaluator(
-                kind, gdim, lambda x, p: interpolate_grid(grid, lo, step, x[:gdim]), floor=floor
-            )
+            extent = section.get("image_extent") or None
+            ilo, ihi = image_box(grid.shape, (lo, hi), extent, path)
+            step = (ihi - ilo) / (np.array(grid.shape) - 1)
+            if extent is None:
+                return Evaluator(
+                    kind,
+                    gdim,
+                    lambda x, p: interpolate_grid(grid, ilo, step, x[:gdim]),
+                    floor=floor,
+                )
+            # an explicit extent: 0 outside it (round-off at its faces still counts as inside)
+            tol = 1e-12 * float(np.max(ihi - ilo))
+
+            def placed(x: FloatArray, p: Mapping[str, float]) -> FloatArray:
+                y = x[:gdim]
+                inside = np.all((y >= ilo[:, None] - tol) & (y <= ihi[:, None] + tol), axis=0)
+                return np.where(inside, interpolate_grid(grid, ilo, step, y), 0.0)
+
+            return Evaluator(kind, gdim, placed, floor=floor)
         kde = GaussianKDE(
             load_samples(path, gdim), bandwidth=section.get("bandwidth", 0.0), bbox=(lo, hi)
         )
