@@ -223,14 +223,18 @@ def cos_solution(n=16, degree=2):
 def test_fe_sup_norms_match_exact_derivatives():
     """sup|D^j φ| (sum over multi-indices) against the closed form, j = 0, 1, 2."""
     sol = cos_solution(24)
-    r = holder.solution_norms(sol, "potential", 2, 0.5)
+    r = holder.solution_norms(sol, "potential", 2, 0.5, margin=0.0)
     c = 1 / (4 * np.pi**2)
     exact = [c, 2 * np.pi * c, 3 * np.pi**2 * c]  # φ; φ_x, φ_y; φ_xx, φ_xy, φ_yy
     np.testing.assert_allclose(r["sup_norms"], exact, rtol=0.02)
     assert r["norm"] == pytest.approx(sum(r["sup_norms"]) + r["seminorm"])
     assert r["seminorm"] == pytest.approx(sum(r["seminorms"].values()))
     assert set(r["seminorms"]) == {"00", "01", "11"}
-    assert r["delta_min"] == pytest.approx(2 * r["h"])
+    assert r["delta_min"] == pytest.approx(3 * r["h"])
+    assert r["delta_max"] == pytest.approx(min(24 * r["h"], np.sqrt(2) / 4))
+    # the default margin for second derivatives: 2h, stated in the result
+    d = holder.solution_norms(sol, "potential", 2, 0.5)
+    assert d["margin"] == pytest.approx(2 * d["h"]) and "2 h" in d["margin_rule"]
 
 
 def test_fe_callable_and_function_agree():

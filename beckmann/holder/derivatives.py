@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["interior_mask", "multi_indices", "nodal_values", "project", "recover_derivatives"]
+__all__ = [
+    "cellwise",
+    "interior_mask",
+    "multi_indices",
+    "nodal_average",
+    "nodal_values",
+    "project",
+    "recover_derivatives",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -44,40 +52,98 @@ def project(expr: Any, W: Any, degree: int) -> Any:
     return uh
 
 
-def recover_derivatives(u: Any, k: int, *, msh: Any = None, degree: int | None = None) -> list[Any]:
-    """Continuous Lagrange functions ``[u, Du, …, D^k u]`` of a field; collective.
+def cellwise(expr: Any, msh: Any, degree: int) -> Any:
+    """A UFL expression interpolated cell by cell into discontinuous Lagrange ``DG_degree``.
 
-    How derivatives are obtained (the FE space represents ``u`` continuously, ``Du`` only
-    piecewise): ``D^0`` is ``u`` itself if it is a continuous Lagrange function, else its L2
-    projection into continuous Lagrange of degree ``degree``; then ``D^j = Π ∇(D^{j−1})`` with
-    ``Π`` the L2 projection into continuous (tensor-valued) Lagrange of degree ``degree``
-    (gradient recovery by projection, applied ``j`` times). ``degree`` defaults to the degree of
-    ``u``'s space (at least 1). Recovery smooths on the scale of the mesh size ``h``, which is
-    why the estimators measure only above a few ``h``; derivatives beyond the FE degree are
-    recovered the same way and are meaningful on scales ``≫ h`` only.
+    Exact where ``expr`` is a polynomial of degree ``<= degree`` in each cell, e.g. ``D^j u_h``
+    of a ``P_q`` function with ``degree = q − j``: the cellwise exact derivative, which jumps
+    across facets. This is the one definition of "the derivative of a discrete field inside a
+    cell" that the estimators (through :func:`nodal_average`) and the ReQu training data use.
+    Collective only through the mesh (no communication).
+    """
+    from beckmann._dolfinx import fem
+
+    shape = tuple(expr.ufl_shape)
+    W = fem.functionspace(msh, ("DG", int(degree), shape) if shape else ("DG", int(degree)))
+    f = fem.Function(W)
+    f.interpolate(fem.Expression(expr, W.element.interpolation_points))
+    return f
+
+
+def nodal_average(expr: Any, W: Any) -> Any:
+    """Nodal averages of ``expr`` on the continuous Lagrange space ``W``; collective.
+
+    The value at each node is the mean, over the cells containing the node, of ``expr``
+    evaluated inside that cell. Patch-local: no linear solve, nothing beyond the cells around a
+    node. Exact for an ``expr`` that is continuous and in ``W`` (every cell gives the same
+    value); for the cellwise exact derivative of a discrete field it is the classical
+    nodal-averaging recovery. The sums run over owned cells and are added across ranks, so the
+    result does not depend on the partition (up to the order of a few additions).
+    """
+    from beckmann._dolfinx import fem, la
+
+    msh = W.mesh
+    tdim = msh.topology.dim
+    cells = np.arange(msh.topology.index_map(tdim).size_local, dtype=np.int32)
+    bs = W.dofmap.index_map_bs
+    e = fem.Expression(expr, W.element.interpolation_points)
+    vals = np.asarray(e.eval(msh, cells)).reshape(cells.size, -1, bs)
+    dofs = W.dofmap.list[cells]
+    total = fem.Function(W)
+    count = fem.Function(W)
+    np.add.at(total.x.array.reshape(-1, bs), dofs.ravel(), vals.reshape(-1, bs))
+    np.add.at(count.x.array.reshape(-1, bs), dofs.ravel(), 1.0)
+    for f in (total, count):
+        f.x.scatter_reverse(la.InsertMode.add)
+    n = W.dofmap.index_map.size_local * bs
+    out = fem.Function(W)
+    out.x.array[:n] = total.x.array[:n] / count.x.array[:n]
+    out.x.scatter_forward()
+    return out
+
+
+def recover_derivatives(
+    u: Any,
+    k: int,
+    *,
+    msh: Any = None,
+    degree: int | None = None,
+    exact_order: int | None = None,
+    recovery: str = "local",
+) -> list[Any]:
+    """Continuous Lagrange functions ``[u, Du, …, D^k u]`` of a field, on ``CG_degree``; collective.
+
+    ``recovery="local"`` (the default; docs/holder.md): ``D^j u`` for ``j <= exact_order`` is
+    the cellwise exact derivative of the discrete field (UFL ``grad`` applied ``j`` times,
+    evaluated inside each cell) averaged at the nodes (:func:`nodal_average`). Beyond, where the
+    cellwise derivative of a ``P_q`` field vanishes, the patch-local recovery: the previous
+    derivative is averaged at the vertices (continuous ``P_1``), and its cellwise gradient is
+    averaged at the nodes again (the Zienkiewicz–Zhu averaging, ``O(h)`` accurate, meaningful on
+    scales ``≫ h`` only). No linear solve, nothing non-local. ``recovery="projection"``: the
+    former repeated global L2 projection (kept for comparison; it overshoots near corners).
 
     Args:
         u: A ``fem.Function``, a UFL expression on a mesh, or a callable ``f(x) -> values`` with
             ``x`` of shape ``(d, n)`` (as for ``Function.interpolate``; needs ``msh``).
         k: Highest derivative order, ``>= 0``.
-        msh: The mesh, for callables.
-        degree: Lagrange degree of the recovery spaces.
+        msh: The mesh, for callables (and UFL expressions whose mesh cannot be found).
+        degree: Lagrange degree of the sampling spaces (default: ``u``'s degree, or 2).
+        exact_order: Up to which order the cellwise derivatives are used (the polynomial degree
+            of ``u`` in a cell; default ``degree``: ``D^j`` of ``∇φ_h`` for ``φ_h ∈ P_q``
+            needs ``exact_order = q − 1``).
+        recovery: ``"local"`` or ``"projection"``.
     """
     from beckmann._dolfinx import fem, ufl
 
     if int(k) != k or k < 0:
         raise ValueError(f"derivative order k must be an integer >= 0, got {k!r}")
+    if recovery not in ("local", "projection"):
+        raise ValueError(f"recovery must be 'local' or 'projection', got {recovery!r}")
     if isinstance(u, fem.Function):
         msh = u.function_space.mesh
-        q = degree or max(1, int(u.function_space.ufl_element().embedded_superdegree))
-        shape = tuple(u.ufl_shape)
         el = u.function_space.ufl_element()
-        if (not el.discontinuous) and int(el.embedded_superdegree) == q and el.embedded_subdegree:
-            w0 = u
-        else:
-            w0 = project(
-                u, fem.functionspace(msh, ("Lagrange", q, shape) if shape else ("Lagrange", q)), q
-            )
+        q = degree or max(1, int(el.embedded_superdegree))
+        expr: Any = u
     elif callable(u) and not isinstance(u, ufl.core.expr.Expr):
         if msh is None:
             raise ValueError("a callable field needs the mesh (msh=...)")
@@ -85,9 +151,9 @@ def recover_derivatives(u: Any, k: int, *, msh: Any = None, degree: int | None =
         probe = np.asarray(u(np.zeros((3, 1))))
         shape = tuple(probe.shape[:-1]) if probe.ndim > 1 else ()
         W0 = fem.functionspace(msh, ("Lagrange", q, shape) if shape else ("Lagrange", q))
-        w0 = fem.Function(W0)
-        w0.interpolate(u)
-        w0.x.scatter_forward()
+        expr = fem.Function(W0)
+        expr.interpolate(u)
+        expr.x.scatter_forward()
     else:
         if msh is None:
             from ufl.domain import extract_unique_domain
@@ -97,14 +163,40 @@ def recover_derivatives(u: Any, k: int, *, msh: Any = None, degree: int | None =
             if msh is None:
                 raise ValueError("cannot find the mesh of this UFL expression; pass msh=...")
         q = degree or 2
-        shape = tuple(u.ufl_shape)
-        W0 = fem.functionspace(msh, ("Lagrange", q, shape) if shape else ("Lagrange", q))
-        w0 = project(u, W0, q)
+        expr = u
+    shape = tuple(expr.ufl_shape)
     d = int(msh.geometry.dim)
-    out = [w0]
+
+    def space(deg: int, j: int) -> Any:
+        sh = shape + (d,) * j
+        return fem.functionspace(msh, ("Lagrange", deg, sh) if sh else ("Lagrange", deg))
+
+    if recovery == "projection":
+        el0 = expr.function_space.ufl_element() if isinstance(expr, fem.Function) else None
+        continuous = el0 is not None and not el0.discontinuous and el0.embedded_subdegree
+        if continuous and int(el0.embedded_superdegree) == q:
+            w0 = expr
+        else:
+            w0 = project(expr, space(q, 0), q)
+        out = [w0]
+        for j in range(1, int(k) + 1):
+            out.append(project(ufl.grad(out[-1]), space(q, j), q))
+        return out
+
+    exact = q if exact_order is None else int(exact_order)
+    el0 = expr.function_space.ufl_element() if isinstance(expr, fem.Function) else None
+    if el0 is not None and not el0.discontinuous and int(el0.embedded_superdegree) == q:
+        out = [expr]
+    else:
+        out = [nodal_average(expr, space(q, 0))]
+    cell_expr = expr  # the cellwise j-th derivative, as a UFL expression
     for j in range(1, int(k) + 1):
-        Wj = fem.functionspace(msh, ("Lagrange", q, shape + (d,) * j))
-        out.append(project(ufl.grad(out[-1]), Wj, q))
+        if j <= exact:
+            cell_expr = ufl.grad(cell_expr)
+        else:
+            # patch-local recovery: vertex averages of D^{j-1}, then its cellwise gradient
+            cell_expr = ufl.grad(nodal_average(cell_expr, space(1, j - 1)))
+        out.append(nodal_average(cell_expr, space(q, j)))
     return out
 
 

@@ -1,10 +1,19 @@
-"""``C^{k,α}`` estimates of finite-element fields and of a solution's fields; collective."""
+"""``C^{k,α}`` estimates of finite-element fields and of a solution's fields; collective.
+
+The point cloud of a field is the owned nodes of continuous Lagrange spaces holding the field
+and its derivatives (:func:`beckmann.holder.derivatives.recover_derivatives`), distributed like
+the mesh. The scale window comes from the mesh (:func:`beckmann.holder.fit.mesh_window`), the
+exponent is the increment fit (:func:`beckmann.holder.pointcloud.headline_exponent`), and every
+result carries a verdict (:func:`beckmann.holder.fit.classify`). See docs/holder.md.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from beckmann.holder.derivatives import (
     interior_mask,
@@ -12,12 +21,39 @@ from beckmann.holder.derivatives import (
     nodal_values,
     recover_derivatives,
 )
+from beckmann.holder.fit import DELTA_MIN_FACTOR, OCTAVES, mesh_window
 from beckmann.holder.pointcloud import Method, check_method, estimate, seminorm, sup_norm
 
-__all__ = ["FIELDS", "FieldName", "field_norms", "solution_field", "solution_norms"]
+__all__ = [
+    "FIELDS",
+    "MARGIN_FACTOR",
+    "FieldName",
+    "field_norms",
+    "solution_field",
+    "solution_norms",
+]
 
-FieldName = Literal["potential", "flux", "velocity"]
-FIELDS: tuple[str, ...] = ("potential", "flux", "velocity")
+FieldName = Literal["potential", "flux", "velocity", "hessian", "density-difference"]
+FIELDS: tuple[str, ...] = ("potential", "flux", "velocity", "hessian", "density-difference")
+
+#: Default boundary margin, in units of ``h``, when derivatives of order >= 2 are measured.
+MARGIN_FACTOR = 2.0
+
+#: How many derivatives of the potential each field is (for the default margin and the orders
+#: up to which cellwise derivatives are exact).
+_ORDER = {"potential": 0, "flux": 1, "velocity": 1, "hessian": 2, "density-difference": 0}
+
+
+def _selection(
+    X: npt.NDArray[np.float64],
+    keep: npt.NDArray[np.bool_] | None,
+    center: npt.NDArray[np.float64] | None,
+    radius: float | None,
+) -> npt.NDArray[np.bool_]:
+    sel = np.ones(X.shape[0], dtype=bool) if keep is None else keep.copy()
+    if center is not None and radius is not None:
+        sel &= np.linalg.norm(X - center[None, : X.shape[1]], axis=1) <= radius
+    return sel
 
 
 def field_norms(
@@ -30,73 +66,125 @@ def field_norms(
     method: Method = "fast",
     delta_min: float | None = None,
     delta_max: float | None = None,
-    h_factor: float = 2.0,
+    h_factor: float = DELTA_MIN_FACTOR,
+    octaves: float = OCTAVES,
     per_octave: int = 4,
-    margin: float = 0.0,
+    margin: float | None = None,
+    center: npt.ArrayLike | None = None,
+    radius: float | None = None,
+    base_order: int = 0,
+    exact_order: int | None = None,
+    recovery: str = "local",
     name: str = "field",
 ) -> dict[str, Any]:
     """``C^{k,α}`` estimates of a finite-element field; collective.
 
-    Derivatives come from :func:`recover_derivatives` (repeated L2 gradient recovery into
-    continuous Lagrange); every estimator is evaluated at the owned nodes of those spaces, so the
-    point cloud is distributed like the mesh. The scale window is ``[delta_min, delta_max]`` with
-    default ``delta_min = h_factor · h`` (``h`` the largest cell diameter) and ``delta_max`` a
-    quarter of the domain's diameter: below a few ``h`` the discrete field is measured.
-
-    ``margin > 0`` keeps only the nodes at least ``margin`` away from the boundary (distance to
-    the nearest boundary vertex): interior estimates. Recovered derivatives are least accurate
-    at the boundary (one-sided projection, and the corners of a polygonal approximation of a
-    curved boundary), which matters for ``k >= 2``; the global norm of MATH.md §3 is
-    ``margin = 0``, the default.
+    Args:
+        u: A ``fem.Function``, a UFL expression or a callable (see ``recover_derivatives``).
+        k: Derivative order of ``C^{k,α}``.
+        alpha: Seminorm exponent in ``[0, 1]`` or ``"auto"`` (the headline exponent, clipped).
+        msh: The mesh (callables; UFL expressions whose mesh cannot be found).
+        degree: Lagrange degree of the sampling spaces (default ``u``'s, or 2).
+        method: ``"exact"`` or ``"fast"`` (the same numbers).
+        delta_min: Window start; default ``h_factor · h`` (``h`` the largest cell diameter).
+        delta_max: Window end; default ``2^octaves · delta_min``, capped at a quarter of the
+            domain's diameter (bounding-box diagonal; ``2 radius`` for a ball).
+        h_factor: See ``delta_min``.
+        octaves: See ``delta_max``.
+        per_octave: Scales per factor 2.
+        margin: Keep only nodes at least this far from the boundary (distance to the nearest
+            boundary vertex). Default ``MARGIN_FACTOR · h`` when ``k + base_order >= 2``
+            (recovered derivatives are least accurate at the boundary), else 0.
+        center: With ``radius``: analyse only the ball ``|x − center| <= radius``.
+        radius: See ``center``.
+        base_order: How many derivatives of the solved potential ``u`` is (0 for ``φ``, 1 for
+            ``∇φ``, 2 for ``D²φ``); sets the default margin and ``exact_order``.
+        exact_order: Orders up to which cellwise derivatives are exact (default
+            ``degree − base_order``, at least 0).
+        recovery: ``"local"`` (cellwise derivatives, nodal averaging) or ``"projection"``.
+        name: The field's name in the result.
 
     Returns:
-        A dict with ``field``, ``k``, ``alpha``, ``h``, ``sup_norms`` (``[Σ_{|β|=j} sup|D^β u|
-        for j = 0..k]``), ``sup_tensor`` (``[sup |D^j u|]``, Frobenius norm), ``seminorm``
-        (``Σ_{|β|=k} [D^β u]_α``, pairs ``≥ delta_min`` apart), ``seminorms`` (per ``β``),
-        ``norm`` (``Σ sup_norms + seminorm``, the ``C^{k,α}`` norm of MATH.md §3), ``exponent``
-        (fitted on ``ω`` of the whole tensor ``D^k u``), ``scales``, ``modulus``, ``delta_min``,
-        ``delta_max``, ``method``, ``n_points``. ``alpha="auto"`` uses the fitted exponent,
-        clipped to ``[0, 1]``.
+        A strict-JSON dict: ``field``, ``k``, ``alpha``, ``h``, ``sup_norms``
+        (``[Σ_{|β|=j} sup|D^β u| for j = 0..k]``), ``sup_tensor`` (``[sup |D^j u|]``, Frobenius),
+        ``seminorm`` (``Σ_{|β|=k} [D^β u]_α``, pairs ``>= delta_min`` apart), ``seminorms``
+        (per ``β``), ``norm`` (``Σ sup_norms + seminorm``, MATH.md §3), ``exponent`` (the
+        headline increment fit on ``ω`` of the tensor ``D^k u``, with its band; ``null`` for a
+        constant field), ``exponent_plain``, ``estimator``, ``verdict``, ``peak`` and
+        ``sup_profile`` (the unboundedness test), ``scales``, ``modulus``, ``delta_min``,
+        ``delta_max``, ``window_rule``, ``margin``, ``margin_rule``, ``center``, ``radius``,
+        ``recovery``, ``method``, ``n_points``.
     """
     from beckmann import mesh as bmesh
 
     check_method(method)
-    ws = recover_derivatives(u, k, msh=msh, degree=degree)
+    if int(base_order) < 0:
+        raise ValueError(f"base_order must be >= 0, got {base_order!r}")
+    if (center is None) != (radius is None):
+        raise ValueError("center and radius go together")
+    c = None if center is None else np.asarray(center, dtype=np.float64).ravel()
+    if radius is not None and not (float(radius) > 0 and math.isfinite(float(radius))):
+        raise ValueError(f"radius must be > 0, got {radius!r}")
+    q_hint = degree
+    if exact_order is None and q_hint is not None:
+        exact_order = max(0, int(q_hint) - int(base_order))
+    ws = recover_derivatives(
+        u, k, msh=msh, degree=degree, exact_order=exact_order, recovery=recovery
+    )
     msh = ws[0].function_space.mesh
     comm = msh.comm
+    d = int(msh.geometry.dim)
+    if c is not None and c.size != d:
+        raise ValueError(f"center must have {d} coordinates, got {c.size}")
     info = bmesh.describe(msh)
     h = float(info["hmax"])
     diam = float(np.linalg.norm(np.subtract(info["bbox"][1], info["bbox"][0])))
-    dmin = h_factor * h if delta_min is None else float(delta_min)
-    dmax = 0.25 * diam if delta_max is None else float(delta_max)
+    if radius is not None:
+        diam = min(diam, 2.0 * float(radius))
+    auto_min, auto_max = (
+        mesh_window(h, diam, factor=h_factor, octaves=octaves)
+        if (delta_min is None or delta_max is None)
+        else (math.nan, math.nan)
+    )
+    dmin = auto_min if delta_min is None else float(delta_min)
+    dmax = (
+        (min(dmin * 2.0**octaves, 0.25 * diam) if delta_min is not None else auto_max)
+        if delta_max is None
+        else float(delta_max)
+    )
     if not (0.0 < dmin < dmax):
         raise ValueError(
             f"empty scale window: delta_min={dmin:g} >= delta_max={dmax:g}; the mesh is too "
-            "coarse for this window (refine it, or lower h_factor / raise delta_max)"
+            "coarse for this window (refine it, or pass delta_min / delta_max)"
         )
-    value_size = int(np.prod(ws[0].ufl_shape)) if ws[0].ufl_shape else 1
-    d = int(msh.geometry.dim)
-    if margin < 0:
+    if margin is None:
+        margin_rule = f"{MARGIN_FACTOR:g} h (derivative order >= 2)"
+        mg = MARGIN_FACTOR * h if int(k) + int(base_order) >= 2 else 0.0
+        if mg == 0.0:
+            margin_rule = "0 (derivative order < 2)"
+    else:
+        mg, margin_rule = float(margin), "given"
+    if not (mg >= 0.0):
         raise ValueError(f"margin must be >= 0, got {margin!r}")
-    keep = interior_mask(ws[0], margin) if margin > 0 else None
+    keep = interior_mask(ws[0], mg) if mg > 0 else None
+    X0, _ = nodal_values(ws[0])
+    sel = _selection(X0, keep, c, radius)
+    value_size = int(np.prod(ws[0].ufl_shape)) if ws[0].ufl_shape else 1
     sup_norms, sup_tensor = [], []
     for j, w in enumerate(ws):
         _, vals = nodal_values(w)
-        if keep is not None:
-            vals = vals[keep]
+        vals = vals[sel]
         sup_tensor.append(sup_norm(vals, comm))
         sup_norms.append(
             float(sum(sup_norm(vals[:, cols], comm) for _, cols in multi_indices(value_size, d, j)))
         )
     X, top = nodal_values(ws[-1])
-    if keep is not None:
-        X, top = X[keep], top[keep]
+    X, top = X[sel], top[sel]
     betas = multi_indices(value_size, d, int(k))
-    cols_all = np.concatenate([c for _, c in betas])
-    top_unique = top[:, cols_all]
+    cols_all = np.concatenate([cc for _, cc in betas])
     res = estimate(
         X,
-        top_unique,
+        top[:, cols_all],
         comm,
         alpha=alpha,
         delta_min=dmin,
@@ -111,6 +199,7 @@ def field_norms(
         for t, cols in betas
     }
     semi = float(sum(seminorms.values()))
+    rd = res.to_dict()
     return {
         "field": name,
         "k": int(k),
@@ -122,20 +211,39 @@ def field_norms(
         "seminorms": seminorms,
         "seminorm_tensor": res.seminorm,
         "norm": float(sum(sup_norms) + semi),
-        "exponent": res.exponent.to_dict(),
-        "exponent_increment": res.exponent_increment.to_dict(),
-        "scales": [float(s) for s in res.scales],
-        "modulus": [float(w) for w in res.modulus],
+        "exponent": rd["exponent"],
+        "exponent_increment": rd["exponent_increment"],
+        "exponent_plain": rd["exponent_plain"],
+        "estimator": res.estimator,
+        "verdict": res.verdict,
+        "peak": rd["peak"],
+        "sup_profile": rd["sup_profile"],
+        "scales": rd["scales"],
+        "modulus": rd["modulus"],
         "delta_min": dmin,
         "delta_max": dmax,
-        "margin": float(margin),
+        "window_rule": (
+            "given"
+            if delta_min is not None and delta_max is not None
+            else f"delta_min = {h_factor:g} h, delta_max = 2^{octaves:g} delta_min "
+            "(capped at a quarter of the diameter)"
+        ),
+        "margin": mg,
+        "margin_rule": margin_rule,
+        "center": None if c is None else [float(x) for x in c],
+        "radius": None if radius is None else float(radius),
+        "recovery": recovery,
         "method": method,
         "n_points": res.n_points,
     }
 
 
 def solution_field(sol: Any, field_name: str, t: float = 0.0) -> Any:
-    """The UFL expression (or function) of a solution's ``potential``, ``flux`` or ``velocity``."""
+    """The UFL expression (or function) of one of a solution's :data:`FIELDS`.
+
+    ``potential`` φ, ``flux`` ∇φ, ``velocity`` ``v_t = ∇φ / ((1 − t) p0 + t p1)``, ``hessian``
+    D²φ and ``density-difference`` ``p1 − p0``.
+    """
     from beckmann._dolfinx import ufl
     from beckmann.fields import velocity_expression
 
@@ -143,6 +251,10 @@ def solution_field(sol: Any, field_name: str, t: float = 0.0) -> Any:
         return sol.phi
     if field_name == "flux":
         return ufl.grad(sol.phi)
+    if field_name == "hessian":
+        return ufl.grad(ufl.grad(sol.phi))
+    if field_name == "density-difference":
+        return sol.p1 - sol.p0
     if field_name == "velocity":
         if not 0.0 <= float(t) <= 1.0:
             raise ValueError(f"time t must lie in [0, 1], got {t!r}")
@@ -159,13 +271,14 @@ def solution_norms(
     t: float = 0.0,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """:func:`field_norms` of a solution's field, recovered in the potential's degree; collective.
+    """:func:`field_norms` of a solution's field, sampled in the potential's degree; collective.
 
-    ``flux`` and ``velocity`` are projected into continuous vector Lagrange of the potential's
-    degree first, then differentiated by recovery like any field.
+    Cellwise derivatives are exact up to the order the potential's degree allows (``D^j`` of
+    ``∇φ_h`` for ``j <= q − 1``, and so on); beyond, patch-local recovery.
     """
     expr = solution_field(sol, field_name, t)
     kwargs.setdefault("degree", int(sol.degree))
+    kwargs.setdefault("base_order", _ORDER[field_name])
     out = field_norms(expr, k, alpha, msh=sol.msh, name=field_name, **kwargs)
     if field_name == "velocity":
         out["time"] = float(t)

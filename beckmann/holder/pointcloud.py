@@ -29,9 +29,17 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI
-from beckmann._mpi import agree
+from beckmann._mpi import agree, allreduce_array
 from beckmann.holder.exact import CHUNK_PAIRS, exact_pairs
-from beckmann.holder.fit import Exponent, default_scales, fit_exponent
+from beckmann.holder.fit import (
+    EDGE_TOL,
+    Exponent,
+    classify,
+    default_scales,
+    fit_exponent,
+    headline_exponent,
+    profile_slopes,
+)
 from beckmann.holder.multiscale import Tree, branch_and_bound, gather, tree_modulus
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "modulus",
     "seminorm",
     "sup_norm",
+    "sup_profile",
 ]
 
 Method = Literal["exact", "fast"]
@@ -56,14 +65,19 @@ class HolderResult:
 
     Attributes:
         sup: ``max |g|`` over the points.
-        alpha: The exponent the seminorm was taken with (the fitted one for ``alpha="auto"``).
-        seminorm: ``[g]_alpha`` over pairs with ``delta_min <= |x - y| <= delta_max``.
+        alpha: The exponent the seminorm was taken with (the headline one for ``alpha="auto"``).
+        seminorm: ``[g]_alpha`` over pairs with ``delta_min <= |x - y| <= seminorm_max``.
         scales: The scales ``δ`` of the modulus, ascending.
         modulus: ``ω(δ)`` at ``scales``.
-        exponent: Slope of ``log ω`` against ``log δ`` on the window, with its band.
-        exponent_increment: The same fitted to the increments ``ω(2δ) − ω(δ)`` (see
-            :func:`fit_exponent`): insensitive to a constant offset of ``ω`` (cusps smoothed
-            over a cell of an FE field).
+        exponent: The headline exponent with its band, by the estimator ``estimator``
+            (:func:`beckmann.holder.fit.headline_exponent`).
+        exponent_plain: Slope of ``log ω`` against ``log δ`` on the window, with its band.
+        exponent_increment: The increment fit ``ω(2δ) − ω(δ)`` on the window.
+        estimator: ``"increment"`` or ``"plain"``: how ``exponent`` was obtained.
+        verdict: ``"holder"``, ``"constant"``, ``"unbounded"`` or ``"exponent <= 0 at this
+            resolution"`` (:func:`beckmann.holder.fit.classify`).
+        peak: The point where ``|g|`` is largest (see :func:`sup_profile`).
+        sup_profile: ``M(ρ) = max_{|x − peak| >= ρ} |g(x)|`` at ``scales``.
         delta_min: Lower end of the window (fit and seminorm).
         delta_max: Upper end of the fit window; the seminorm uses ``seminorm_max``.
         seminorm_max: Upper distance limit of the seminorm (``inf``: none).
@@ -83,15 +97,20 @@ class HolderResult:
     exponent_increment: Exponent
     method: str
     n_points: int
+    exponent_plain: Exponent = field(default_factory=lambda: Exponent(math.nan, math.nan, math.nan))
+    estimator: str = "increment"
+    verdict: str = "holder"
+    peak: FloatArray = field(default_factory=lambda: np.zeros(0))
+    sup_profile: FloatArray = field(default_factory=lambda: np.zeros(0))
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (arrays as lists, ``inf`` as ``None``)."""
+        """A strict-JSON-ready dict (arrays as lists, ``inf`` and ``nan`` as ``None``)."""
         out = asdict(self)
-        out["scales"] = [float(s) for s in self.scales]
-        out["modulus"] = [float(w) for w in self.modulus]
-        out["exponent"] = self.exponent.to_dict()
-        out["exponent_increment"] = self.exponent_increment.to_dict()
+        for key in ("scales", "modulus", "peak", "sup_profile"):
+            out[key] = [float(v) for v in getattr(self, key)]
+        for key in ("exponent", "exponent_plain", "exponent_increment"):
+            out[key] = getattr(self, key).to_dict()
         if math.isinf(self.seminorm_max):
             out["seminorm_max"] = None
         return out
@@ -183,12 +202,13 @@ def modulus(
     check_method(method)
     s = check_scales(scales)
     X, V = prepare_cloud(points, values, comm)
+    edges = s * (1.0 + EDGE_TOL)
     if method == "exact":
-        return exact_pairs(X, V, comm, s, None, 0.0, np.inf, chunk_pairs)[0]
+        return exact_pairs(X, V, comm, edges, None, 0.0, np.inf, chunk_pairs)[0]
     Xg, Vg = gather(X, V, comm)
     if Xg.shape[0] < 2:
         return np.zeros(s.size)
-    return tree_modulus(Tree(Xg, Vg), s, comm)
+    return tree_modulus(Tree(Xg, Vg), edges, comm)
 
 
 def seminorm(
@@ -206,7 +226,8 @@ def seminorm(
 
     ``delta_min`` is the lower end of the scale window: for a finite-element field pass a few
     mesh sizes so that the field between nodes is not what is measured. ``delta_max=None`` puts
-    no upper limit. Pairs at distance 0 never count. Collective; the same number on every rank.
+    no upper limit. Pairs at distance 0 never count. The edges are counted with the relative
+    tolerance :data:`~beckmann.holder.fit.EDGE_TOL`. Collective; the same number on every rank.
     """
     check_method(method)
     a = check_alpha(alpha)
@@ -214,12 +235,13 @@ def seminorm(
     if not (0.0 <= delta_min <= dhi):
         raise ValueError(f"need 0 <= delta_min <= delta_max, got {delta_min}, {delta_max}")
     X, V = prepare_cloud(points, values, comm)
+    dlo, dhi = float(delta_min) * (1.0 - EDGE_TOL), dhi * (1.0 + EDGE_TOL)
     if method == "exact":
-        return exact_pairs(X, V, comm, np.zeros(0), a, float(delta_min), dhi, chunk_pairs)[1]
+        return exact_pairs(X, V, comm, np.zeros(0), a, dlo, dhi, chunk_pairs)[1]
     Xg, Vg = gather(X, V, comm)
     if Xg.shape[0] < 2:
         return 0.0
-    return branch_and_bound(Tree(Xg, Vg), float(delta_min), dhi, a, 0.0, comm)
+    return branch_and_bound(Tree(Xg, Vg), dlo, dhi, a, 0.0, comm)
 
 
 def estimate(
@@ -270,24 +292,37 @@ def estimate(
     if alpha != "auto" and not isinstance(alpha, int | float):
         raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {alpha!r}")
     n = int(comm.allreduce(X.shape[0], op=MPI.SUM))
+    # window edges with a relative tolerance: rounding of node coordinates cannot move a pair
+    # across an edge (EDGE_TOL)
+    edges = s * (1.0 + EDGE_TOL)
+    dlo, shi = dmin * (1.0 - EDGE_TOL), smax * (1.0 + EDGE_TOL)
     tree: Tree | None = None
     if method == "exact":
-        omega, semi = exact_pairs(X, V, comm, s, fixed, dmin, smax, chunk_pairs)
+        omega, semi = exact_pairs(X, V, comm, edges, fixed, dlo, shi, chunk_pairs)
     else:
         Xg, Vg = gather(X, V, comm)
         tree = Tree(Xg, Vg) if n >= 2 else None
-        omega = tree_modulus(tree, s, comm) if tree is not None else np.zeros(s.size)
+        omega = tree_modulus(tree, edges, comm) if tree is not None else np.zeros(s.size)
         semi = 0.0
-    expo = fit_exponent(s, omega, delta_min=dmin, delta_max=dmax)
+    plain = fit_exponent(s, omega, delta_min=dmin, delta_max=dmax)
+    expo, estimator = headline_exponent(s, omega, dmin, dmax)
+    constant = not np.any(omega > 0)
     if fixed is None:
-        a = 1.0 if math.isnan(expo.estimate) else float(np.clip(expo.estimate, 0.0, 1.0))
+        a = (
+            1.0
+            if constant or not math.isfinite(expo.estimate)
+            else float(np.clip(expo.estimate, 0.0, 1.0))
+        )
     else:
         a = fixed
     if method == "exact":
         if fixed is None:
-            semi = exact_pairs(X, V, comm, np.zeros(0), a, dmin, smax, chunk_pairs)[1]
+            semi = exact_pairs(X, V, comm, np.zeros(0), a, dlo, shi, chunk_pairs)[1]
     elif tree is not None:
-        semi = branch_and_bound(tree, dmin, smax, a, 0.0, comm)
+        semi = branch_and_bound(tree, dlo, shi, a, 0.0, comm)
+    peak, profile = sup_profile(X, V, comm, s)
+    window = (s >= dmin * (1 - 1e-12)) & (s <= dmax * (1 + 1e-12))
+    slopes = profile_slopes(s[window], profile[window])
     return HolderResult(
         sup=sup_norm(V, comm),
         alpha=a,
@@ -301,4 +336,34 @@ def estimate(
         exponent_increment=fit_exponent(s, omega, delta_min=dmin, delta_max=dmax, increments=True),
         method=method,
         n_points=n,
+        exponent_plain=plain,
+        estimator=estimator,
+        verdict=classify(expo, slopes, constant),
+        peak=peak,
+        sup_profile=profile,
     )
+
+
+def sup_profile(
+    X: FloatArray, V: FloatArray, comm: MPI.Comm, scales: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """``(peak, M)``: where ``|g|`` is largest and ``M(ρ) = max_{|x − peak| >= ρ} |g(x)|``.
+
+    ``peak`` is the lexicographically first point with ``|g| >= (1 − EDGE_TOL) max |g|``, a
+    choice that does not depend on the partition. ``ρ`` is compared with the tolerance
+    ``EDGE_TOL``. Collective.
+    """
+    g = np.sqrt(np.einsum("ij,ij->i", V, V)) if V.shape[0] else np.zeros(0)
+    best = float(comm.allreduce(float(g.max()) if g.size else -1.0, op=MPI.MAX))
+    if best < 0:
+        return np.zeros(X.shape[1]), np.zeros(scales.size)
+    # ties (a symmetric field) and rounding: the lexicographically first point near the max
+    near = X[g >= best * (1.0 - EDGE_TOL)]
+    mine = min(map(tuple, near.tolist())) if near.shape[0] else None
+    peak = np.asarray(min(c for c in comm.allgather(mine) if c is not None), dtype=np.float64)
+    r = np.sqrt(np.einsum("ij,ij->i", X - peak, X - peak)) if X.shape[0] else np.zeros(0)
+    prof = np.zeros(scales.size)
+    for i, rho in enumerate(scales):
+        far = r >= rho * (1.0 - EDGE_TOL)
+        prof[i] = float(g[far].max()) if np.any(far) else 0.0
+    return peak, allreduce_array(prof, MPI.MAX, comm)
