@@ -2,7 +2,7 @@
 
 A sweep over the centre ``theta`` of a Gaussian target on the unit square (P2, MUMPS) is solved
 into a store; a ReQu network is fitted to the velocity ``v_t = F/p_t`` on inputs ``(x, t, θ)``
-(Sobolev loss with ``D_x v`` and ``∂_t v``; ``beckmann.surrogate``). For every θ in ``--theta``
+(Sobolev loss with ``D_x v`` and ``∂_t v``; :mod:`beckmann.requ`). For every θ in ``--theta``
 (not on the grid) an independent FE solve at θ gives the reference transport, and the same start
 samples of ``p0`` are moved by RK4 with
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -34,12 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import beckmann._dolfinx  # noqa: E402, F401 - loads MPI the wheel's way
 
 # isort: split
-from beckmann import config, pipeline, requ, surrogate, sweep, transport  # noqa: E402
+from beckmann import config, pipeline, requ, sweep, transport  # noqa: E402
 from beckmann._dolfinx import MPI  # noqa: E402
 
 TARGET = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     t_sweep = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    tr = surrogate.training_set(store, "velocity", args.points, args.seed, comm)
+    tr = requ.training_set(store, "velocity", args.points, args.seed, comm)
     model = requ.fit(
         tr["x"], tr["y"], tr["jac"], width=args.width, depth=args.depth, steps=args.steps,
         seed=args.seed, derivative_inputs=tr["derivative_inputs"], bounds=tr["bounds"],
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     t_fit = time.perf_counter() - tic
     if comm.rank == 0:
-        model.save(folder / "velocity")
+        requ.save(model, folder / "velocity")
 
     rows = []
     kw = {"steps": args.rk_steps, "seed": args.seed + 1, "path_report": False}
@@ -106,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         near = float(grid[np.argmin(np.abs(grid - theta))])
         x = requ.sample_domain(sol.msh, 2000, 12345)
         t = np.random.default_rng(7).uniform(0.0, 1.0, len(x))
-        y, J = surrogate.field_values(surrogate.member_data(sol, x), "velocity", t)
+        y, J = requ.field_values(requ.member_data(sol, x), "velocity", t)
         z = np.hstack([x, t[:, None], np.full((len(x), 1), theta)])
         err = requ.errors(model, z, y, J, derivative_inputs=[0, 1, 2], holder_points=0)
         runs = {
@@ -174,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _net(model: requ.Network, theta: float):  # noqa: ANN202 - a factory for sample_transport
-    return lambda mc: surrogate.NetworkVelocity(model, mc, [theta])
+    return lambda mc: requ.NetworkVelocity(model, mc, [theta])
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-from beckmann import requ  # noqa: E402
+from beckmann import requ
 
 
 def reference(n: int, seed: int):
