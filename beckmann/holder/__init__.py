@@ -7,7 +7,8 @@ Modules, along the data flow:
 - :mod:`.fit`: scales, windows and fitted exponents of a modulus;
 - :mod:`.pointcloud`: the estimators on distributed point data (``estimate`` and its parts);
 - :mod:`.derivatives`: derivatives of finite-element fields and their nodal point clouds;
-- :mod:`.fe`: ``C^{k,α}`` norms of finite-element fields and of a solution's fields.
+- :mod:`.fe`: ``C^{k,α}`` norms of finite-element fields and of a solution's fields;
+- :mod:`.studies`: regularity studies over mesh levels (``study``).
 
 Every estimator is collective; the numbers are the same on every rank.
 """
@@ -16,9 +17,11 @@ from beckmann.holder.derivatives import recover_derivatives
 from beckmann.holder.fe import FIELDS, field_norms, solution_field, solution_norms
 from beckmann.holder.fit import Exponent, default_scales, fit_exponent
 from beckmann.holder.pointcloud import HolderResult, estimate, modulus, seminorm, sup_norm
+from beckmann.holder.studies import Expectation, parse_expectation, study
 
 __all__ = [
     "FIELDS",
+    "Expectation",
     "Exponent",
     "HolderResult",
     "default_scales",
@@ -26,9 +29,11 @@ __all__ = [
     "field_norms",
     "fit_exponent",
     "modulus",
+    "parse_expectation",
     "recover_derivatives",
     "seminorm",
     "solution_field",
     "solution_norms",
+    "study",
     "sup_norm",
 ]
