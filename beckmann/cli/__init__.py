@@ -22,12 +22,12 @@ from typing import Any
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``beckmann --help`` lists them (modules of this package).
-COMMANDS = ("solve", "probe", "sweep", "holder", "sample", "paths", "fit", "plot", "config")
+COMMANDS = ("solve", "probe", "sweep", "holder", "study", "sample", "paths", "fit", "plot", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``beckmann`` argument parser, with every available subcommand."""
-    from beckmann import __version__
+    from beckmann._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="beckmann",
