@@ -22,7 +22,18 @@ from typing import Any
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands, in the order ``beckmann --help`` lists them (modules of this package).
-COMMANDS = ("solve", "probe", "sweep", "holder", "study", "sample", "paths", "fit", "plot", "config")
+COMMANDS = (
+    "solve",
+    "probe",
+    "sweep",
+    "holder",
+    "study",
+    "sample",
+    "paths",
+    "fit",
+    "plot",
+    "config",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
