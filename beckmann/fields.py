@@ -10,13 +10,15 @@ at points from :math:`F`, :math:`p_0` and :math:`p_1` there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from beckmann._dolfinx import MPI, dmesh, fem, geometry, ufl
+from beckmann._dolfinx import MPI, dmesh, fem, ufl
+from beckmann.locate import PointLocator
 
-__all__ = ["PointLocator", "Solution", "velocity_expression"]
+__all__ = ["PointLocator", "Solution", "gradient", "gradient_matrix", "velocity_expression"]
 
 
 def velocity_expression(
@@ -69,10 +71,7 @@ class Solution:
     def flux(self) -> fem.Function:
         """``F = ∇φ`` in DG_{k-1} (vector); exact. Cached; collective on first call."""
         if self._flux is None:
-            W = fem.functionspace(self.msh, ("DG", self.degree - 1, (self.gdim,)))
-            F = fem.Function(W, name="flux")
-            F.interpolate(fem.Expression(ufl.grad(self.phi), W.element.interpolation_points))
-            self._flux = F
+            self._flux = gradient(self.phi)
         return self._flux
 
     def velocity(self, t: float) -> fem.Function:
@@ -166,73 +165,51 @@ def _check_time(t: float) -> None:
         raise ValueError(f"time t must lie in [0, 1], got {t!r}")
 
 
-class PointLocator:
-    """Finds, for points known on every rank, one owning rank and cell each.
+def gradient(phi: fem.Function, name: str = "flux") -> fem.Function:
+    """``∇φ`` of a Lagrange function of degree ``k`` in DG_{k-1} (vector); exact. Collective.
 
-    A point on a facet between cells (where the flux jumps) must get the same cell whatever the
-    partition, or answers would depend on the rank count. Among all colliding cells on all
-    ranks, the one whose midpoint has the smallest projection on a fixed generic direction wins:
-    a rule that depends on geometry only, so it survives repartitioning and checkpoint reloads.
-    The bounding-box tree over the rank's owned cells is built once and reused.
+    Ghost values are up to date, so cell-wise readers (transport) may use ghost cells.
     """
+    msh = phi.function_space.mesh
+    k = int(phi.function_space.ufl_element().embedded_superdegree)
+    W = fem.functionspace(msh, ("DG", k - 1, (msh.geometry.dim,)))
+    F = fem.Function(W, name=name)
+    F.interpolate(fem.Expression(ufl.grad(phi), W.element.interpolation_points))
+    F.x.scatter_forward()
+    return F
 
-    _DIRECTION = np.array([1.0, np.sqrt(2.0) / 10.0, np.sqrt(3.0) / 100.0])
 
-    def __init__(self, msh: dmesh.Mesh) -> None:
-        self.msh = msh
-        tdim = msh.topology.dim
-        ncells = msh.topology.index_map(tdim).size_local
-        owned = np.arange(ncells, dtype=np.int32)
-        self.tree = geometry.bb_tree(msh, tdim, entities=owned)
-        mid = dmesh.compute_midpoints(msh, tdim, owned)
-        self.key = mid @ self._DIRECTION
+def gradient_matrix(V: fem.FunctionSpace) -> tuple[Any, fem.FunctionSpace]:
+    """The map ``φ ↦ ∇φ`` from Lagrange degree ``k`` into DG_{k-1} (vector) as a sparse matrix.
 
-    def locate(self, points: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Locate points given identically on every rank; collective.
+    The same exact interpolation as :func:`gradient`, assembled once: row ``d * j + c`` is
+    component ``c`` at the rank's owned DG dof ``j``, column ``i`` is the local dof ``i`` of
+    ``V`` (ghosts included), so ``G @ phi.x.array`` gives the owned flux values of a potential
+    with up-to-date ghosts. For many potentials on one mesh (sweeps, reduced bases) this is far
+    cheaper than re-running the interpolation kernel. Not collective.
 
-        Returns ``(x, cells, mine)``: padded points ``(N, 3)``, a local cell per point (or -1)
-        and a mask of the points this rank evaluates (exactly one rank per point).
+    Returns:
+        ``(G, W)``: a ``scipy.sparse.csr_matrix`` and the DG_{k-1} vector space ``W``.
+    """
+    from scipy.sparse import csr_matrix
 
-        Raises:
-            ValueError: On every rank, if a point lies outside the domain or has the wrong
-                dimension.
-        """
-        msh = self.msh
-        comm = msh.comm
-        d = msh.geometry.dim
-        p = np.asarray(points, dtype=np.float64)
-        if p.ndim == 1 and p.size == d:
-            p = p.reshape(1, d)
-        if p.ndim != 2 or p.shape[1] != d:
-            raise ValueError(f"points must have shape (N, {d}) for this mesh, got {p.shape}")
-        if not np.all(np.isfinite(p)):
-            raise ValueError("points contain NaN or infinite coordinates")
-        n = p.shape[0]
-        x = np.zeros((n, 3))
-        x[:, :d] = p
-        cand = geometry.compute_collisions_points(self.tree, x)
-        coll = geometry.compute_colliding_cells(msh, cand, x)
-        offsets = np.asarray(coll.offsets)
-        counts = np.diff(offsets)
-        found = counts > 0
-        all_cells = np.asarray(coll.array, dtype=np.int32)
-        keys = self.key[all_cells] if all_cells.size else np.zeros(0)
-        best = np.full(n, np.inf)
-        cells = np.full(n, -1, dtype=np.int32)
-        if all_cells.size:
-            point_of = np.repeat(np.arange(n), counts)
-            order = np.lexsort((keys, point_of))  # by point, then key: first per point wins
-            first = order[np.r_[0, np.flatnonzero(np.diff(point_of[order])) + 1]]
-            best[point_of[first]] = keys[first]
-            cells[point_of[first]] = all_cells[first]
-        gbest = np.empty_like(best)
-        comm.Allreduce(best, gbest, op=MPI.MIN)
-        outside = np.flatnonzero(~np.isfinite(gbest))
-        if outside.size:
-            first_out = p[outside[0]]
-            raise ValueError(
-                f"{outside.size} of {n} points lie outside the domain, the first at "
-                f"({', '.join(f'{v:.6g}' for v in first_out)}) (index {outside[0]})"
-            )
-        mine = found & (best == gbest)
-        return x, cells, mine
+    msh = V.mesh
+    d = msh.geometry.dim
+    k = int(V.ufl_element().embedded_superdegree)
+    W = fem.functionspace(msh, ("DG", k - 1, (d,)))
+    ncells = msh.topology.index_map(msh.topology.dim).size_local
+    cells = np.arange(ncells, dtype=np.int32)
+    expr = fem.Expression(ufl.grad(ufl.TrialFunction(V)), W.element.interpolation_points)
+    vals = expr.eval(msh, cells).reshape(ncells, -1, d, V.dofmap.list.shape[1])
+    wdofs = W.dofmap.list[:ncells]  # (cell, point) -> block
+    rows = np.broadcast_to(
+        wdofs[:, :, None, None] * d + np.arange(d)[None, None, :, None], vals.shape
+    )
+    cols = np.broadcast_to(V.dofmap.list[:ncells][:, None, None, :], vals.shape)
+    nw = W.dofmap.index_map.size_local
+    nv = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
+    G = csr_matrix(
+        (vals.ravel(), (rows.ravel().astype(np.int64), cols.ravel())), shape=(nw * d, nv)
+    )
+    G.sum_duplicates()
+    return G, W

@@ -17,19 +17,22 @@ Neumann Laplacian: a single :class:`~beckmann.poisson.NeumannPoisson` serves all
 A new path is a small subclass of :class:`ProbabilityPath`: its pointwise density (a function of
 :math:`t` and the values of :math:`p_0, p_1`), its rate :math:`\partial_t p_t` at the degrees of
 freedom, and the same density as a UFL expression. :func:`solve_path` turns it into a
-:class:`PathFlux`, which :mod:`beckmann.transport` evaluates at samples.
+:class:`PathFlux`, which :mod:`beckmann.transport` evaluates at samples; :func:`path_energy`
+gives its kinetic energy and maximum speed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from beckmann._dolfinx import MPI, PETSc, fem, ufl
-from beckmann.fields import Solution
+from beckmann._dolfinx import MPI, PETSc, basix, fem, ufl
+from beckmann.fields import Solution, gradient
+from beckmann.locate import MeshCells, cell_values
 
 __all__ = [
     "PATHS",
@@ -39,7 +42,9 @@ __all__ = [
     "ProbabilityPath",
     "compare_paths",
     "make_path",
+    "path_energy",
     "solve_path",
+    "solver_options",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -269,13 +274,9 @@ class PathFlux:
     def energy(self, substeps: int = 8) -> dict[str, float]:
         """Kinetic energy ``∫_0^1 ∫ p_t |v_t|² dx dt`` and ``max_t max_x |v_t|``; collective.
 
-        Computed with the same cell data :mod:`beckmann.transport` moves samples with (see
-        :meth:`beckmann.transport.FieldEvaluator.path_energy`): the linear path exactly in ``t``,
-        other paths by Simpson's rule with ``substeps`` intervals per grid interval.
+        See :func:`path_energy`.
         """
-        from beckmann.transport import FieldEvaluator
-
-        return FieldEvaluator(self).path_energy(substeps)
+        return path_energy(self, substeps)
 
     def kinetic_energy(self) -> float:
         """``∫_0^1 ∫ p_t |v_t|² dx dt`` (see :meth:`energy`); collective."""
@@ -286,10 +287,81 @@ class PathFlux:
         return self.energy()["max_speed"]
 
 
-def _grad_into(phi: fem.Function, F: fem.Function) -> None:
-    W = F.function_space
-    F.interpolate(fem.Expression(ufl.grad(phi), W.element.interpolation_points))
-    F.x.scatter_forward()
+def path_energy(
+    pf: PathFlux, substeps: int = 8, cells: MeshCells | None = None
+) -> dict[str, float]:
+    """Kinetic energy ``∫∫ |F_t|²/p_t dx dt`` and ``max |v_t|`` of a solved path; collective.
+
+    Space: a degree ``2k + 2`` rule on each owned cell, from the cell-wise DG values of
+    ``p0, p1`` (DG_k) and of the grid fluxes (DG_{k-1}); the maximum also looks at the DG_k nodes.
+    Time: the linear path exactly (``∫_0^1 dt/p_t`` is the logarithmic mean of ``1/p0`` and
+    ``1/p1``; ``|v_t|`` peaks at ``t = 0`` or ``1``), other paths by Simpson's rule with
+    ``substeps`` (even) intervals in each interval of the solve grid.
+
+    Args:
+        pf: The solved path.
+        substeps: Simpson intervals per grid interval (time-dependent paths).
+        cells: The mesh's :class:`~beckmann.locate.MeshCells`, when already built.
+    """
+    sol = pf.sol
+    mc = cells if cells is not None else MeshCells(sol.msh)
+    k = sol.degree
+    P0, el_p = cell_values(sol.p0, k, mc)
+    P1, _ = cell_values(sol.p1, k, mc)
+    fl = [cell_values(F, k - 1, mc) for F in pf.fluxes]
+    el_f = fl[0][1]
+    d = mc.d
+    n = mc.n_owned
+    ct = basix.CellType.triangle if d == 2 else basix.CellType.tetrahedron
+    qp, qw = basix.make_quadrature(ct, 2 * k + 2)
+    pts = np.concatenate([qp, np.asarray(el_p.points)])
+    wq = np.concatenate([qw, np.zeros(len(el_p.points))])
+    phi = el_p.tabulate(0, pts)[0, :, :, 0]
+    psi = el_f.tabulate(0, pts)[0, :, :, 0]
+    q0 = P0[:n] @ phi.T  # (cell, point)
+    q1 = P1[:n] @ phi.T
+    Fq = [np.einsum("qj,cjd->cqd", psi, F[:n]) for F, _ in fl]
+    dx = wq[None, :] * (mc.volume[:n, None] * math.factorial(d))
+    if isinstance(pf.path, LinearPath):
+        a, b = np.maximum(q0, TINY), np.maximum(q1, TINY)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lm = np.where(
+                np.abs(b - a) < 1e-9 * (a + b), 2.0 / (a + b), (np.log(b) - np.log(a)) / (b - a)
+            )
+        F2 = (Fq[0] ** 2).sum(axis=2)
+        ke = float((F2 * lm * dx).sum())
+        vmax = float(np.sqrt(F2 / np.minimum(a, b) ** 2).max()) if F2.size else 0.0
+    else:
+        m = substeps + substeps % 2
+        ke, vmax = 0.0, 0.0
+        for a_t, b_t in zip(pf.times[:-1], pf.times[1:], strict=True):
+            ts = np.linspace(a_t, b_t, m + 1)
+            w = np.ones(m + 1)
+            w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+            w *= (b_t - a_t) / (3.0 * m)
+            for t, wt in zip(ts, w, strict=True):
+                F = sum(wj * Fq[j] for j, wj in pf.weights(float(t)))
+                p = pf.path.density(float(t), q0, q1)
+                F2 = (F**2).sum(axis=2)
+                ke += wt * float((F2 / p * dx).sum())
+                if F2.size:
+                    vmax = max(vmax, float(np.sqrt(F2 / p**2).max()))
+    comm = mc.comm
+    return {
+        "kinetic_energy": float(comm.allreduce(ke, op=MPI.SUM)),
+        "max_speed": float(comm.allreduce(vmax, op=MPI.MAX)),
+    }
+
+
+def solver_options(sol: Solution) -> dict[str, Any]:
+    """The ``method``, ``rtol`` and ``petsc_options`` of the run's solver (for a path solve)."""
+    cfg = sol.info.get("config") or {}
+    s = cfg.get("solver", {}) if isinstance(cfg, dict) else {}
+    out: dict[str, Any] = {}
+    for key in ("method", "rtol", "petsc_options"):
+        if key in s:
+            out[key] = s[key]
+    return out
 
 
 def solve_path(
@@ -320,11 +392,8 @@ def solve_path(
     if not path.constant_rate and (not isinstance(n_times, int) or n_times < 2):
         raise ValueError(f"the path time grid needs at least 2 times, got {n_times!r}")
     path.bind(sol.p0, sol.p1)
-    W = fem.functionspace(sol.msh, ("DG", sol.degree - 1, (sol.gdim,)))
     if isinstance(path, LinearPath):
-        F = fem.Function(W, name="flux")
-        _grad_into(sol.phi, F)
-        return PathFlux(path, sol, np.zeros(1), [F], {"solves": 0})
+        return PathFlux(path, sol, np.zeros(1), [gradient(sol.phi)], {"solves": 0})
     times = np.linspace(0.0, 1.0, 1 if path.constant_rate else n_times)
     own = poisson is None
     if own:
@@ -340,9 +409,7 @@ def solve_path(
             f.x.array[:] -= mean
             poisson.solve(f, phi)
             iters.append(poisson.iterations)
-            F = fem.Function(W, name=f"flux_{t:.4f}")
-            _grad_into(phi, F)
-            fluxes.append(F)
+            fluxes.append(gradient(phi, name=f"flux_{t:.4f}"))
     finally:
         if own:
             poisson.destroy()

@@ -55,7 +55,7 @@ def test_sampling_matches_density_histogram(square):
     # E[TV] of a multinomial sample: ½ Σ E|n_b/N − P_b| ≈ ½ Σ sqrt(2 P_b (1 − P_b) / (π N))
     expected = 0.5 * np.sum(np.sqrt(2 * P * (1 - P) / (np.pi * N)))
     assert tv < 1.3 * expected
-    counts = transport._bin_counts(x, None, lo, hi, bins)
+    counts = transport.bin_counts(x, None, lo, hi, bins)
     big = N * P >= 5
     chi2 = np.sum((counts[big] - N * P[big]) ** 2 / (N * P[big]))
     dof = int(big.sum()) - 1
