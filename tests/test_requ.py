@@ -455,3 +455,44 @@ def test_rates_script_quick(tmp_path):
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(data["rows"]) == 6 and set(data["summary"]) == {"requ", "relu", "tanh"}
     assert "slope C1 vs P" in proc.stdout and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_export_numpy_matches_the_model_to_round_off(tmp_path, small_model):
+    """The exported .npz + standalone loader reproduce ``Network.__call__`` (NumPy and JAX)."""
+    import runpy
+
+    m = small_model  # inputs (x, y, theta), a vector field
+    npz, loader = requ.export(m, tmp_path / "net", "numpy")
+    assert loader.read_text().count("beckmann.") == 0  # no beckmann import: runs without it
+    with np.load(npz, allow_pickle=False) as data:
+        assert {"W0", "b2", "lower", "upper", "shift", "scale", "activation"} <= set(data.files)
+    load = runpy.run_path(str(loader))["load_export"]
+    v = load(npz)
+    z = np.random.default_rng(3).uniform(-1, 1, (200, 3))
+    ref = m(z)
+    np.testing.assert_allclose(v(z), ref, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(v(z[:, :2], theta=z[:, 2:]), ref, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(v(z[:, :1], z[:, 1], 0.3), m(np.c_[z[:, :2], np.full(200, 0.3)]),
+                               rtol=1e-13, atol=1e-15)  # fmt: skip
+    assert v.input_names == ["x", "y", "theta"] and v.field == "flux"
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        vj = load(npz, xp=jax.numpy)
+        np.testing.assert_allclose(np.asarray(vj(z)), ref, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="unknown export format"):
+        requ.export(m, tmp_path / "x", "onnx")
+
+
+@pytest.mark.serial
+def test_cli_export(tmp_path, small_model):
+    import runpy
+
+    from conftest import run_cli
+
+    requ.save(small_model, tmp_path / "m")
+    rep = json.loads(run_cli("export", str(tmp_path / "m"), "--out", str(tmp_path / "e")).stdout)
+    v = runpy.run_path(rep["loader"])["load_export"](rep["npz"])
+    z = np.random.default_rng(4).uniform(-1, 1, (50, 3))
+    np.testing.assert_allclose(v(z), small_model(z), rtol=1e-13, atol=1e-15)
+    bad = run_cli("export", str(tmp_path / "m"), "--out", str(tmp_path / "m.npz"), check=False)
+    assert bad.returncode == 2 and "would overwrite the model file" in bad.stderr

@@ -31,6 +31,7 @@ COMMANDS = (
     "sample",
     "paths",
     "fit",
+    "export",
     "plot",
     "config",
 )

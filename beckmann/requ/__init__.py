@@ -8,7 +8,8 @@ One job per module:
 - :mod:`~beckmann.requ.data`: training points and values from runs and sweep stores,
 - :mod:`~beckmann.requ.model_io`: saving and loading (JSON + npz, no pickle),
 - :mod:`~beckmann.requ.fitting`: ``beckmann fit`` as a library call (:func:`fit_field`),
-- :mod:`~beckmann.requ.surrogate`: a fitted velocity driving the transport.
+- :mod:`~beckmann.requ.surrogate`: a fitted velocity driving the transport,
+- :mod:`~beckmann.requ.export`: a self-contained ``.npz`` and a NumPy/JAX loader.
 
 See docs/math.md ("ReQu networks") for the loss and the norms.
 """
@@ -25,8 +26,9 @@ from beckmann.requ.data import (
     sample_points,
     training_set,
 )
+from beckmann.requ.export import export, load_export
 from beckmann.requ.fitting import FitSettings, check_outputs, fit_field
-from beckmann.requ.model_io import FORMAT, load, save
+from beckmann.requ.model_io import FORMAT, load, model_files, save
 from beckmann.requ.network import ACTIVATIONS, Network
 from beckmann.requ.norms import errors, holder_seminorm
 from beckmann.requ.surrogate import NetworkVelocity, model_velocity, velocity_inputs
@@ -42,6 +44,7 @@ __all__ = [
     "NetworkVelocity",
     "check_outputs",
     "errors",
+    "export",
     "eval_function",
     "field_values",
     "fit",
@@ -49,8 +52,10 @@ __all__ = [
     "holder_seminorm",
     "is_sweep_store",
     "load",
+    "load_export",
     "member_data",
     "members",
+    "model_files",
     "model_velocity",
     "sample_domain",
     "sample_points",

@@ -1,0 +1,127 @@
+"""Export a network as one self-contained ``.npz`` plus a loader that needs only NumPy (or JAX).
+
+``beckmann export MODEL --to numpy --out NET.npz`` (:func:`export_numpy`) writes
+
+- ``NET.npz``: ``W0, b0, W1, b1, ...``, ``lower``, ``upper`` (input box), ``shift``, ``scale``
+  (output normalisation), ``activation``, ``input_names``, ``field`` and ``scalar`` -- no
+  pickle, readable with ``numpy.load(..., allow_pickle=False)``;
+- ``NET.py``: the loader below (:func:`load_export`), a copy of its source with no beckmann
+  import, so the network runs where beckmann is not installed::
+
+      from NET import load_export          # or copy the function
+      v = load_export("NET.npz")           # a plain function of the inputs
+      v(x, t, theta)                       # velocity at x (N, d), time(s) t, parameters θ
+      v(np.hstack([x, t[:, None], th]))    # the same on stacked inputs (x, t, θ...)
+
+  ``load_export("NET.npz", xp=jax.numpy)`` gives the same function in JAX (differentiable,
+  ``jax.jit``-able; enable float64 for round-off agreement).
+
+The exported function is the network's formula ``m + s · g(2 (z − lower)/(upper − lower) − 1)``
+with ``g`` the perceptron, exactly as :class:`~beckmann.requ.network.Network` evaluates it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beckmann.requ.network import Network
+
+__all__ = ["EXPORT_FORMATS", "export", "export_numpy", "load_export"]
+
+EXPORT_FORMATS = ("numpy",)
+
+
+def load_export(path: Any, xp: Any = None) -> Any:
+    """A network exported by ``beckmann export`` as a plain function (NumPy by default).
+
+    Args:
+        path: The ``.npz`` file.
+        xp: The array module: ``numpy`` (default) or ``jax.numpy``.
+
+    Returns:
+        ``f(x, t=None, theta=None)``: ``x`` is ``(N, k)`` -- all inputs stacked, or the space
+        coordinates followed by ``t`` (a number or ``(N,)``) and ``theta`` (the parameter values
+        shared by all points, ``(p,)``, or ``(N, p)``). Returns ``(N,)`` for a scalar field,
+        else ``(N, m)``. ``f.input_names`` and ``f.field`` describe it.
+    """
+    import numpy
+
+    xp = numpy if xp is None else xp
+    with numpy.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    n_layers = sum(1 for k in arrays if k.startswith("W"))
+    layers = [(xp.asarray(arrays[f"W{i}"]), xp.asarray(arrays[f"b{i}"])) for i in range(n_layers)]
+    lower, upper = xp.asarray(arrays["lower"]), xp.asarray(arrays["upper"])
+    shift, scale = xp.asarray(arrays["shift"]), float(arrays["scale"])
+    activation, scalar = str(arrays["activation"]), bool(arrays["scalar"])
+    d = int(arrays["lower"].shape[0])
+    sigma = {
+        "requ": lambda a: xp.maximum(a, 0.0) ** 2,
+        "relu": lambda a: xp.maximum(a, 0.0),
+        "tanh": xp.tanh,
+        "softplus": lambda a: xp.logaddexp(0.0, a),
+    }[activation]
+
+    def f(x: Any, t: Any = None, theta: Any = None) -> Any:
+        x = xp.asarray(x, dtype=lower.dtype)
+        n = x.shape[0]
+        parts = [x]
+        if t is not None:
+            t = xp.asarray(t, dtype=lower.dtype)
+            parts.append(xp.full((n, 1), t) if t.ndim == 0 else t.reshape(n, 1))
+        if theta is not None:
+            theta = xp.asarray(theta, dtype=lower.dtype)
+            parts.append(
+                theta.reshape(n, -1) if theta.ndim == 2 else xp.tile(theta.reshape(1, -1), (n, 1))
+            )
+        z = xp.concatenate(parts, axis=1) if len(parts) > 1 else x
+        if z.shape[1] != d:
+            raise ValueError(f"the network takes {d} inputs, got {z.shape[1]}")
+        h = 2.0 * (z - lower) / (upper - lower) - 1.0
+        for W, b in layers[:-1]:
+            h = sigma(h @ W + b)
+        W, b = layers[-1]
+        y = shift + scale * (h @ W + b)
+        return y[:, 0] if scalar else y
+
+    f.input_names = [str(s) for s in arrays["input_names"]]  # type: ignore[attr-defined]
+    f.field = str(arrays["field"])  # type: ignore[attr-defined]
+    return f
+
+
+def export_numpy(model: Network, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``PATH.npz`` (everything the network needs) and ``PATH.py`` (its loader).
+
+    Not collective: call it on one rank.
+
+    Returns:
+        The paths of the ``.npz`` and the loader.
+    """
+    p = Path(path)
+    npz = p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+    loader = npz.with_suffix(".py")
+    arrays: dict[str, Any] = {}
+    for i, (W, b) in enumerate(model.weights):
+        arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+    arrays.update(
+        lower=model.lower, upper=model.upper, shift=model.shift, scale=np.float64(model.scale),
+        activation=np.str_(model.activation), scalar=np.bool_(model.scalar),
+        input_names=np.array(model.input_names, dtype=str), field=np.str_(model.field),
+    )  # fmt: skip
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, **arrays)
+    head = f'"""Loader of {npz.name}, a network exported by beckmann (needs only NumPy)."""\n\n'
+    loader.write_text(head + "from typing import Any\n\n\n" + inspect.getsource(load_export))
+    return npz, loader
+
+
+def export(model: Network, path: str | os.PathLike[str], to: str = "numpy") -> tuple[Path, Path]:
+    """Export ``model`` in format ``to`` (one of :data:`EXPORT_FORMATS`)."""
+    if to not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return export_numpy(model, path)
