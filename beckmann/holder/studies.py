@@ -41,7 +41,7 @@ class Expectation:
 
     def check(self, measured: float | None) -> bool:
         """Whether ``measured`` lies within ``exponent ± tol`` (``None`` never does)."""
-        return measured is not None and abs(measured - self.exponent) <= self.tol
+        return measured is not None and abs(measured - self.exponent) <= self.tol * (1 + 1e-12)
 
 
 def parse_expectation(text: str) -> Expectation:
