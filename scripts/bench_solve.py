@@ -1,16 +1,22 @@
-"""Time to solution and peak memory at ~1M dofs: beckmann against scikit-fem + pyamg.
+"""Whole-command benchmark: ``beckmann solve CONFIG --out DIR`` against scikit-fem + pyamg.
 
-Both solve the exact case of the test suite (p0 = 1, p1 = 1 + ½ cos(πx) cos(πy) [cos(πz)])
-with P1 elements from nothing (mesh, densities, assembly, preconditioner, solve) to the
-mean-zero potential, with CG and smoothed-aggregation AMG at the same relative residual
-tolerance. Each run is its own process (clean peak memory); beckmann runs serially and under
-``mpirun -n 2``. The tolerance is matched to the discretisation error: the script prints both
-L2 errors against the exact φ, which agree to three digits with a fully converged solve.
+What a user waits for is the command, so both contenders are timed as whole processes, from
+``exec`` to exit (Python start-up, imports, mesh, densities, assembly, AMG setup, solve and, for
+beckmann, writing the run folder), and their peak memory is the child's ``ru_maxrss``:
 
-    python scripts/bench_solve.py                      # 2D 1.05M dofs and 3D 1.03M dofs, 3 repeats
-    python scripts/bench_solve.py --n2 512 --n3 0      # quick
+* beckmann: ``beckmann solve CONFIG --out DIR`` with default settings except
+  ``solver.degree = 1`` (unit square, p0 = 1, p1 = 1 + ½ cos(πx) cos(πy)); optionally also
+  under ``mpirun -n 2`` (peak memory is then the largest rank's);
+* the peer: scikit-fem + pyamg (smoothed aggregation, CG, rtol 1e-10) on the same P1 problem,
+  writing nothing.
 
-Prints one line per run and a table of medians with the ratios beckmann / peer.
+Printed: each run's wall time and peak memory, the medians, the ratio beckmann / peer, the
+per-phase timings from ``summary.json``, the run folder's size against the raw float64 size of
+mesh + fields, the CG iterations, and one mat-vec of the operator (timed in a separate process)
+so the solve can be read in mat-vec units.
+
+    python scripts/bench_solve.py                 # n = 1024: 1.05M P1 dofs, median of 3
+    python scripts/bench_solve.py --n 256 --repeat 1
 """
 
 from __future__ import annotations
@@ -18,106 +24,59 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+EXPR = "1 + 0.5*cos(pi*x)*cos(pi*y)"
 
 
-def worker_beckmann(dim: int, n: int, rtol: float) -> dict:
-    import numpy as np
-
-    from beckmann import config, pipeline
-    from beckmann._dolfinx import MPI, PETSc, fem, ufl
-
-    expr = "1 + 0.5*cos(pi*x)*cos(pi*y)" + ("*cos(pi*z)" if dim == 3 else "")
-    cfg = config.resolve(
-        sets=[
-            f"mesh.kind={'unit_square' if dim == 2 else 'unit_cube'}",
-            f"mesh.n={n}",
-            "solver.degree=1",
-            f"solver.rtol={rtol}",
-            "target.kind=expression",
-            f"target.expr={expr}",
-        ]
-    )
-    comm = MPI.COMM_WORLD
-    # compile the forms once (JIT cache) so that timing measures the solve, not ffcx
-    warm = [f"mesh.kind={cfg['mesh']['kind']}", "mesh.n=4", "solver.degree=1"]
-    pipeline.solve(config.resolve(sets=warm), comm)
-    comm.barrier()
-    timer = pipeline.Timer()
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS in GB of the child tree, stdout)."""
     t0 = time.perf_counter()
-    sol = pipeline.solve(cfg, comm, timer=timer)
-    comm.barrier()
-    total = time.perf_counter() - t0
-    x = ufl.SpatialCoordinate(sol.msh)
-    ex = ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) / (2 * dim * ufl.pi**2)
-    if dim == 3:
-        ex = ex * ufl.cos(ufl.pi * x[2])
-    err = np.sqrt(comm.allreduce(fem.assemble_scalar(fem.form((sol.phi - ex) ** 2 * ufl.dx))))
-    # one matrix-vector product of the same operator, for the solve in matvec units
-    from beckmann.poisson import NeumannPoisson
-
-    P = NeumannPoisson(sol.V, rtol=rtol)
-    y = P.b.duplicate()
-    comm.barrier()
-    t1 = time.perf_counter()
-    for _ in range(20):
-        P.A.mult(sol.phi.x.petsc_vec, y)
-    comm.barrier()
-    matvec = (time.perf_counter() - t1) / 20
-    rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
-    timings = {k: float(comm.allreduce(v, op=MPI.MAX)) for k, v in timer.timings.items()}
-    del PETSc
-    return {
-        "who": f"beckmann-{comm.size}",
-        "ndofs": sol.info["ndofs"],
-        "time": total,
-        "solve": timings["solve"],
-        "setup": timings["assemble"],
-        "iterations": sol.info["iterations"],
-        "matvec": matvec,
-        "l2_error": float(err),
-        "rss_gb": rss,
-    }
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    # ru_maxrss of the children waited for so far: each contender runs alone, and the running
+    # maximum is reset by running every contender in its own short-lived wrapper process.
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    data = json.loads(out.strip().splitlines()[-1])
+    return wall, float(data.get("rss_gb", 0.0)), out
 
 
-def worker_peer(dim: int, n: int, rtol: float) -> dict:
+def wrapper(cmd: list[str]) -> None:
+    """Run ``cmd`` as our only child and print its peak RSS (JSON) after its own output."""
+    import resource
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(proc.returncode)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+    print(proc.stdout.strip())
+    print(json.dumps({"rss_gb": rss}))
+
+
+def worker_peer(n: int, rtol: float) -> None:
+    """The peer, as a user would write it: everything from import to the mean-zero potential."""
     import numpy as np
     import pyamg
-    from skfem import (
-        Basis,
-        ElementTetP1,
-        ElementTriP1,
-        Functional,
-        LinearForm,
-        MeshTet,
-        MeshTri,
-        asm,
-    )
+    from skfem import Basis, ElementTriP1, LinearForm, MeshTri, asm
     from skfem.models.poisson import laplace
 
-    t0 = time.perf_counter()
     grid = np.linspace(0.0, 1.0, n + 1)
-    if dim == 2:
-        m = MeshTri.init_tensor(grid, grid)
-        basis = Basis(m, ElementTriP1())
-    else:
-        m = MeshTet.init_tensor(grid, grid, grid)
-        basis = Basis(m, ElementTetP1())
-
-    def bump(x):
-        out = np.cos(np.pi * x[0]) * np.cos(np.pi * x[1])
-        return out * np.cos(np.pi * x[2]) if dim == 3 else out
+    basis = Basis(MeshTri.init_tensor(grid, grid), ElementTriP1())
 
     @LinearForm
     def rhs(v, w):
-        return 0.5 * bump(w.x) * v
+        return 0.5 * np.cos(np.pi * w.x[0]) * np.cos(np.pi * w.x[1]) * v
 
     @LinearForm
     def one(v, w):
@@ -125,99 +84,122 @@ def worker_peer(dim: int, n: int, rtol: float) -> dict:
 
     A = asm(laplace, basis).tocsr()
     b = asm(rhs, basis)
-    t_asm = time.perf_counter()
     ml = pyamg.smoothed_aggregation_solver(A, B=np.ones((A.shape[0], 1)), symmetry="symmetric")
-    t_setup = time.perf_counter()
     res: list[float] = []
     u = ml.solve(b, tol=rtol, accel="cg", residuals=res)
-    t_solve = time.perf_counter()
     mass = asm(one, basis)
     u -= mass @ u / mass.sum()
-    total = time.perf_counter() - t0
+    print(json.dumps({"ndofs": int(A.shape[0]), "iterations": len(res) - 1}))
 
-    @Functional
-    def err2(w):
-        return (w["u"] - bump(w.x) / (2 * dim * np.pi**2)) ** 2
 
-    err = np.sqrt(err2.assemble(basis, u=basis.interpolate(u)))
-    t1 = time.perf_counter()
+def worker_matvec(n: int) -> None:
+    """One mat-vec of beckmann's assembled P1 operator (median of 20), for mat-vec units."""
+    from beckmann import config
+    from beckmann._dolfinx import MPI, fem
+    from beckmann.mesh import create_mesh
+    from beckmann.poisson import NeumannPoisson
+
+    cfg = config.resolve(sets=[f"mesh.n={n}", "solver.degree=1"])
+    msh = create_mesh(cfg["mesh"], MPI.COMM_WORLD)
+    P = NeumannPoisson(fem.functionspace(msh, ("Lagrange", 1)), rtol=1e-10)
+    x, y = P.b.duplicate(), P.b.duplicate()
+    x.set(1.0)
+    times = []
     for _ in range(20):
-        A @ u
-    matvec = (time.perf_counter() - t1) / 20
-    return {
-        "who": "skfem+pyamg",
-        "ndofs": int(A.shape[0]),
-        "time": total,
-        "solve": t_solve - t_setup,
-        "setup": t_setup - t_asm,
-        "iterations": len(res) - 1,
-        "matvec": matvec,
-        "l2_error": float(err),
-        "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-    }
+        t0 = time.perf_counter()
+        P.A.mult(x, y)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"matvec": statistics.median(times)}))
 
 
-def run(who: str, dim: int, n: int, rtol: float, ranks: int = 1) -> dict:
-    cmd = [sys.executable, __file__, "--worker", who, "--dim", str(dim), "--n", str(n),
-           "--rtol", str(rtol)]
-    if ranks > 1:
-        cmd = [str(BIN / "mpirun"), "-n", str(ranks), *cmd]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def raw_bytes(summary: dict) -> int:
+    """Raw float64 size of mesh + vertex fields of a 2D P1 run (8 bytes per number)."""
+    cells, vertices = summary["cells"], int(summary["ndofs"])
+    times = len(summary["times"])
+    mesh = vertices * 2 + cells * 3
+    fields = vertices * (3 + 2 + 2 * times)  # potential, source, target; flux; velocities
+    return 8 * (mesh + fields)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--worker", choices=["beckmann", "peer"])
-    ap.add_argument("--dim", type=int, default=2)
-    ap.add_argument("--n", type=int, default=1024)
-    ap.add_argument("--n2", type=int, default=1024, help="2D cells per side (0: skip)")
-    ap.add_argument("--n3", type=int, default=100, help="3D cells per side (0: skip)")
-    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--worker", choices=["peer", "matvec", "wrap"])
+    ap.add_argument("--n", type=int, default=1024, help="cells per side (1024: 1.05M P1 dofs)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1])
+    ap.add_argument("--peer-rtol", type=float, default=1e-10)
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
-    if args.worker:
-        fn = worker_beckmann if args.worker == "beckmann" else worker_peer
-        res = fn(args.dim, args.n, args.rtol)
-        if args.worker == "peer" or _rank() == 0:
-            print(json.dumps(res))
-        return
-    cases = [(2, args.n2), (3, args.n3)]
-    for dim, n in cases:
-        if n <= 0:
-            continue
-        rows: dict[str, list[dict]] = {}
+    if args.worker == "peer":
+        return worker_peer(args.n, args.peer_rtol)
+    if args.worker == "matvec":
+        return worker_matvec(args.n)
+    if args.worker == "wrap":
+        return wrapper(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "BECKMANN_NO_PROGRESS": "1"}
+    me = [sys.executable, __file__]
+    work = Path(tempfile.mkdtemp(prefix="bench-solve-"))
+    cfg = work / "bench.toml"
+    cfg.write_text(f'[mesh]\nkind = "unit_square"\nn = {args.n}\n[solver]\ndegree = 1\n'
+                   f'[target]\nkind = "expression"\nexpr = "{EXPR}"\n')
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    rows: dict[str, list[dict]] = {}
+    summaries: dict[str, dict] = {}
+    try:
         for rep in range(args.repeat):
-            # interleave the contenders so that machine load hits them alike
-            for who, ranks in [("peer", 1)] + [("beckmann", r) for r in args.ranks]:
-                r = run(who, dim, n, args.rtol, ranks)
-                rows.setdefault(r["who"], []).append(r)
-                print(f"{dim}D rep {rep}: " + json.dumps(r), flush=True)
-        med = {
-            who: {k: statistics.median(x[k] for x in rs) for k in rs[0] if k != "who"}
-            for who, rs in rows.items()
-        }
-        peer = med["skfem+pyamg"]
-        print(f"\n{dim}D, {int(peer['ndofs'])} dofs, rtol {args.rtol}, median of {args.repeat}:")
-        print(f"{'':14s} {'time s':>8s} {'setup':>7s} {'solve':>7s} {'its':>4s} "
-              f"{'solve/matvec':>12s} {'L2 error':>10s} {'peak GB':>8s} {'time ratio':>10s} "
-              f"{'mem ratio':>9s}")
-        for who, m in med.items():
-            print(f"{who:14s} {m['time']:8.2f} {m['setup']:7.2f} {m['solve']:7.2f} "
-                  f"{m['iterations']:4.0f} {m['solve'] / m['matvec']:12.0f} {m['l2_error']:10.3e} "
-                  f"{m['rss_gb']:8.2f} {m['time'] / peer['time']:10.2f} "
-                  f"{m['rss_gb'] / peer['rss_gb']:9.2f}")
-        print(flush=True)
+            contenders = [("skfem+pyamg", [*me, "--worker", "peer", "--n", str(args.n),
+                                           "--peer-rtol", str(args.peer_rtol)])]
+            for r in args.ranks:
+                out = work / f"run{r}"
+                solve = [str(BIN / "beckmann"), "solve", str(cfg), "--out", str(out),
+                         "--overwrite", "-q"]
+                if r > 1:
+                    solve = [str(BIN / "mpirun"), "-n", str(r), *solve]
+                contenders.append((f"beckmann-{r}", solve))
+            for who, cmd in contenders:  # interleaved, so that load hits all alike
+                wall, rss, _ = timed([*me, "--worker", "wrap", "--", *cmd], env)
+                row = {"wall": wall, "rss_gb": rss}
+                if who.startswith("beckmann"):
+                    run = work / f"run{who.split('-')[1]}"
+                    summary = json.loads((run / "summary.json").read_text())
+                    summaries[who] = summary
+                    row["bytes"] = folder_bytes(run)
+                rows.setdefault(who, []).append(row)
+                print(f"rep {rep} {who:12s} wall {wall:7.2f} s  peak {rss:5.2f} GB  "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+        _, _, text = timed([*me, "--worker", "wrap", "--", *me, "--worker", "matvec", "--n",
+                            str(args.n)], env)
+        matvec = json.loads(text.strip().splitlines()[0])["matvec"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-
-def _rank() -> int:
-    from beckmann._dolfinx import MPI
-
-    return MPI.COMM_WORLD.rank
+    med = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for who, rs in rows.items()}
+    peer = med["skfem+pyamg"]
+    print(f"\nunit square n = {args.n}, P1, median of {args.repeat} (whole processes)")
+    print(f"{'':12s} {'wall s':>8s} {'peak GB':>8s} {'time ratio':>10s} {'mem ratio':>9s}")
+    for who, m in med.items():
+        print(f"{who:12s} {m['wall']:8.2f} {m['rss_gb']:8.2f} {m['wall'] / peer['wall']:10.2f} "
+              f"{m['rss_gb'] / peer['rss_gb']:9.2f}")
+    for who, s in summaries.items():
+        t = s["timings"]
+        wall = med[who]["wall"]
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in t.items())
+        print(f"\n{who}: {s['ndofs']} dofs, phases (s, max over ranks): {phases}")
+        print(f"  in phases {sum(t.values()):.2f} s of {wall:.2f} s wall "
+              f"(start-up, imports, JIT cache lookups: {wall - sum(t.values()):.2f} s); "
+              f"output {100 * t.get('output', 0.0) / wall:.1f} % of the run")
+        print(f"  CG iterations {s['iterations']}, solve {t['solve']:.2f} s = "
+              f"{t['solve'] / matvec:.0f} mat-vecs (one mat-vec {1e3 * matvec:.1f} ms, 1 rank)")
+        size = med[who]["bytes"]
+        print(f"  run folder {size / 1e6:.0f} MB = {size / raw_bytes(s):.2f} x the raw float64 "
+              f"size of mesh + fields ({raw_bytes(s) / 1e6:.0f} MB)")
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,28 @@ def test_probe_points_on_one_rank_only(mpi_tmp_path):
     res = sol.evaluate(np.array([[0.01, 0.01]]))
     ref = pipeline.solve(cfg, comm).evaluate(np.array([[0.01, 0.01]]))
     assert np.allclose(res["flux"], ref["flux"], rtol=1e-6, atol=1e-10)
+
+
+def test_xdmf_velocity_is_the_vertex_average_of_the_dg_velocity(mpi_tmp_path):
+    """velocity.xdmf (vertex flux / p_t) equals the vertex average of the DG_k velocity."""
+    comm = MPI.COMM_WORLD
+    cfg = config.resolve(sets=["mesh.n=6", "solver.degree=2", "output.times=[0.3, 1.0]"])
+    sol = pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
+    for step, t in enumerate((0.3, 1.0)):
+        ref = store.to_vertex_function(sol.velocity(t))  # the second route: average DG_2
+        Q = ref.function_space
+        n = Q.dofmap.index_map.size_local
+        x = np.concatenate(comm.allgather(Q.tabulate_dof_coordinates()[:n, :2]))
+        v = np.concatenate(comm.allgather(ref.x.array.reshape(-1, 2)[:n]))
+        if comm.rank == 0:
+            import h5py
+
+            with h5py.File(mpi_tmp_path / "run" / "velocity.h5", "r") as h5:
+                geo = h5["Mesh/mesh/geometry"][:, :2]
+                keys = sorted(h5["Function/velocity"].keys(), key=float)
+                got = h5["Function/velocity"][keys[step]][:, :2]
+            a = np.lexsort(np.round(geo, 12).T[::-1])
+            b = np.lexsort(np.round(x, 12).T[::-1])
+            assert np.allclose(geo[a], x[b], atol=1e-13)
+            assert np.allclose(got[a], v[b], rtol=1e-12, atol=1e-13)
+    comm.barrier()

@@ -29,15 +29,24 @@ from beckmann.store.writes import before_collective_write
 __all__ = ["NativeSeries", "XdmfSeries", "to_vertex_function"]
 
 
-def to_vertex_function(u: fem.Function, name: str | None = None) -> fem.Function:
+def _is_vertex_function(u: fem.Function) -> bool:
+    el = u.function_space.ufl_element()
+    return not el.discontinuous and el.embedded_superdegree == 1 and el.family_name in ("P", "Q")
+
+
+def to_vertex_function(
+    u: fem.Function, name: str | None = None, space: fem.FunctionSpace | None = None
+) -> fem.Function:
     """Represent ``u`` in the vertex Lagrange space (P1) of its mesh, for XDMF output.
 
     Continuous Lagrange fields are interpolated (exact at the vertices); discontinuous ones are
-    averaged over the cells around each vertex. Collective.
+    averaged over the cells around each vertex. A P1 field is returned as it is. ``space`` is
+    the P1 space of ``u``'s shape, when the caller has one already. Collective.
     """
+    if _is_vertex_function(u):
+        return u
     msh = u.function_space.mesh
-    shape = u.ufl_shape
-    Q = fem.functionspace(msh, ("Lagrange", 1, shape))
+    Q = space if space is not None else fem.functionspace(msh, ("Lagrange", 1, u.ufl_shape))
     q = fem.Function(Q, name=name or u.name)
     el = u.function_space.ufl_element()
     if not el.discontinuous:
@@ -80,6 +89,7 @@ class XdmfSeries:
         self.path = Path(path)
         self.msh = msh
         self._file: Any = None
+        self._spaces: dict[tuple[int, ...], fem.FunctionSpace] = {}
 
     def __enter__(self) -> XdmfSeries:
         before_collective_write(self.msh.comm, self.path.name)
@@ -87,11 +97,28 @@ class XdmfSeries:
         self._file.write_mesh(self.msh)
         return self
 
-    def write(self, fields: Mapping[str, fem.Function], t: float = 0.0) -> None:
-        """Write each function (as a vertex field named by its key) at time ``t``."""
+    def write(
+        self, fields: Mapping[str, fem.Function], t: float = 0.0
+    ) -> dict[str, fem.Function]:
+        """Write each function (as a vertex field named by its key) at time ``t``.
+
+        Returns:
+            The vertex (P1) functions written, by name (the inputs themselves when P1).
+        """
         before_collective_write(self.msh.comm, self.path.name)
+        written = {}
         for name, u in fields.items():
-            self._file.write_function(to_vertex_function(u, name), float(t))
+            shape = tuple(u.ufl_shape)
+            if shape not in self._spaces and not _is_vertex_function(u):
+                self._spaces[shape] = fem.functionspace(self.msh, ("Lagrange", 1, shape))
+            q = to_vertex_function(u, name, self._spaces.get(shape))
+            old, q.name = q.name, name  # XDMF names the attribute after the function
+            try:
+                self._file.write_function(q, float(t))
+            finally:
+                q.name = old
+            written[name] = q
+        return written
 
     def __exit__(
         self,
