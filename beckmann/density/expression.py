@@ -62,6 +62,8 @@ _OPERATORS: dict[type[ast.operator], Callable[..., Any]] = {
 
 _MAX_EXPRESSION_LENGTH = 10_000
 _MAX_EXPRESSION_DEPTH = 400
+# Operators that chain left to right without nesting (a + b - c, a * b / c).
+_CHAIN_GROUP = {ast.Add: "sum", ast.Sub: "sum", ast.Mult: "product", ast.Div: "product"}
 
 _Node = Callable[[Mapping[str, Any]], Any]
 
@@ -189,12 +191,47 @@ class Expression:
                     node,
                     f"operator {type(node.op).__name__} is not allowed (only + - * / **){hint}",
                 )
-            left = self._compile(node.left, names, depth)
-            right = self._compile(node.right, names, depth)
-            return lambda env: op(left(env), right(env))
+            return self._compile_chain(node, names, depth)
         if isinstance(node, ast.Call):
             return self._compile_call(node, names, depth)
         raise self._error(node, f"{type(node).__name__} is not allowed")
+
+    def _compile_chain(self, node: ast.BinOp, names: set[str], depth: int) -> _Node:
+        """A left-leaning chain ``a + b - c + ...`` (or ``a * b / c ...``) as one flat node.
+
+        A flat sum of many terms is a long chain, not deep nesting: it is evaluated in a loop,
+        so only real nesting counts against the depth limit.
+        """
+        group = _CHAIN_GROUP.get(type(node.op))
+        ops: list[Callable[[Any, Any], Any]] = []
+        operands: list[ast.AST] = []
+        cur: ast.AST = node
+        while (
+            isinstance(cur, ast.BinOp)
+            and group is not None
+            and _CHAIN_GROUP.get(type(cur.op)) == group
+        ):
+            ops.append(_OPERATORS[type(cur.op)])
+            operands.append(cur.right)
+            cur = cur.left
+        if not ops:  # ** (right-associative) or a lone operator
+            left = self._compile(node.left, names, depth)
+            right = self._compile(node.right, names, depth)
+            op = _OPERATORS[type(node.op)]
+            return lambda env: op(left(env), right(env))
+        operands.append(cur)
+        ops.reverse()
+        operands.reverse()
+        first, *rest = [self._compile(o, names, depth) for o in operands]
+        steps = list(zip(ops, rest, strict=True))
+
+        def chain(env: Any) -> Any:
+            acc = first(env)
+            for op, f in steps:
+                acc = op(acc, f(env))
+            return acc
+
+        return chain
 
     def _compile_name(self, node: ast.Name, names: set[str]) -> _Node:
         name = node.id
