@@ -90,13 +90,20 @@ the JSON). See docs/holder.md.
 """
 
 
+#: Highest derivative order measured: the potential is at most cubic per cell.
+MAX_K = 3
+
+
 def handler(args: argparse.Namespace, comm: Any) -> int:
     """Estimate, write ``--json-out`` and ``--plot`` on rank 0, print the JSON."""
-    from beckmann import io
+    from beckmann import store
 
     alpha = parse_alpha(args.alpha)
-    if args.k < 0:
-        raise ValueError(f"--k must be >= 0, got {args.k}")
+    if not 0 <= args.k <= MAX_K:
+        raise ValueError(
+            f"--k must be between 0 and {MAX_K} (derivatives of a P1-P3 solution beyond the "
+            f"third carry no information), got {args.k}"
+        )
     if args.time != 0.0 and args.field != "velocity":
         raise ValueError("--time applies to --field velocity only")
     if (args.center is None) != (args.radius is None):
@@ -107,7 +114,7 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             center = [float(c) for c in args.center.split(",")]
         except ValueError as err:
             raise ValueError(f"--center must be X,Y[,Z], got {args.center!r}") from err
-    sol = io.load_run(args.dir, comm)
+    sol = store.load_run(args.dir, comm)
     result = solution_norms(
         sol,
         args.field,
