@@ -58,7 +58,7 @@ case "$cmd" in
         setup
         if [ $# -eq 0 ]; then
             # the built-in example, then its pictures (runs/example/figures/*.png)
-            "$venv/bin/beckmann" solve --out runs/example
+            "$venv/bin/beckmann" solve --out runs/example --overwrite
             exec "$venv/bin/beckmann" plot runs/example
         fi
         exec "$venv/bin/beckmann" solve "$@"
