@@ -102,7 +102,7 @@ def domain_box(img, right=0.8):
     return rows[0], rows[-1], cols[0], cols[-1]
 
 
-def read_colours(img, cmap, vmin, vmax, u, v):
+def read_colours(img, cmap, vmin, vmax, u, v, right_limit=0.8):
     """Values of a picture at domain fractions ``(u, v)`` (y up), by inverting the colour map.
 
     Returns the values and a mask of the pixels whose colour lies on the map (not on a contour
@@ -111,7 +111,7 @@ def read_colours(img, cmap, vmin, vmax, u, v):
     import matplotlib
 
     lut = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0
-    r0, r1, c0, c1 = domain_box(img)
+    r0, r1, c0, c1 = domain_box(img, right_limit)
     rows = np.round(r1 - v * (r1 - r0)).astype(int)
     cols = np.round(c0 + u * (c1 - c0)).astype(int)
     rgb = img[rows, cols]
@@ -171,6 +171,101 @@ def test_pictures_show_the_exact_fields(comm, mpi_tmp_path, backend):
     assert np.quantile(err, 0.95) < 0.015 * np.ptp(exact), np.quantile(err, 0.95) / np.ptp(exact)
 
 
+def panels(img, min_width=20):
+    """Column spans ``(c0, c1)`` of the coloured panels of a one-row picture, left to right."""
+    sat = (img.max(axis=2) - img.min(axis=2)) > 40
+    cols = sat.mean(axis=0) > 0.2
+    edges = np.flatnonzero(np.diff(np.r_[0, cols.astype(int), 0]))
+    spans = list(zip(edges[::2], edges[1::2] - 1, strict=True))
+    return [(a, b) for a, b in spans if b - a >= min_width]
+
+
+LOW_BACKGROUND = "0.02 + exp(-((x - a)**2 + (y - a)**2) / s) + exp(-((x - b)**2 + (y - b)**2) / s)"
+
+
+@pytest.mark.parametrize("backend", ["pyvista", "matplotlib"])
+def test_velocity_every_time_on_its_own_scale(comm, mpi_tmp_path, backend):
+    """Five stored times give five velocity panels, each reaching the top of its colour map.
+
+    On one scale shared by all times the early panels stay dark (the speed at t = 1 is about
+    four times that at t = 0 on this target with a low background); per time, every panel uses
+    the whole map.
+    """
+    import matplotlib
+
+    from beckmann import config, pipeline
+
+    if backend == "pyvista" and not plot.render_available():
+        pytest.skip("VTK cannot render off-screen here")
+    times = [0.0, 0.25, 0.5, 0.75, 1.0]
+    cfg = config.resolve(
+        None, ["mesh.n=12", f"output.times={times}", f"target.expr='{LOW_BACKGROUND}'"],
+        base=pipeline.BUILTIN_EXAMPLE,
+    )  # fmt: skip
+    pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
+    paths = plot.plot_run(mpi_tmp_path / "run", comm=comm, backend=backend)
+    if comm.rank != 0:
+        return
+    data = plot.read_run_fields(mpi_tmp_path / "run")
+    assert [t for t, _ in data.velocity] == times
+    top = matplotlib.colormaps["magma"](np.linspace(0.9, 1.0, 26))[:, :3] * 255.0
+    if backend == "pyvista":
+        (png,) = [p for p in paths if p.name == "velocity.png"]
+        img = pixels(png)
+        width = img.shape[1] // len(times)
+        pictures = [img[:, i * width : (i + 1) * width] for i in range(len(times))]
+        # five panels, each with its mesh and its own (narrow) colour bar
+        assert len(panels(img)) == len(times), panels(img)
+        assert len(panels(img, min_width=3)) == 2 * len(times), panels(img, min_width=3)
+    else:
+        names = sorted(p.name for p in paths if p.name.startswith("velocity_"))
+        assert names == [f"velocity_{i}.png" for i in range(len(times))]
+        pictures = [pixels(paths[0].parent / name) for name in names]
+    speeds = [np.linalg.norm(v, axis=1).max() for _, v in data.velocity]
+    assert max(speeds) > 2.5 * min(speeds)  # a shared scale would darken some panels
+    for i, img in enumerate(pictures):
+        r0, r1, c0, c1 = domain_box(img)
+        inside = img[r0 : r1 + 1, c0 : c1 + 1].reshape(-1, 3)
+        near_top = np.linalg.norm(inside[:, None] - top[None], axis=2).min(axis=1) < 12.0
+        assert near_top.sum() >= 5, f"panel t={times[i]} never reaches the top of its scale"
+
+
+@pytest.mark.parametrize("backend", ["pyvista", "matplotlib"])
+def test_samples_picture_is_a_density(comm, mpi_tmp_path, backend):
+    """End points uniform on [0.35, 0.65]² show as density 1/0.09 there and 0 elsewhere."""
+    from beckmann import config, pipeline
+
+    if backend == "pyvista" and not plot.render_available():
+        pytest.skip("VTK cannot render off-screen here")
+    cfg = config.resolve(None, ["mesh.n=8"], base=pipeline.BUILTIN_EXAMPLE)
+    pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
+    rng = np.random.default_rng(2)
+    end = 0.35 + 0.3 * rng.random((20000, 2))
+    if comm.rank == 0:
+        np.save(mpi_tmp_path / "run" / "samples.npy", end)  # end points only
+    comm.barrier()
+    paths = plot.plot_run(mpi_tmp_path / "run", comm=comm, backend=backend)
+    if comm.rank != 0:
+        return
+    (png,) = [p for p in paths if p.name == "samples.png"]
+    img = pixels(png)
+    spans = panels(img)
+    assert len(spans) == 2, spans  # p1 and the samples' histogram (the colour bar is narrow)
+    right = img[:, spans[1][0] - 2 : spans[1][1] + 3]
+    fields = plot.read_run_fields(mpi_tmp_path / "run").fields
+    # the shared colour scale runs from 0 to the 99th percentile of the histogram (about 1/0.09)
+    n_bins = plot.histogram_bins(end.shape[0])
+    counts, _, _ = np.histogram2d(*end.T, bins=n_bins, range=[[0, 1], [0, 1]])
+    hist = counts / (end.shape[0] / n_bins**2)
+    vmax = max(fields["target"].max(), np.quantile(hist[hist > 0], 0.99))
+    u = np.array([0.45, 0.55, 0.5, 0.1, 0.9, 0.1, 0.9])
+    v = np.array([0.45, 0.55, 0.5, 0.1, 0.9, 0.9, 0.1])
+    seen, ok = read_colours(right, "viridis", 0.0, vmax, u, v, right_limit=1.0)
+    assert ok.all()
+    np.testing.assert_allclose(seen[:3], 1 / 0.09, rtol=0.25)
+    np.testing.assert_allclose(seen[3:], 0.0, atol=0.02 * vmax)
+
+
 @pytest.mark.serial
 def test_plot_samples_and_holder_under_mpi(runs, tmp_path):
     run = tmp_path / "run"
@@ -226,7 +321,8 @@ def test_find_moduli_and_samples(tmp_path):
 
 def test_read_run_fields_matches_the_checkpoint(comm, mpi_tmp_path):
     """The XDMF reader of `plot` agrees with the solver's own solution at the vertices."""
-    from beckmann import config, io, pipeline
+    from beckmann import config, pipeline
+    from beckmann import store as io
 
     cfg = config.resolve(None, ["mesh.n=6"], base=pipeline.BUILTIN_EXAMPLE)
     sol = pipeline.run(cfg, comm, out=mpi_tmp_path / "run")

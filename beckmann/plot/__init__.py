@@ -32,14 +32,17 @@ from beckmann.plot.data import RunFields, read_run_fields, read_samples
 from beckmann.plot.holder import find_moduli, plot_moduli
 from beckmann.plot.pv import render_available
 from beckmann.plot.run import BACKENDS, draw_run, plot_run, render_run
+from beckmann.plot.samples import histogram_bins, plot_samples
 
 __all__ = [
     "BACKENDS",
     "RunFields",
     "draw_run",
     "find_moduli",
+    "histogram_bins",
     "plot_moduli",
     "plot_run",
+    "plot_samples",
     "read_run_fields",
     "read_samples",
     "render_available",

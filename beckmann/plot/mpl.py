@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from beckmann.plot.data import RunFields
 from beckmann.plot.pv import CMAP_DENSITY, CMAP_POTENTIAL, CMAP_SPEED, make_grid
+from beckmann.plot.samples import plot_samples
 
 __all__ = ["draw_matplotlib"]
 
@@ -120,13 +121,5 @@ def draw_matplotlib(data: RunFields, out: Path, samples: FloatArray | None) -> l
             )
         )
     if samples is not None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(samples[-1][:, 0], samples[-1][:, 1], s=3, c="r")
-        ax.set_aspect("equal")
-        ax.set_title("transported samples (x, y)")
-        fig.savefig(out / "samples.png", dpi=100)
-        plt.close(fig)
-        paths.append(out / "samples.png")
+        paths.append(plot_samples(data, samples, out / "samples.png"))
     return paths

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann.plot.data import CELL_TYPES, RunFields
+from beckmann.plot.samples import plot_samples
 
 __all__ = [
     "CMAP_DENSITY",
@@ -34,6 +35,12 @@ FloatArray = npt.NDArray[np.float64]
 CMAP_DENSITY = "viridis"
 CMAP_POTENTIAL = "coolwarm"
 CMAP_SPEED = "magma"
+
+#: Arrows over speeds: a colour the magma map does not contain, visible on its dark and light ends.
+ARROW_COLOUR = "deepskyblue"
+
+#: Panels per row of velocity.png (one panel per stored time).
+VELOCITY_COLUMNS = 5
 
 # our cell-type name -> meshio's
 _KIND = {name: kind for kind, (name, _, _) in CELL_TYPES.items()}
@@ -263,67 +270,35 @@ def _pv_flux(grid: Any, data: RunFields, out: Path) -> Path:
 
 
 def _pv_velocity(grid: Any, data: RunFields, out: Path) -> Path:
+    """Every stored time, each panel on its own colour scale.
+
+    Speeds grow by orders of magnitude towards a sharp target, so one shared scale would leave
+    the early panels black.
+    """
     surf = _surface(grid, data)
-    picks = _pick_times(len(data.velocity))
-    speeds = [grid.point_data[f"|velocity_{i}|"] for i in picks]
-    hi = float(max(s.max() for s in speeds)) or 1.0
-    p = _new_plotter((1, len(picks)), (560, 440))
-    for j, i in enumerate(picks):
-        p.subplot(0, j)
-        p.add_text(f"velocity t = {data.velocity[i][0]:g}", font_size=11, color="black")
+    n = len(data.velocity)
+    ncols = min(n, VELOCITY_COLUMNS)
+    nrows = -(-n // ncols)
+    p = _new_plotter((nrows, ncols), (560, 440))
+    for i, (t, _) in enumerate(data.velocity):
+        p.subplot(i // ncols, i % ncols)
+        p.add_text(f"velocity t = {t:g}", font_size=11, color="black")
+        speed = grid.point_data[f"|velocity_{i}|"]
         p.add_mesh(
             surf.copy(),
             scalars=f"|velocity_{i}|",
             cmap=CMAP_SPEED,
-            clim=(0.0, hi),
+            clim=(0.0, float(speed.max()) or 1.0),
             lighting=False,
-            scalar_bar_args=_sbar("speed"),
+            scalar_bar_args=_sbar(f"speed at t = {t:g}"),  # one title, one bar, per panel
         )
         arrows = _arrows(grid, f"velocity_{i}", data, n=14)
         if arrows is not None:
-            p.add_mesh(arrows, color="black" if data.gdim == 2 else "deepskyblue")
+            p.add_mesh(arrows, color=ARROW_COLOUR)
         if data.gdim == 3:
             p.add_mesh(grid.outline(), color="black")
         _camera(p, data)
     return _save(p, out / "velocity.png")
-
-
-def _pick_times(n: int, most: int = 4) -> list[int]:
-    if n <= most:
-        return list(range(n))
-    return sorted({int(round(i)) for i in np.linspace(0, n - 1, most)})
-
-
-def _pv_samples(grid: Any, data: RunFields, X: FloatArray, out: Path) -> Path:
-    import pyvista as pv
-
-    surf = _surface(grid, data)
-    p = _new_plotter((1, 1), (720, 560))
-    p.add_text("samples: start (white), end (red), over p1", font_size=12, color="black")
-    p.add_mesh(
-        surf,
-        scalars="target",
-        cmap=CMAP_DENSITY,
-        opacity=0.6 if data.gdim == 3 else 1.0,
-        lighting=False,
-        scalar_bar_args=_sbar("p1"),
-    )
-    lift = np.array([0.0, 0.0, 1e-3 * float(np.max(np.ptp(data.points, axis=0)))])
-    if data.gdim == 3:
-        lift[:] = 0.0
-        p.add_mesh(grid.outline(), color="black")
-    if X.shape[0] > 1:
-        keep = np.linspace(0, X.shape[1] - 1, min(X.shape[1], 150)).astype(int)
-        T = X.shape[0]
-        pts = (X[:, keep] + lift).transpose(1, 0, 2).reshape(-1, 3)
-        conn = np.hstack([np.full((keep.size, 1), T), np.arange(keep.size * T).reshape(-1, T)])
-        p.add_mesh(pv.PolyData(pts, lines=conn.ravel()), color="lightgray", line_width=1)
-        p.add_mesh(
-            pv.PolyData(X[0] + lift), color="white", point_size=4, render_points_as_spheres=True
-        )
-    p.add_mesh(pv.PolyData(X[-1] + lift), color="red", point_size=5, render_points_as_spheres=True)
-    _camera(p, data)
-    return _save(p, out / "samples.png")
 
 
 def draw_pyvista(data: RunFields, out: Path, samples: FloatArray | None) -> list[Path]:
@@ -351,6 +326,6 @@ def draw_pyvista(data: RunFields, out: Path, samples: FloatArray | None) -> list
         ]
         if data.velocity:
             paths.append(_pv_velocity(grid, data, out))
-        if samples is not None:
-            paths.append(_pv_samples(grid, data, samples, out))
+    if samples is not None:
+        paths.append(plot_samples(data, samples, out / "samples.png"))
     return paths
