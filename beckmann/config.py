@@ -1,7 +1,8 @@
 """One option table, and the layered merge: defaults < config file < ``--set`` on the command line.
 
 Every option beckmann understands is declared once, in :data:`OPTIONS`, with its type, default
-and help. The README's config reference is generated from this table (``beckmann config``),
+and help, the ``[sweep]`` section included (its grid syntax is in :data:`SECTION_NOTES`). The
+README's config reference is generated from this table (``beckmann config``),
 the CLI's ``--set`` values are checked against it, and unknown keys are errors.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "OPTIONS",
+    "SECTION_NOTES",
     "ConfigError",
     "Option",
     "default_config",
@@ -62,6 +64,13 @@ def _density_options(role: str) -> dict[str, Option]:
         ),
         "floor": Option("float", 0.0, "constant added to the density before normalising"),
         "path": Option("str", "", "file: image (.png/.npy), samples (.npy), function (run dir)"),
+        "image_extent": Option(
+            "list",
+            [],
+            "kind=image: box [x0, x1, y0, y1(, z0, z1)] the image covers, 0 outside; default: "
+            "the mesh box, of the image's aspect. Row 0 is the top, the first/last pixels lie on "
+            "the faces, values are bilinear",
+        ),
         "field": Option("str", role, "field read from a run folder (kind=function)"),
         "bandwidth": Option("float", 0.0, "KDE bandwidth (kind=samples); 0 = Scott's rule"),
         "min_density": Option(
@@ -86,6 +95,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
     "target": _density_options("target"),
     "solver": {
         "degree": Option("int", 2, "Lagrange degree of the potential (1, 2 or 3)"),
+        "quadrature_degree": Option(
+            "int", -1, "quadrature degree of the density right-hand sides; -1 = 2*degree + 2"
+        ),
         "method": Option(
             "str", "gamg", "gamg: CG + algebraic multigrid; mumps: direct", ("gamg", "mumps")
         ),
@@ -98,6 +110,58 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "vtx": Option("bool", False, "also write native-degree VTX (.bp) files"),
         "checkpoint": Option("bool", True, "write a checkpoint that reloads on any rank count"),
     },
+    # ``beckmann sweep`` only (beckmann.sweep validates the grid and the expressions' names).
+    "sweep": {
+        "parameters": Option(
+            "table", {}, "the grid: one entry per parameter of the target/source expression"
+        ),
+        "group_size": Option(
+            "int", 0, "ranks per group solving a share of θ; 0 = all ranks in one group"
+        ),
+        "block": Option(
+            "int", 16, "right-hand sides per MUMPS block solve (MatMatSolve); 1 = one by one"
+        ),
+        "warm_start": Option(
+            "bool", True, "GAMG: start each solve from the previous θ's potential"
+        ),
+        "store_flux": Option(
+            "bool", True, "store the flux F = grad φ of every θ (DG_{k-1} values)"
+        ),
+        "continuity": Option("bool", True, "compute the continuity-in-θ report at the end"),
+        "joint_points": Option("int", 20000, "points (x, θ) for the joint Hölder estimate"),
+        "continuity_holder": Option(
+            "bool",
+            False,
+            "add C^{k,α} norms of φ(θ) − φ(θ'), F(θ) − F(θ') and p(θ) − p(θ') (costly: field "
+            "recovery per pair)",
+        ),
+        "holder_k": Option(
+            "int", 0, "k of docs/math.md: φ in C^{k+2,α}, F in C^{k+1,α}, p1 − p0 in C^{k,α}"
+        ),
+        "holder_alpha": Option("float", 0.5, "Hölder exponent α in (0, 1] of the C^{k,α} norms"),
+        "holder_pairs": Option("int", 12, "at most this many θ pairs for the C^{k,α} norms"),
+    },
+}
+
+#: Free-form notes printed after a section's table in the reference (``beckmann config``).
+SECTION_NOTES: dict[str, str] = {
+    "sweep": "\n".join(
+        [
+            "`[sweep.parameters]` gives one entry per parameter; the grid is the product of the",
+            "entries, first parameter slowest:",
+            "",
+            "| entry | values |",
+            "|---|---|",
+            "| `theta = [0.3, 0.5]` or `theta = 0.4` | the listed values |",
+            "| `theta = { linspace = [a, b, n] }` | n evenly spaced values, a and b included |",
+            "| `theta = { random = [a, b, n], seed = 1 }` | n uniform values in [a, b), sorted |",
+            "| `theta = { lhs = [a, b, n], seed = 2 }` | one column of a Latin hypercube; all "
+            "`lhs` entries form one joint design (same n) |",
+            "",
+            "Every name must be a parameter of the target or source expression, and every "
+            "expression parameter needs a value (from the grid or `[target.params]`).",
+        ]
+    ),
 }
 
 
@@ -251,5 +315,7 @@ def markdown_reference() -> str:
             meaning = o.help + (f" ({' / '.join(o.choices)})" if o.choices else "")
             lines.append(f"| `{key}` | {o.type} | `{o.default!r}` | {meaning} |")
         lines.append("")
+        if section in SECTION_NOTES:
+            lines += [SECTION_NOTES[section], ""]
     return "\n".join(lines)
 

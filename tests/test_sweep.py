@@ -179,13 +179,13 @@ def test_continuity_of_affine_family(mpi_tmp_path, comm):
 
 
 def test_continuity_holder_norms_of_affine_family(mpi_tmp_path, comm):
-    """p1 = 1 + θ g with ∫g = 0: φ(θ) − φ(θ') = (θ − θ') φ_g exactly, so every C^{k,α} norm of a
-    difference is |θ − θ'| times that of one difference field, measured independently here
-    with holder.field_norms; the fitted θ-exponent is 1 and the ratio to the data is constant."""
-    from beckmann import holder
-    from beckmann._dolfinx import fem, ufl
+    """p1 = 1 + θ g, g = cos πx cos πy (∫g = 0, ∂g/∂n = 0): φ(θ) = θ g / (2π²) in closed form.
 
-    cfg = sweep_cfg({"theta": {"random": [0.0, 0.8, 5], "seed": 4}}, n=12, degree=2,
+    So φ(θ) − φ(θ') = c g with c = (θ − θ') / (2π²), and the sup norms of its derivatives are
+    sup |c g| = c, Σ_{|β|=1} sup |D^β (c g)| = 2πc and Σ_{|β|=2} sup |D^β (c g)| = 3π²c (β in
+    {xx, xy, yy}, each with sup π²c). Every difference norm is |θ − θ'| times one constant, so
+    the fitted θ-exponent is 1 and the ratio to the data is the same for every pair."""
+    cfg = sweep_cfg({"theta": {"random": [0.0, 0.8, 5], "seed": 4}}, n=16, degree=2,
                     expr="1 + theta*cos(pi*x)*cos(pi*y)", group_size=1,
                     continuity_holder=True, holder_alpha=0.5, holder_pairs=6)
     rep = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")["continuity"]["holder"]
@@ -193,18 +193,20 @@ def test_continuity_holder_norms_of_affine_family(mpi_tmp_path, comm):
     assert rep["norms"] == {"phi": "C^2,0.5", "flux": "C^1,0.5", "rhs": "C^0,0.5"}
     for key in ("phi", "flux", "rhs"):
         assert rep[key]["exponent"]["estimate"] == pytest.approx(1.0, abs=1e-6), key
-    # one difference field, from two independent solves: φ(0.5) − φ(0) = 0.5 φ_g
-    a, b = single(cfg, {"theta": 0.5}, comm), single(cfg, {"theta": 0.0}, comm)
-    d = fem.Function(a.phi.function_space)
-    d.x.array[:] = (a.phi.x.array - b.phi.x.array) / 0.5
-    n_phi = holder.field_norms(d, 2, 0.5)["norm"]
-    n_flux = holder.field_norms(ufl.grad(d), 1, 0.5, msh=a.msh, degree=2)["norm"]
     dists = sorted(r["dtheta"] for r in rep["table"])
     assert dists[0] < 0.5 * dists[-1]  # the pairs span a range of |θ − θ'|
+    closed = np.array([1.0, 2.0 * np.pi, 3.0 * np.pi**2]) / (2.0 * np.pi**2)
+    # P2 on a 16 x 16 mesh: φ to O(h^3); recovered derivatives lose accuracy at the boundary,
+    # where the sups of the first and second derivatives lie.
+    tol = [2e-3, 2e-2, 8e-2]
     for r in rep["table"]:
-        assert r["phi"] == pytest.approx(r["dtheta"] * n_phi, rel=1e-6), r
-        assert r["flux"] == pytest.approx(r["dtheta"] * n_flux, rel=1e-6), r
-    assert rep["phi"]["lipschitz"] == pytest.approx(n_phi, rel=1e-6)
+        got = np.array(r["phi_sup_norms"]) / r["dtheta"]
+        for j in range(3):
+            assert got[j] == pytest.approx(closed[j], rel=tol[j]), (j, r)
+        assert r["phi"] >= sum(r["phi_sup_norms"])  # the norm adds a seminorm >= 0
+    per = [r["phi"] / r["dtheta"] for r in rep["table"]]
+    assert max(per) == pytest.approx(min(per), rel=1e-6)
+    assert rep["phi"]["lipschitz"] == pytest.approx(per[0], rel=1e-6)
     assert rep["ratio"]["max"] == pytest.approx(rep["ratio"]["min"], rel=1e-6)
 
 
@@ -248,7 +250,7 @@ def test_cli_ranks_and_groups_agree(tmp_path):
                        ranks=ranks)
         brief = json.loads(proc.stdout.strip().splitlines()[-1])
         assert brief["solved"] == 6 and brief["groups"] == (ranks if gs == 1 else 1)
-        assert proc.stderr.count("done [") >= 1  # one line per θ on rank 0, not a TTY
+        assert "sweep" not in proc.stderr  # no progress bar when stderr is not a terminal
         runs[(ranks, gs)] = out
     from scipy.spatial import cKDTree
 

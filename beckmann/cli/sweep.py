@@ -1,14 +1,68 @@
-"""``beckmann sweep`` (transitional: still registered by :mod:`beckmann.sweep`)."""
+"""``beckmann sweep``: solve a parameter sweep into a resumable store."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
 from typing import Any
+
+from beckmann.cli.common import add_set_option
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
     """Add ``sweep`` to the subcommands."""
-    from beckmann import sweep
+    p = sub.add_parser("sweep", help="solve a parameter sweep into a resumable store")
+    p.add_argument("config", help="TOML config with [sweep.parameters]")
+    p.add_argument("--out", required=True, help="sweep store folder")
+    p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    p.add_argument(
+        "--group-size", type=int, default=None, help="ranks per group (default sweep.group_size)"
+    )
+    add_set_option(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary line")
+    p.set_defaults(func=_run)
 
-    sweep.register_cli(sub)
+
+def _run(args: argparse.Namespace, comm: Any) -> int:
+    from beckmann import config, sweep
+
+    cfg = config.resolve(args.config, args.set, extra_sections=("sweep",))
+    summary = sweep.run_sweep(
+        cfg,
+        comm,
+        out=args.out,
+        resume=args.resume,
+        group_size=args.group_size,
+        progress=not args.quiet,
+    )
+    if comm.rank == 0 and not args.quiet:
+        keys = ("thetas", "solved", "reused", "ranks", "groups", "seconds_per_theta")
+        brief = {k: summary[k] for k in keys}
+        phi = summary["continuity"].get("phi") or {}
+        brief["phi_theta_exponent"] = (phi.get("exponent") or {}).get("estimate")
+        brief["out"] = str(args.out)
+        print(json.dumps(brief))
+    return 0
+
+
+def probe_param(args: argparse.Namespace, comm: Any) -> int:
+    """``beckmann probe STORE --param NAME=VALUE ... --points FILE``; collective."""
+    from beckmann import sweep
+    from beckmann._mpi import on_root
+    from beckmann.cli.common import read_points
+
+    store = sweep.SweepStore(args.dir, comm)
+    theta, pts = on_root(
+        comm,
+        lambda: (sweep.parse_params(args.param, store.grid.names), read_points(args.points)),
+    )
+    res = sweep.probe(store, theta, pts, t=args.time, interpolate=args.interpolate)
+    text = json.dumps(res)
+    if comm.rank == 0:
+        if args.json_out:
+            Path(args.json_out).write_text(text + "\n")
+        print(text)
+    return 0

@@ -1,0 +1,265 @@
+r"""The per-group solve engine: one mesh, one operator, many right-hand sides.
+
+The operator of the Neumann solve (:mod:`beckmann.poisson`) depends only on the mesh, never on
+:math:`\theta` (docs/math.md), so an :class:`Engine` builds the mesh, the stiffness and mass
+matrices and the preconditioner or LU factorisation **once**; per :math:`\theta` it evaluates
+the densities at the degrees of freedom, forms :math:`b = M(p_1 - p_0)` (equal to the run's
+assembled right-hand side :math:`\int (p_1-p_0) w\,dx`, since the mass matrix integrates the
+product of two Lagrange functions exactly) and solves. With ``solver.method = "mumps"``,
+``[sweep] block`` right-hand sides are solved together by one ``MatMatSolve`` with the
+factorisation (BLAS-3 triangular solves); with ``"gamg"`` each solve starts from the previous
+:math:`\theta`'s potential (``warm_start``). The flux :math:`F = \nabla\varphi` is the sparse
+cell-local map :func:`beckmann.fields.gradient_matrix` applied to the potential's values.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann import density
+from beckmann import mesh as bmesh
+from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
+from beckmann._mpi import allreduce_array, global_bbox
+from beckmann.fields import gradient_matrix
+from beckmann.pipeline import build_density
+from beckmann.poisson import NeumannPoisson
+from beckmann.sweep.grid import Grid
+
+__all__ = ["Engine", "Solved", "split_groups"]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: One solved θ: owned potential values, owned flux values ``(n, d)``, the summary row.
+Solved = tuple[FloatArray, FloatArray, dict[str, Any]]
+
+
+def split_groups(comm: MPI.Comm, group_size: int) -> tuple[MPI.Comm, int, int]:
+    """Split ``comm`` into groups; return ``(group_comm, group_index, n_groups)``. Collective.
+
+    ``group_size = 0`` makes one group of all ranks.
+
+    Raises:
+        ValueError: ``group_size`` does not divide the number of ranks (on every rank).
+    """
+    size = comm.size
+    g = size if group_size == 0 else group_size
+    if g > size or size % g:
+        raise ValueError(f"sweep group size {group_size} must divide the number of ranks ({size})")
+    color = comm.rank // g
+    return comm.Split(color, comm.rank), color, size // g
+
+
+def depends_on(section: dict[str, Any], names: list[str]) -> bool:
+    """``True`` when a density section is an expression using one of the parameters ``names``."""
+    return section["kind"] == "expression" and bool(
+        set(names) & density.Expression(section["expr"]).parameter_names
+    )
+
+
+class Engine:
+    """Mesh, operator, factorisation and density evaluators of one group. Collective on comm.
+
+    Args:
+        cfg: The resolved config (mesh, densities, solver).
+        grid: The sweep's parameter grid (θ number ``i`` is ``grid.theta(i)``).
+        comm: The group's communicator.
+        block: Right-hand sides per MUMPS block solve.
+        warm_start: GAMG: start each solve from the previous potential.
+    """
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        grid: Grid,
+        comm: MPI.Comm,
+        *,
+        block: int = 16,
+        warm_start: bool = True,
+    ) -> None:
+        self.comm = comm
+        self.cfg = cfg
+        self.grid = grid
+        degree = cfg["solver"]["degree"]
+        if degree not in (1, 2, 3):
+            raise ValueError(f"solver.degree must be 1, 2 or 3, got {degree!r}")
+        self.msh = bmesh.create_mesh(cfg["mesh"], comm)
+        msh = self.msh
+        self.degree = degree
+        self.gdim = msh.geometry.dim
+        self.V = fem.functionspace(msh, ("Lagrange", degree))
+        V = self.V
+        self.nloc = V.dofmap.index_map.size_local
+        self.x = V.tabulate_dof_coordinates()[: self.nloc]
+        self.poisson = NeumannPoisson(
+            V,
+            method=cfg["solver"]["method"],
+            rtol=cfg["solver"]["rtol"],
+            petsc_options=cfg["solver"]["petsc_options"],
+        )
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self.M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
+        self.M.assemble()
+        self.b = self.M.createVecLeft()
+        self.f = self.M.createVecRight()
+        self.Aphi = self.M.createVecLeft()
+        # m_i = ∫ w_i dx = (M 1)_i, since the basis sums to one.
+        self.f.set(1.0)
+        self.M.mult(self.f, self.b)
+        self.m = self.b.array[: self.nloc].copy()
+        self.block = block if self.poisson.method == "mumps" else 1
+        if self.poisson.method != "mumps" and warm_start:
+            self.poisson.ksp.setInitialGuessNonzero(True)
+        # Densities: expressions in θ are evaluated per θ; the rest is built once.
+        bbox = global_bbox(msh.geometry.x[:, : self.gdim], comm)
+        self.ev: dict[str, Any] = {}
+        self.fixed: dict[str, FloatArray] = {}
+        self.fixed_mass: dict[str, float] = {}
+        for role in ("source", "target"):
+            sec = cfg[role]
+            if depends_on(sec, grid.names):
+                self.ev[role] = density.make_evaluator(sec, gdim=self.gdim, bbox=bbox)
+            else:
+                p, mass = build_density(sec, role, V)
+                self.fixed[role] = p.x.array[: self.nloc].copy()
+                self.fixed_mass[role] = mass
+        self.G, self.W = gradient_matrix(V)
+        self.phi = fem.Function(V, name="potential")
+
+    # -- densities
+    def raw(self, role: str, theta: dict[str, float]) -> FloatArray:
+        """Raw (unnormalised) values of a θ-dependent density at the owned dofs."""
+        with np.errstate(all="ignore"):  # non-finite values are reported by check()
+            v = self.ev[role](self.x.T.copy(), theta)
+        return np.asarray(np.broadcast_to(v, (self.nloc,)), dtype=np.float64)
+
+    def check(self, i: int) -> None:
+        """Check both θ-dependent densities of θ ``i``; collective, the message names θ."""
+        for role in self.ev:
+            try:
+                density.check_values(
+                    self.raw(role, self.grid.theta(i)),
+                    self.x,
+                    role=role,
+                    min_density=self.cfg[role]["min_density"],
+                    comm=self.comm,
+                )
+            except ValueError as err:
+                raise ValueError(f"{self.grid.label(i)}: {err}") from err
+
+    def density(self, role: str, theta: dict[str, float], label: str) -> tuple[FloatArray, float]:
+        """Normalised density at the owned dofs and its raw mass; collective."""
+        if role in self.fixed:
+            return self.fixed[role], self.fixed_mass[role]
+        v = self.raw(role, theta)
+        mass = float(self.comm.allreduce(float(self.m @ v), op=MPI.SUM))
+        if not mass > 0:
+            raise ValueError(f"{label}: {role} density has non-positive mass {mass:.6g}")
+        return v / mass, mass
+
+    def rhs(self, f: FloatArray) -> FloatArray:
+        """Owned values of ``b = M f`` made orthogonal to the constants; collective."""
+        self.f.array[:] = f
+        self.M.mult(self.f, self.b)
+        self.poisson.nullspace.remove(self.b)
+        return self.b.array.copy()
+
+    # -- solves
+    def solve_rhs(self, bs: list[FloatArray]) -> tuple[list[FloatArray], int]:
+        """Potentials (owned values, mean zero) of assembled right-hand sides; collective.
+
+        Returns the potentials and the iteration count of the last solve (1 for direct solves).
+        """
+        P = self.poisson
+        if len(bs) > 1:
+            X = self._block_solve(bs)
+            out = []
+            for x in X:
+                self.phi.x.array[: self.nloc] = x
+                self.phi.x.scatter_forward()
+                P.remove_mean(self.phi)
+                out.append(self.phi.x.array[: self.nloc].copy())
+            return out, 1
+        out = []
+        for b in bs:
+            self.b.array[:] = b
+            P.solve_vector(self.b, self.phi)  # warm start: phi holds the previous θ
+            out.append(self.phi.x.array[: self.nloc].copy())
+        return out, P.iterations
+
+    def _block_solve(self, bs: list[FloatArray]) -> list[FloatArray]:
+        P = self.poisson
+        B = PETSc.Mat().createDense(
+            [(self.nloc, P.ndofs), (PETSc.DECIDE, len(bs))], comm=self.comm
+        )
+        B.setUp()
+        B.getDenseArray()[:, :] = np.column_stack(bs)
+        B.assemble()
+        Xm = B.duplicate()
+        try:
+            P.ksp.getPC().getFactorMatrix().matSolve(B, Xm)
+        except PETSc.Error as err:
+            raise RuntimeError(
+                f"the MUMPS block solve of {len(bs)} right-hand sides failed"
+            ) from err
+        arr = Xm.getDenseArray()
+        X = [arr[:, j].copy() for j in range(len(bs))]
+        B.destroy()
+        Xm.destroy()
+        return X
+
+    def flux(self, phi: FloatArray) -> FloatArray:
+        """Owned flux values ``(n, d)`` of owned potential values; collective (ghost update)."""
+        self.phi.x.array[: self.nloc] = phi
+        self.phi.x.scatter_forward()
+        return np.asarray(self.G @ self.phi.x.array).reshape(-1, self.gdim)
+
+    def scalars(self, phi: FloatArray, b: FloatArray, flux: FloatArray) -> dict[str, float]:
+        """Cost ``½ φᵀAφ``, relative residual, sup of φ and of ``|F|``; collective."""
+        self.phi.x.array[: self.nloc] = phi
+        self.phi.x.scatter_forward()
+        P = self.poisson
+        P.A.mult(self.phi.x.petsc_vec, self.Aphi)
+        cost = 0.5 * self.Aphi.dot(self.phi.x.petsc_vec)
+        self.b.array[:] = b
+        nb = self.b.norm()
+        self.Aphi.axpy(-1.0, self.b)
+        fn = np.sqrt((flux**2).sum(axis=1)).max(initial=0.0)
+        sups = allreduce_array([np.abs(phi).max(initial=0.0), fn], MPI.MAX, self.comm)
+        return {
+            "beckmann_cost": float(cost),
+            "residual": float(self.Aphi.norm() / nb) if nb > 0 else 0.0,
+            "phi_sup": float(sups[0]),
+            "flux_sup": float(sups[1]),
+        }
+
+    def solve_block(self, idx: list[int]) -> list[Solved]:
+        """Solve for the θ numbers ``idx``; return ``(phi_owned, flux_owned, row)`` each."""
+        t0 = time.perf_counter()
+        bs: list[FloatArray] = []
+        rows: list[dict[str, Any]] = []
+        for i in idx:
+            theta, label = self.grid.theta(i), self.grid.label(i)
+            p1, m1 = self.density("target", theta, label)
+            p0, m0 = self.density("source", theta, label)
+            bs.append(self.rhs(p1 - p0))
+            rows.append({"index": i, "theta": theta, "mass_target": m1, "mass_source": m0})
+        phis, its = self.solve_rhs(bs)
+        out = []
+        for phi, b, row in zip(phis, bs, rows, strict=True):
+            flux = self.flux(phi)
+            row.update({"iterations": its, **self.scalars(phi, b, flux)})
+            out.append((phi, flux, row))
+        dt = (time.perf_counter() - t0) / len(idx)
+        for r in rows:
+            r["seconds"] = dt
+        return out
+
+    def destroy(self) -> None:
+        """Free the PETSc objects."""
+        self.poisson.destroy()
+        for obj in (self.M, self.b, self.f, self.Aphi):
+            obj.destroy()

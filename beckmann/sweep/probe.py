@@ -1,0 +1,188 @@
+r"""Fields of a sweep member at points: on the grid, or interpolated between grid values.
+
+On the grid the stored potential is used. Off the grid φ is the tensor-product Lagrange
+interpolant in θ of the stored potentials: quadratic on axes with three or more values, linear
+on axes with two. The result carries ``error_estimate = max |quadratic − linear|`` at the points
+(for potential and flux), an estimate of the linear interpolant's error that is pessimistic for
+the quadratic one; it is not a bound. The densities ``p0``, ``p1(θ)`` are recomputed at θ itself
+from the stored config, so the velocity ``F / p_t`` uses the exact target at θ.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._mpi import agree
+from beckmann.fields import Solution
+from beckmann.pipeline import build_density
+from beckmann.sweep.spec import with_params
+from beckmann.sweep.store import SweepStore
+
+__all__ = ["probe", "theta_solution"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _stencil(axis: list[float], v: float, order: int) -> list[tuple[int, float]]:
+    """Lagrange interpolation on ``order + 1`` neighbouring axis values: (position, weight)."""
+    a = np.asarray(axis)
+    n = a.size
+    if n == 1:
+        if abs(v - a[0]) > 1e-12 * max(abs(a[0]), 1.0):
+            raise ValueError(f"value {v:g} is off the one-point axis {a[0]:g}")
+        return [(0, 1.0)]
+    if v < a[0] - 1e-12 * max(abs(a[0]), 1.0) or v > a[-1] + 1e-12 * max(abs(a[-1]), 1.0):
+        raise ValueError(
+            f"value {v:g} lies outside the grid [{a[0]:g}, {a[-1]:g}] (no extrapolation)"
+        )
+    m = min(order + 1, n)
+    j = int(np.clip(np.searchsorted(a, v) - 1, 0, n - 2))  # interval [a_j, a_j+1]
+    if m == 3:  # add the neighbour closer to v
+        left = j - 1 >= 0 and (j + 2 >= n or v - a[j - 1] <= a[j + 2] - v)
+        start = min(max(j - 1 if left else j, 0), n - 3)
+        nodes = list(range(start, start + 3))
+    else:
+        nodes = [j, j + 1]
+    w = []
+    for k in nodes:
+        lk = 1.0
+        for q in nodes:
+            if q != k:
+                lk *= (v - a[q]) / (a[k] - a[q])
+        w.append((k, lk))
+    return w
+
+
+def _weights(store: SweepStore, theta: dict[str, float], order: int) -> dict[int, float]:
+    """Tensor-product Lagrange weights of grid indices for ``theta``."""
+    axes = store.grid.axes
+    if axes is None:
+        raise ValueError(
+            "interpolation needs a product grid; this sweep has a Latin-hypercube design "
+            "(probe its grid points instead)"
+        )
+    per = [_stencil(axes[n], theta[n], order) for n in store.grid.names]
+    out: dict[int, float] = {}
+    for combo in itertools.product(*per):
+        t = {n: axes[n][k] for n, (k, _) in zip(store.grid.names, combo, strict=True)}
+        i = store.index_of(t)
+        if i is None:
+            raise ValueError(f"grid point {t} is missing from the sweep")
+        out[i] = out.get(i, 0.0) + float(np.prod([w for _, w in combo]))
+    return out
+
+
+def theta_solution(store: SweepStore, i: int | None, theta: dict[str, float]) -> Solution:
+    """A :class:`~beckmann.fields.Solution` of θ on the store's mesh; collective.
+
+    Its potential is the stored one of grid index ``i`` (zero when ``i`` is ``None``); ``p0``
+    and ``p1`` are built at ``theta`` from the stored config (also off the grid).
+
+    Raises:
+        ValueError: A density is invalid at ``theta`` (the message names θ).
+    """
+    cfg = store.config
+    V = store.space()
+    label = ", ".join(f"{k}={v:.6g}" for k, v in theta.items())
+    try:
+        p0, _ = build_density(with_params(cfg["source"], theta), "source", V)
+        p1, _ = build_density(with_params(cfg["target"], theta), "target", V)
+    except ValueError as e:
+        raise ValueError(f"θ ({label}): {e}") from e
+    if i is None:
+        from beckmann._dolfinx import fem
+
+        phi = fem.Function(V, name="potential")
+    else:
+        phi = store.potential(i)
+    return Solution(V.mesh, phi, p0, p1)
+
+
+def _check(
+    store: SweepStore, theta: dict[str, float], interpolate: bool
+) -> tuple[int | None, dict[str, dict[int, float]]]:
+    """Grid index of θ or the interpolation weights; collective (every rank agrees)."""
+    i = store.comm.bcast(store.index_of(theta) if store.comm.rank == 0 else None, root=0)
+    label = ", ".join(f"{k}={v:.6g}" for k, v in theta.items())
+    done = set(store.completed())
+    err = None
+    weights: dict[str, dict[int, float]] = {}
+    if i is not None and i not in done:
+        err = f"θ ({label}) is on the grid but not stored yet; resume the sweep"
+    elif i is None and not interpolate:
+        err = f"θ ({label}) is not on the sweep grid; pass --interpolate"
+    elif i is None:
+        try:
+            weights = {"quadratic": _weights(store, theta, 2), "linear": _weights(store, theta, 1)}
+            missing = sorted(set(weights["quadratic"]) - done)
+            if missing:
+                raise ValueError(f"{store.grid.label(missing[0])} is needed but not stored yet")
+        except ValueError as e:
+            err = f"cannot interpolate at θ ({label}): {e}"
+    agree(store.comm, err)
+    return i, weights
+
+
+def probe(
+    store: SweepStore,
+    theta: dict[str, float],
+    points: npt.ArrayLike,
+    *,
+    t: float = 0.0,
+    interpolate: bool = False,
+) -> dict[str, Any]:
+    """Potential, flux and velocity of θ at points (the JSON of ``beckmann probe``); collective.
+
+    Args:
+        store: An opened sweep store.
+        theta: A value for every parameter of the sweep.
+        points: ``(N, d)`` points, the same on every rank.
+        t: Time of the velocity ``v_t = F / ((1 − t) p0 + t p1)``.
+        interpolate: Allow θ off the grid (see the module docstring).
+
+    Returns:
+        ``potential``, ``flux``, ``velocity`` (lists), ``theta``; off the grid also
+        ``interpolation`` (method and stencil) and ``error_estimate``.
+
+    Raises:
+        ValueError: θ off the grid without ``interpolate``, outside the grid, or not stored yet;
+            a point outside the domain (on every rank).
+    """
+    i, weights = _check(store, theta, interpolate)
+    result: dict[str, Any] = {}
+    if i is not None:
+        sol = theta_solution(store, i, theta)
+        res = sol.evaluate(points, t=t)
+    else:
+        sol = theta_solution(store, None, theta)
+        cache: dict[int, dict[str, FloatArray]] = {}
+        evals: dict[str, dict[str, FloatArray]] = {}
+        for kind, w in weights.items():
+            acc: dict[str, FloatArray] = {}
+            for j, wj in w.items():
+                if j not in cache:
+                    s = Solution(sol.msh, store.potential(j), sol.p0, sol.p1)
+                    cache[j] = s.evaluate(points, what=("potential", "flux"))
+                for k, v in cache[j].items():
+                    acc[k] = acc.get(k, 0.0) + wj * v
+            evals[kind] = acc
+        q, lin = evals["quadratic"], evals["linear"]
+        dens = sol.evaluate(points, t=t, what=("source", "target"))
+        pt = (1.0 - t) * dens["source"] + t * dens["target"]
+        res = {"potential": q["potential"], "flux": q["flux"], "velocity": q["flux"] / pt[:, None]}
+        result["interpolation"] = {
+            "method": "tensor-product quadratic Lagrange in θ (linear on 2-value axes)",
+            "stencil": {str(j): w for j, w in weights["quadratic"].items()},
+        }
+        result["error_estimate"] = {
+            "potential": float(np.abs(q["potential"] - lin["potential"]).max(initial=0.0)),
+            "flux": float(np.linalg.norm(q["flux"] - lin["flux"], axis=1).max(initial=0.0)),
+        }
+    out: dict[str, Any] = {k: v.tolist() for k, v in res.items()}
+    out["theta"] = theta
+    out.update(result)
+    return out

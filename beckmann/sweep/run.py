@@ -1,0 +1,223 @@
+"""``run_sweep``: solve every θ of a grid into a resumable store, over rank groups.
+
+The world communicator is split (``comm.Split``) into groups of ``group_size`` ranks; each group
+builds its own :class:`~beckmann.sweep.engine.Engine` on its sub-communicator and solves a
+contiguous share of the pending θ. Each finished θ is written at once by its group's first
+rank, and the group agrees on the outcome of every write, so a failing write ends all ranks
+instead of leaving some in the next θ's collectives.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._dolfinx import MPI
+from beckmann._mpi import agree, collective
+from beckmann._version import __version__
+from beckmann.progress import progress as progress_bar
+from beckmann.store.jsonio import write_json
+from beckmann.sweep.continuity import continuity_report
+from beckmann.sweep.engine import Engine, split_groups
+from beckmann.sweep.spec import SweepSpec, parse_sweep
+from beckmann.sweep.store import (
+    SweepStore,
+    flux_keys,
+    gather_rows,
+    layout_permutation,
+    prepare_store,
+    read_layout,
+    write_entry,
+    write_layout,
+)
+
+__all__ = ["run_sweep"]
+
+IntArray = npt.NDArray[np.int64]
+
+
+def _spec(cfg: dict[str, Any], comm: MPI.Comm, group_size: int | None) -> SweepSpec:
+    """The validated spec, with ``group_size`` overridden; collective (every rank agrees)."""
+    err, spec = None, None
+    try:
+        spec = parse_sweep(cfg)
+        if group_size is not None:
+            if group_size < 0:
+                raise ValueError(f"--group-size must be >= 0, got {group_size}")
+            spec.options["group_size"] = group_size
+    except ValueError as e:
+        err = str(e)
+    agree(comm, err)
+    assert spec is not None
+    return spec
+
+
+def _setup(
+    cfg: dict[str, Any], spec: SweepSpec, gcomm: MPI.Comm, comm: MPI.Comm, mine: list[int]
+) -> Engine:
+    """Each group's engine, with the densities of its θ checked; collective over the world."""
+    eng: Engine | None = None
+    with collective(comm):  # a failing group must not leave the others waiting
+        eng = Engine(
+            cfg,
+            spec.grid,
+            gcomm,
+            block=spec.options["block"],
+            warm_start=spec.options["warm_start"],
+        )
+        for i in mine:
+            eng.check(i)
+    assert eng is not None
+    return eng
+
+
+def _layout(
+    folder: Path, eng: Engine, gcomm: MPI.Comm, color: int, comm: MPI.Comm
+) -> tuple[IntArray | None, IntArray | None]:
+    """Write the layout once (group 0) and map each group's order onto it; collective."""
+    has_layout = comm.bcast((folder / "layout").is_dir() if comm.rank == 0 else None)
+    coords = eng.x[:, : eng.gdim]
+    keys = flux_keys(eng.W)
+    if not has_layout and color == 0:
+        write_layout(folder, eng.msh, coords, keys, eng.degree, gcomm)
+    comm.barrier()
+    g_coords, g_keys = gather_rows(coords, gcomm), gather_rows(keys, gcomm)
+    perms: tuple[IntArray | None, IntArray | None] = (None, None)
+    with collective(comm):
+        if gcomm.rank == 0:
+            assert g_coords is not None and g_keys is not None
+            try:
+                stored_x, stored_k = read_layout(folder)
+            except OSError as e:
+                raise RuntimeError(f"sweep store {str(folder)!r}: {e}") from e
+            perms = (
+                layout_permutation(stored_x, g_coords, "potential"),
+                layout_permutation(stored_k, g_keys, "flux"),
+            )
+    return perms
+
+
+def _solve_all(
+    eng: Engine,
+    mine: list[int],
+    folder: Path,
+    perms: tuple[IntArray | None, IntArray | None],
+    spec: SweepSpec,
+    color: int,
+    ngroups: int,
+    comm: MPI.Comm,
+    show: bool,
+) -> int:
+    """Solve this group's θ block by block, storing each at once; the number stored."""
+    gcomm = eng.comm
+    grid = spec.grid
+    store_flux = spec.options["store_flux"]
+    perm_phi, perm_flux = perms
+    solved = 0
+    with progress_bar(len(mine) * ngroups, "sweep", comm, disable=not show) as bar:
+        for start in range(0, len(mine), eng.block):
+            for phi, flux, row in eng.solve_block(mine[start : start + eng.block]):
+                g_phi = gather_rows(phi, gcomm)
+                g_flux = gather_rows(flux, gcomm) if store_flux else None
+                data = None
+                row = {**row, "group": color, "group_size": gcomm.size}
+                if gcomm.rank == 0:
+                    assert g_phi is not None
+                    data = {"potential": g_phi if perm_phi is None else g_phi[perm_phi]}
+                    if g_flux is not None:
+                        data["flux"] = g_flux if perm_flux is None else g_flux[perm_flux]
+                # collective on the group: every rank learns how its root's write went
+                write_entry(folder, row, grid.values[row["index"]], data, gcomm)
+                solved += 1
+                bar.update(n=ngroups, postfix=grid.label(row["index"]))
+    return solved
+
+
+def run_sweep(
+    cfg: dict[str, Any],
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    *,
+    out: str | Path,
+    resume: bool = False,
+    group_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Solve every θ of the sweep in ``cfg`` and store it in ``out``; collective on ``comm``.
+
+    Args:
+        cfg: Resolved config with a ``[sweep]`` section (:func:`~beckmann.sweep.parse_sweep`).
+        comm: World communicator; split into groups of ``group_size`` ranks.
+        out: Store folder.
+        resume: Continue the sweep stored in ``out`` (same config); only missing θ are solved.
+        group_size: Overrides ``sweep.group_size``.
+        progress: Show progress on rank 0's stderr (when it is a terminal).
+
+    Returns:
+        The summary written to ``out/summary.json`` (rows of all θ, timings, continuity).
+
+    Raises:
+        ValueError: A bad spec, or a θ whose density is invalid (the message names the θ); on
+            every rank, before any solve.
+        RuntimeError: A failing solver or file, on every rank.
+    """
+    folder = Path(out)
+    spec = _spec(cfg, comm, group_size)
+    grid = spec.grid
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    gcomm, color, ngroups = split_groups(comm, spec.options["group_size"])
+    try:
+        pending = prepare_store(folder, cfg, grid, resume, comm)
+        share = [list(map(int, s)) for s in np.array_split(np.array(pending, dtype=int), ngroups)]
+        mine = share[color]
+        eng = _setup(cfg, spec, gcomm, comm, mine)
+        timings["setup"] = time.perf_counter() - t0
+        try:
+            perms = _layout(folder, eng, gcomm, color, comm)
+            t1 = time.perf_counter()
+            solved = 0
+            with collective(comm):  # one group's failure reaches every group
+                solved = _solve_all(
+                    eng, mine, folder, perms, spec, color, ngroups, comm, progress
+                )
+            timings["solve"] = time.perf_counter() - t1
+        finally:
+            eng.destroy()
+        group_root = gcomm.rank == 0
+    finally:
+        gcomm.Free()
+    timings = {k: float(comm.allreduce(v, op=MPI.MAX)) for k, v in timings.items()}
+    n_solved = int(comm.allreduce(solved if group_root else 0, op=MPI.SUM))
+
+    t2 = time.perf_counter()
+    store = SweepStore(folder, comm)
+    report: dict[str, Any] = {}
+    if spec.options["continuity"]:
+        holder = None
+        if spec.options["continuity_holder"]:
+            holder = {k: spec.options[f"holder_{k}"] for k in ("k", "alpha", "pairs")}
+        report = continuity_report(
+            store, comm, joint_points=spec.options["joint_points"], holder=holder
+        )
+    timings["continuity"] = float(comm.allreduce(time.perf_counter() - t2, op=MPI.MAX))
+    summary = {
+        "version": __version__,
+        "ranks": comm.size,
+        "groups": ngroups,
+        "group_size": comm.size // ngroups,
+        "thetas": len(grid),
+        "solved": n_solved,
+        "reused": len(grid) - len(pending),
+        "method": cfg["solver"]["method"],
+        "block": spec.options["block"],
+        "timings": timings,
+        "seconds_per_theta": timings["solve"] / max(n_solved, 1),
+        "rows": store.rows(),
+        "continuity": report,
+    }
+    write_json(folder / "summary.json", summary, comm)
+    return summary
