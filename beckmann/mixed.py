@@ -26,8 +26,8 @@ space and φ is shifted to mean zero afterwards. Two solvers:
 * ``"gamg"``: MINRES with the block-diagonal preconditioner
   :math:`\mathrm{diag}(M, S)`, :math:`S = B\,\mathrm{diag}(M)^{-1}B^T + c\,M_{DG}`: one
   symmetric SOR sweep on the Raviart-Thomas mass matrix :math:`M` (spectrally equivalent to
-  its diagonal) and one AMG V-cycle on :math:`S`, a discrete Laplacian on DG\ :sub:`k-1` (the two-point-flux finite-volume
-  Laplacian for ``k = 1``). Both blocks are spectrally equivalent to the exact ones, so the
+  its diagonal) and one AMG V-cycle on :math:`S`, a discrete Laplacian on DG\ :sub:`k-1`
+  (the two-point-flux finite-volume Laplacian for ``k = 1``). Both blocks are spectrally equivalent to the exact ones, so the
   iteration count does not grow with the mesh. The DG mass term (:math:`c = 1/\mathrm{diam}^2`)
   makes :math:`S` non-singular without changing it on mean-zero potentials by more than the
   Poincaré constant.
@@ -70,7 +70,8 @@ def mixed_petsc_options(method: str, rtol: float) -> dict[str, Any]:
 
     ``"gamg"`` is MINRES with an additive field split: the ``flux`` split is one symmetric SOR
     sweep on the Raviart-Thomas mass matrix, the ``potential`` split one V-cycle of the same
-    GAMG set-up as the primal solve (on the approximate Schur complement). ``"mumps"`` is the primal solve's LU.
+    GAMG set-up as the primal solve (on the approximate Schur complement). ``"mumps"`` is the
+    primal solve's LU.
     """
     if method == "mumps":
         return default_petsc_options("mumps", rtol)
