@@ -27,10 +27,10 @@ space and φ is shifted to mean zero afterwards. Two solvers:
   :math:`\mathrm{diag}(M, S)`, :math:`S = B\,\mathrm{diag}(M)^{-1}B^T + c\,M_{DG}`: one
   symmetric SOR sweep on the Raviart-Thomas mass matrix :math:`M` (spectrally equivalent to
   its diagonal) and one AMG V-cycle on :math:`S`, a discrete Laplacian on DG\ :sub:`k-1`
-  (the two-point-flux finite-volume Laplacian for ``k = 1``). Both blocks are spectrally
-  equivalent to the exact ones, so the iteration count does not grow with the mesh. The DG mass term (:math:`c = 1/\mathrm{diam}^2`)
-  makes :math:`S` non-singular without changing it on mean-zero potentials by more than the
-  Poincaré constant.
+  (the two-point-flux finite-volume Laplacian for ``k = 1``). Both blocks are spectrally equivalent
+  to the exact ones, so the iteration count does not grow with the mesh. The DG mass term (:math:`c
+  = 1/\mathrm{diam}^2`) makes :math:`S` non-singular without changing it on mean-zero potentials by
+  more than the Poincaré constant.
 
 Like :class:`~beckmann.poisson.NeumannPoisson`, a :class:`MixedPoisson` is assembled once and
 solves many right-hand sides. :class:`MixedSolution` is a :class:`~beckmann.fields.Solution`
