@@ -286,6 +286,54 @@ def test_plot_samples_and_holder_under_mpi(runs, tmp_path):
         assert_picture(run / "figures" / name)
 
 
+SWEEP = """
+[mesh]
+kind = "unit_square"
+n = 12
+[solver]
+degree = 1
+method = "mumps"
+[target]
+kind = "expression"
+expr = "0.2 + exp(-((x - c)**2 + (y - 0.5)**2) / 0.02)"
+[sweep.parameters]
+c = [0.3, 0.5, 0.7]
+"""
+
+
+@pytest.mark.serial
+def test_plot_a_sweep_member(tmp_path):
+    """`plot STORE --param c=0.7` draws that member: its target peaks at (0.7, 0.5), and its
+    potential is the one `solve` computes at c = 0.7."""
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    store = tmp_path / "store"
+    run_cli("sweep", str(tmp_path / "sweep.toml"), "--out", str(store))
+    proc = run_cli("plot", str(store), "--param", "c=0.7", "--backend", "matplotlib", ranks=2)
+    figs = store / "figures" / "c=0.7"
+    assert str(figs / "target.png") in proc.stdout.split()
+    u, v = (g.ravel() for g in np.meshgrid(*2 * [np.linspace(0.04, 0.96, 24)]))
+    seen, ok = read_colours(pixels(figs / "target.png"), "viridis", 0.0, 1.0, u, v)
+    assert ok.mean() > 0.9
+    peak = np.argmax(np.where(ok, seen, -np.inf))
+    assert np.hypot(u[peak] - 0.7, v[peak] - 0.5) < 0.06
+    # the same member solved directly: its potential, read back from the member's picture
+    (tmp_path / "one.toml").write_text(SWEEP.split("[sweep.parameters]")[0])
+    run_cli("solve", "-q", str(tmp_path / "one.toml"), "--set", "target.params={c = 0.7}",
+            "--out", str(tmp_path / "direct"))  # fmt: skip
+    phi = plot.read_run_fields(tmp_path / "direct").fields["potential"]
+    from scipy.interpolate import LinearNDInterpolator
+
+    pts = plot.read_run_fields(tmp_path / "direct").points[:, :2]
+    exact = LinearNDInterpolator(pts, phi)(u, v)
+    seen, ok = read_colours(pixels(figs / "potential.png"), "coolwarm", phi.min(), phi.max(), u, v)
+    assert ok.mean() > 0.7
+    assert np.quantile(np.abs(seen - exact)[ok], 0.95) < 0.02 * np.ptp(phi)
+    bad = run_cli("plot", str(store), "--param", "c=0.6", check=False)
+    assert bad.returncode == 2 and "not a grid point" in bad.stderr
+    bare = run_cli("plot", str(store), check=False)
+    assert bare.returncode == 2 and "--param" in bare.stderr
+
+
 @pytest.mark.serial
 def test_plot_bad_folder_is_one_line_error(tmp_path):
     proc = run_cli("plot", str(tmp_path / "nothing"), check=False, ranks=2)

@@ -17,7 +17,15 @@ def register(sub: Any) -> None:
         description="Draw densities, potential, flux, velocity (and samples, Hölder moduli "
         "where present) of a run folder as PNG files, without a display.",
     )
-    p.add_argument("dir", help="run folder written by `beckmann solve`")
+    p.add_argument("dir", help="run folder written by `beckmann solve` (or a sweep store)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with a sweep store: draw the member at this grid point (one per parameter; "
+        "default --out: DIR/figures/NAME=VALUE,...)",
+    )
     p.add_argument("--out", help="folder for the PNGs (default: DIR/figures)")
     p.add_argument(
         "--samples",
@@ -45,9 +53,11 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     """Draw the figures; rank 0 prints their paths."""
     from beckmann import plot
 
-    paths, used = plot.render_run(
-        args.dir, args.out, comm, samples=args.samples, holder=args.holder, backend=args.backend
-    )
+    options = {"samples": args.samples, "holder": args.holder, "backend": args.backend}
+    if args.param:
+        paths, used = plot.render_member(args.dir, args.param, args.out, comm, **options)
+    else:
+        paths, used = plot.render_run(args.dir, args.out, comm, **options)
     if comm.rank == 0:
         if args.backend == "auto" and used == "matplotlib":
             sys.stderr.write(

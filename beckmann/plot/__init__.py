@@ -25,11 +25,14 @@
 Modules: :mod:`~beckmann.plot.data` reads a run folder (meshio's XDMF reader),
 :mod:`~beckmann.plot.pv` draws with pyvista off-screen, :mod:`~beckmann.plot.mpl` is the
 matplotlib fallback where VTK cannot open an off-screen context, :mod:`~beckmann.plot.holder`
-draws Hölder moduli, :mod:`~beckmann.plot.run` puts them together on rank 0.
+draws Hölder moduli, :mod:`~beckmann.plot.samples` draws transported samples as a density,
+:mod:`~beckmann.plot.run` puts them together on rank 0, and :mod:`~beckmann.plot.member` draws
+one member of a sweep store (``beckmann plot STORE --param NAME=VALUE``).
 """
 
 from beckmann.plot.data import RunFields, read_run_fields, read_samples
 from beckmann.plot.holder import find_moduli, plot_moduli
+from beckmann.plot.member import render_member
 from beckmann.plot.pv import render_available
 from beckmann.plot.run import BACKENDS, draw_run, plot_run, render_run
 from beckmann.plot.samples import histogram_bins, plot_samples
@@ -46,5 +49,6 @@ __all__ = [
     "read_run_fields",
     "read_samples",
     "render_available",
+    "render_member",
     "render_run",
 ]

@@ -120,6 +120,11 @@ def read_run_fields(run_dir: str | Path) -> RunFields:
     """
     run = Path(run_dir)
     sol = run / "solution.xdmf"
+    if not sol.is_file() and (run / "sweep.json").is_file():
+        raise ValueError(
+            f"{str(run)!r} is a sweep store, not a run folder: pick a member with "
+            "--param NAME=VALUE (one per sweep parameter)"
+        )
     if not sol.is_file():
         raise ValueError(
             f"{str(run)!r} is not a beckmann run folder (no solution.xdmf); "
