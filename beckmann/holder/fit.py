@@ -214,6 +214,8 @@ def profile_slopes(scales: npt.ArrayLike, profile: npt.ArrayLike) -> tuple[float
         return None
     i = int(np.searchsorted(s, 2.0 * s[0] * (1 - 1e-9)))
     j = int(np.searchsorted(s, 2.0 * s[i] * (1 - 1e-9)))
+    if j >= s.size:  # the second octave is not complete (scales not a power-of-two ladder)
+        return None
     first = math.log(m[i] / m[0]) / math.log(s[i] / s[0])
     second = math.log(m[j] / m[i]) / math.log(s[j] / s[i])
     return float(first), float(second)

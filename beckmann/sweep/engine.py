@@ -154,11 +154,13 @@ class Engine:
         """Normalised density at the owned dofs and its raw mass; collective."""
         if role in self.fixed:
             return self.fixed[role], self.fixed_mass[role]
-        v = self.raw(role, theta)
-        mass = float(self.comm.allreduce(float(self.m @ v), op=MPI.SUM))
-        if not mass > 0:
-            raise ValueError(f"{label}: {role} density has non-positive mass {mass:.6g}")
-        return v / mass, mass
+        # the same discretisation as a single solve (pipeline.build_density): quadrature mass,
+        # certified positivity, so every θ of a sweep equals `beckmann solve` at that θ
+        try:
+            p, mass = build_density(self.cfg[role], role, self.V, params=theta)
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from err
+        return p.x.array[: self.nloc].copy(), mass
 
     def rhs(self, f: FloatArray) -> FloatArray:
         """Owned values of ``b = M f`` made orthogonal to the constants; collective."""
