@@ -1,0 +1,130 @@
+"""Hostile and unlucky input to every command: one clear line on every rank, no traceback, no hang.
+
+Each case runs the CLI as a subprocess, serially and under ``mpirun -n 2``, under a timeout (a
+hang fails the test) and an address-space limit (a runaway allocation fails with a message, not
+an out-of-memory kill of the CI machine). A case passes when the command exits non-zero with
+exactly one ``beckmann: error:`` line that matches the expected text and names the offending
+file or option, and nothing from deep inside PETSc, HDF5 or Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import BIN, MPIRUN, ROOT
+
+pytestmark = pytest.mark.serial
+
+MEMORY_LIMIT = 8 * 1024**3  # per process, bytes
+FORBIDDEN = ("Traceback", "HDF5-DIAG", "PETSC ERROR", "allow_pickle", "codec can't decode")
+
+
+def run(*args: str, ranks: int = 1, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "beckmann"), *args]
+    if ranks > 1:
+        cmd = [MPIRUN, "-n", str(ranks), *cmd]
+    cmd = ["prlimit", f"--as={MEMORY_LIMIT}", *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BECKMANN_NO_PROGRESS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=cwd or ROOT, stdin=subprocess.DEVNULL)
+
+
+def one_clean_line(proc: subprocess.CompletedProcess, match: str) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("beckmann:")]
+    assert len(lines) == 1, proc.stderr
+    for bad in FORBIDDEN:
+        assert bad not in proc.stderr, proc.stderr
+    assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+def strict_json(text: str):
+    def reject(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "run"
+    proc = run("solve", "--set", "mesh.n=6", "--set", "solver.degree=1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+SOLVE_CASES = {
+    "min_density_negative": (
+        ["--set", "source.kind=expression", "--set", "source.expr=x - 0.5",
+         "--set", "source.min_density=-1"],
+        r"source\.min_density|non-positive total mass|negative"),
+    "flat_sum_is_not_nesting": (
+        ["--set", "target.kind=expression",
+         "--set", "target.expr=" + "+".join(["x"] * 402) + " + 1e9"],
+        None),  # valid: must solve
+}
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("case", sorted(SOLVE_CASES))
+def test_solve_hostile(tmp_path, case, ranks):
+    args, match = SOLVE_CASES[case]
+    proc = run("solve", "--set", "mesh.n=4", *args, "--out", str(tmp_path / "r"), ranks=ranks)
+    if match is None:
+        assert proc.returncode == 0, proc.stderr
+        assert "nested" not in proc.stderr
+        return
+    one_clean_line(proc, match)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_config_files_that_are_not_files(tmp_path, ranks):
+    rnd = tmp_path / "random.toml"
+    rnd.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    one_clean_line(run("solve", str(rnd), ranks=ranks), r"random\.toml.*UTF-8")
+    one_clean_line(run("solve", "/dev/zero", ranks=ranks), r"/dev/zero.*not a regular file")
+    one_clean_line(run("solve", str(tmp_path), ranks=ranks), r"is a folder")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    one_clean_line(run("solve", str(fifo), ranks=ranks, timeout=60), r"fifo\.toml.*regular")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_tiny_mesh_solves_without_hanging(tmp_path, ranks):
+    # two triangles: a valid Neumann problem; small problems go to a direct solver
+    outs = {}
+    for method in ("default", "mumps"):
+        extra = [] if method == "default" else ["--set", "solver.method=mumps"]
+        out = tmp_path / method
+        proc = run("solve", "--set", "mesh.n=1", "--set", "solver.degree=1", *extra,
+                   "--out", str(out), ranks=ranks, timeout=90)
+        assert proc.returncode == 0, proc.stderr
+        outs[method] = json.loads((out / "summary.json").read_text())["beckmann_cost"]
+    assert outs["default"] == pytest.approx(outs["mumps"], rel=1e-10, abs=1e-14)
+    for n in (2, 3):
+        proc = run("solve", "--set", f"mesh.n={n}", "--out", str(tmp_path / f"n{n}"),
+                   ranks=ranks, timeout=90)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_msh_with_leading_whitespace_is_never_a_script(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.msh"
+    bad.write_text(f'\n  \nSystemCall "touch {marker}";\nPoint(1) = {{0, 0, 0}};\n')
+    for ranks in (1, 2):
+        proc = run("solve", "--set", "mesh.kind=file", "--set", f"mesh.path={bad}",
+                   "--out", str(tmp_path / "r"), ranks=ranks)
+        one_clean_line(proc, r"evil\.msh")
+        assert not marker.exists()
+
+
+def test_holder_k_beyond_the_space(run_dir):
+    proc = run("holder", str(run_dir), "--k", "9", timeout=60)
+    one_clean_line(proc, r"--k|k = 9|\bk\b")
