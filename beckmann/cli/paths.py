@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann.paths import compare_paths, solver_options
-    from beckmann.store.checkpoint import load_run
+    from beckmann.store.run import load_run
     from beckmann.store.jsonio import dumps_json, write_json
 
     sol = load_run(args.dir, comm)

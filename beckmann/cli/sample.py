@@ -65,7 +65,7 @@ def _check(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
-    from beckmann.store.checkpoint import load_run
+    from beckmann.store.run import load_run
     from beckmann.store.jsonio import dumps_json, write_json
     from beckmann.transport import sample_transport
 
