@@ -4,7 +4,7 @@ A user draws samples :math:`X_0 \sim p_0`, integrates :math:`dX/dt = v_t(X)` fro
 to :math:`1` with the velocity of a :class:`~beckmann.paths.PathFlux`, and should end with samples
 of :math:`p_1` (docs/math.md, paths). One job per module:
 
-* :mod:`~beckmann.transport.bernstein`: the Bernstein form of a Lagrange polynomial (exact cell
+* :mod:`~beckmann.density.bernstein` (re-exported): the Bernstein form of a Lagrange polynomial (exact cell
   masses and bounds, cheap evaluation);
 * :mod:`~beckmann.transport.sampling`: exact samples of a finite-element density, rank-count
   independent, and the distributed :class:`Samples`;
@@ -20,8 +20,8 @@ Cell geometry and point location (:class:`~beckmann.locate.MeshCells`) live in
 
 from __future__ import annotations
 
+from beckmann.density.bernstein import bernstein_matrix
 from beckmann.locate import MeshCells
-from beckmann.transport.bernstein import bernstein_matrix
 from beckmann.transport.driver import sample_transport
 from beckmann.transport.evaluate import FieldEvaluator
 from beckmann.transport.integrate import Transporter

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from beckmann.density.bernstein import bernstein_matrix, monomials, multinomials
 from beckmann.locate import INSIDE_TOL, MeshCells, cell_values
 from beckmann.paths import PathFlux
-from beckmann.transport.bernstein import bernstein_matrix, monomials, multinomials
 
 __all__ = ["FieldEvaluator"]
 

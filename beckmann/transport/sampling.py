@@ -2,7 +2,7 @@ r"""Exact samples of a finite-element density, and the distributed sample set.
 
 **Sampling** (:func:`sample_density`) is exact for the finite-element density. On each cell the
 density, a polynomial of degree :math:`k`, is written in the Bernstein basis
-(:mod:`beckmann.transport.bernstein`): its mass is the cell volume times the mean Bernstein
+(:mod:`beckmann.density.bernstein`): its mass is the cell volume times the mean Bernstein
 coefficient and its maximum is at most the largest coefficient. Cells are drawn by inverse CDF of
 the masses, points uniformly in the cell and accepted against that bound. Cells are ordered by
 their *original* (input) index and every random number is drawn identically on every rank, so
@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI, fem
+from beckmann.density.bernstein import bernstein_matrix
 from beckmann.locate import MeshCells, cell_values
-from beckmann.transport.bernstein import bernstein_matrix
 
 __all__ = ["Samples", "gather_samples", "sample_density"]
 
