@@ -4,8 +4,8 @@ A user draws samples :math:`X_0 \sim p_0`, integrates :math:`dX/dt = v_t(X)` fro
 to :math:`1` with the velocity of a :class:`~beckmann.paths.PathFlux`, and should end with samples
 of :math:`p_1` (docs/math.md, paths). One job per module:
 
-* :mod:`~beckmann.density.bernstein` (re-exported): the Bernstein form of a Lagrange polynomial (exact cell
-  masses and bounds, cheap evaluation);
+* :mod:`~beckmann.density.bernstein` (re-exported): the Bernstein form of a Lagrange
+  polynomial (exact cell masses and bounds, cheap evaluation);
 * :mod:`~beckmann.transport.sampling`: exact samples of a finite-element density, rank-count
   independent, and the distributed :class:`Samples`;
 * :mod:`~beckmann.transport.evaluate`: :class:`FieldEvaluator`, the batched velocity of a path;
