@@ -20,8 +20,8 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann.paths import compare_paths, solver_options
-    from beckmann.store.run import load_run
     from beckmann.store.jsonio import dumps_json, write_json
+    from beckmann.store.run import load_run
 
     sol = load_run(args.dir, comm)
     res = compare_paths(sol, n_times=args.grid, solver=solver_options(sol))

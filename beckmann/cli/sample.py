@@ -65,8 +65,8 @@ def _check(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
-    from beckmann.store.run import load_run
     from beckmann.store.jsonio import dumps_json, write_json
+    from beckmann.store.run import load_run
     from beckmann.transport import sample_transport
 
     out = _check(args)
