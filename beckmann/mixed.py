@@ -48,7 +48,13 @@ import numpy as np
 from beckmann._dolfinx import MPI, PETSc, basix, dmesh, dolfinx, fem, ufl
 from beckmann._mpi import agree, global_bbox
 from beckmann.fields import Solution, velocity_expression
-from beckmann.poisson import DIRECT_BELOW, SolverError, default_petsc_options
+from beckmann.poisson import (
+    DIRECT_BELOW,
+    SolverError,
+    default_petsc_options,
+    describe_error,
+    petsc_value,
+)
 
 __all__ = ["MixedPoisson", "MixedSolution", "flux_spaces", "mixed_petsc_options"]
 
@@ -178,7 +184,7 @@ class MixedPoisson:
             self.ksp.getPC().setFieldSplitIS(("flux", rows[0]), ("potential", rows[1]))
         db = PETSc.Options()
         for key, value in opts.items():
-            db[self.prefix + key] = _petsc_value(value)
+            db[self.prefix + key] = petsc_value(value)
         failure: str | None = None
         try:
             self.ksp.setFromOptions()
@@ -187,7 +193,7 @@ class MixedPoisson:
             self.ksp.getPC().setUp()
         except PETSc.Error as err:
             failure = (
-                f"PETSc could not set up the mixed {method} solver ({_describe(err)}); try "
+                f"PETSc could not set up the mixed {method} solver ({describe_error(err)}); try "
                 "solver.method = 'mumps'"
             )
         finally:
@@ -401,14 +407,3 @@ class MixedSolution(Solution):
         F = self._rt()
         local = fem.assemble_scalar(fem.form(0.5 * ufl.inner(F, F) * ufl.dx))
         return float(self.comm.allreduce(local, op=MPI.SUM))
-
-
-def _petsc_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else value
-
-
-def _describe(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1] if text else type(err).__name__

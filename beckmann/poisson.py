@@ -24,7 +24,14 @@ from typing import Any
 from beckmann._dolfinx import PETSc, dolfinx, fem, ufl
 from beckmann._mpi import agree
 
-__all__ = ["DIRECT_BELOW", "NeumannPoisson", "SolverError", "default_petsc_options"]
+__all__ = [
+    "DIRECT_BELOW",
+    "NeumannPoisson",
+    "SolverError",
+    "default_petsc_options",
+    "describe_error",
+    "petsc_value",
+]
 
 _counter = itertools.count()
 
@@ -139,14 +146,14 @@ class NeumannPoisson:
         self.ksp.setOperators(self.A)
         db = PETSc.Options()
         for key, value in opts.items():
-            db[self.prefix + key] = _petsc_value(value)
+            db[self.prefix + key] = petsc_value(value)
         failure: str | None = None
         try:
             self.ksp.setFromOptions()
             self.ksp.setUp()
         except PETSc.Error as err:
             failure = (
-                f"PETSc could not set up the {method} solver ({_describe(err)}); try "
+                f"PETSc could not set up the {method} solver ({describe_error(err)}); try "
                 "solver.method = 'mumps'" + (" or other solver.petsc_options" if petsc_options
                                               else "")
             )
@@ -229,7 +236,8 @@ class NeumannPoisson:
             obj.destroy()
 
 
-def _petsc_value(value: Any) -> Any:
+def petsc_value(value: Any) -> Any:
+    """A Python option value as PETSc's options database wants it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -246,7 +254,8 @@ def _reason_name(reason: int) -> str:
     return _REASONS.get(reason, "unknown")
 
 
-def _describe(err: Exception) -> str:
+def describe_error(err: Exception) -> str:
+    """The last line of a PETSc error, for a one-line message."""
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__
 
