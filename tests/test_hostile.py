@@ -128,3 +128,31 @@ def test_msh_with_leading_whitespace_is_never_a_script(tmp_path):
 def test_holder_k_beyond_the_space(run_dir):
     proc = run("holder", str(run_dir), "--k", "9", timeout=60)
     one_clean_line(proc, r"--k|k = 9|\bk\b")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_probe_hostile_points(tmp_path, run_dir, ranks):
+    s = tmp_path / "strings.npy"
+    np.save(s, np.array([["a", "b"]]))
+    one_clean_line(run("probe", str(run_dir), "--points", str(s), ranks=ranks),
+                   r"strings\.npy.*real numbers")
+    c = tmp_path / "complex.npy"
+    np.save(c, np.array([[0.5 + 1j, 0.5]]))
+    one_clean_line(run("probe", str(run_dir), "--points", str(c), ranks=ranks),
+                   r"complex\.npy.*real numbers")
+    o = tmp_path / "outside.npy"
+    np.save(o, np.array([[1.0000005, 0.5]]))
+    one_clean_line(run("probe", str(run_dir), "--points", str(o), ranks=ranks),
+                   r"outside.*1\.0000005")
+
+
+def test_bad_summary_json_names_the_file(tmp_path, run_dir):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "summary.json").write_text("{ not json")
+    pts = tmp_path / "p.npy"
+    np.save(pts, np.array([[0.5, 0.5]]))
+    for cmd in (["probe", str(copy), "--points", str(pts)], ["holder", str(copy)]):
+        one_clean_line(run(*cmd), r"summary\.json")

@@ -67,8 +67,14 @@ def write_json(path: str | Path, data: Any, comm: MPI.Comm) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file (serial helper)."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file (serial helper); a bad file is a ``ValueError`` naming it."""
+    from beckmann._resources import regular_file
+
+    p = regular_file(path, "JSON file", max_bytes=256 * 1024**2)
+    try:
+        return json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(p)!r} is not valid JSON ({err})") from err
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

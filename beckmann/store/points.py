@@ -20,8 +20,9 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
             two-dimensional array.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"points file {str(p)!r} does not exist")
+    from beckmann._resources import regular_file
+
+    regular_file(p, "points file")
     if p.suffix not in (".npy", ".csv", ".txt"):
         raise ValueError(f"points file {str(p)!r} must be .npy or .csv")
     try:
@@ -33,7 +34,13 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
             pts = np.loadtxt(p, delimiter=delim, ndmin=2, comments="#")
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read points from {str(p)!r}: {err}") from err
+    if not (np.issubdtype(pts.dtype, np.integer) or np.issubdtype(pts.dtype, np.floating)):
+        raise ValueError(
+            f"points in {str(p)!r} must be real numbers, got an array of {pts.dtype} values"
+        )
     pts = np.asarray(pts, dtype=np.float64)
+    if not np.all(np.isfinite(pts)):
+        raise ValueError(f"points in {str(p)!r} must be finite (NaN or inf found)")
     if pts.ndim == 1:
         pts = pts.reshape(1, -1)
     if pts.ndim != 2:
