@@ -132,6 +132,36 @@ def test_readme_commands_run(tmp_path):
     assert (tmp_path / "runs/a/figures/flux.png").is_file()
 
 
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.S | re.M)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("doc", ["README.md", "docs/holder.md"])
+def test_python_examples_run(doc, tmp_path):
+    """Every Python example of the README and of docs/holder.md runs as printed; a block that
+    defines ``test_*`` functions (the user pytest of docs/holder.md) has them called."""
+    found = python_blocks(ROOT / doc)
+    assert found, f"{doc} has no Python example"
+    for k, block in enumerate(found):
+        script = block + (
+            "\nfor _name, _f in list(globals().items()):\n"
+            "    if _name.startswith('test_') and callable(_f):\n"
+            "        _f()\n"
+        )
+        (tmp_path / f"example{k}.py").write_text(script)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "BECKMANN_NO_PROGRESS": "1"}
+        proc = subprocess.run(
+            [sys.executable, f"example{k}.py"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, f"{doc} block {k}:\n{block}\n{proc.stderr[-3000:]}"
+
+
 def regenerate() -> None:
     text = README.read_text()
     i, j = text.index(START), text.index(END) + len(END)
