@@ -178,6 +178,29 @@ def test_continuity_of_affine_family(mpi_tmp_path, comm):
     assert rep["joint"]["exponent"]["estimate"] > 0.8 and rep["joint"]["alpha"] == 1.0
 
 
+def test_continuity_streams_a_documented_pair_set(mpi_tmp_path, comm):
+    """With more θ than anchors the pass compares consecutive θ and θ against the anchors:
+    its sup per pair equals the brute-force sup over exactly those pairs, read back whole."""
+    cfg = sweep_cfg({"theta": {"linspace": [0.2, 0.8, 7]}}, n=8, degree=1, group_size=1,
+                    continuity=False)
+    sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
+    store = sweep.SweepStore(mpi_tmp_path / "s", comm)
+    rep = sweep.continuity_report(store, comm, anchors=3)
+    from beckmann.sweep.modulus import stream_pairs
+    pairs = stream_pairs(7, 3)
+    assert {tuple(p) for p in pairs.tolist()} == (
+        {(b - 1, b) for b in range(1, 7)} | {(a, b) for a in (0, 3, 6) for b in range(7) if a < b})
+    assert rep["pairs"] == len(pairs) and rep["anchors"] == 3
+    th = store.grid.values[:, 0]
+    P = [store.read(i) for i in range(7)]
+    F = [store.read(i, "flux") for i in range(7)]
+    lip = max(np.abs(P[a] - P[b]).max() / abs(th[a] - th[b]) for a, b in pairs)
+    lip_f = max(np.linalg.norm(F[a] - F[b], axis=1).max() / abs(th[a] - th[b]) for a, b in pairs)
+    assert rep["phi"]["lipschitz"] == pytest.approx(lip, rel=1e-12)
+    assert rep["flux"]["lipschitz"] == pytest.approx(lip_f, rel=1e-12)
+    assert stream_pairs(1, 3).shape == (0, 2)  # one θ: no pairs
+
+
 def test_continuity_holder_norms_of_affine_family(mpi_tmp_path, comm):
     """p1 = 1 + θ g, g = cos πx cos πy (∫g = 0, ∂g/∂n = 0): φ(θ) = θ g / (2π²) in closed form.
 

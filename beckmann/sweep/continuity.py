@@ -1,12 +1,20 @@
 r"""The continuity-in-θ report of a finished sweep (docs/math.md, "Continuity in θ").
 
-*Separate*: for pairs of grid points, ``‖φ(θ) − φ(θ')‖_∞`` (over the dofs) and
+*Separate*: for pairs of stored θ, ``‖φ(θ) − φ(θ')‖_∞`` (over the dofs) and
 ``‖F(θ) − F(θ')‖_∞`` (over the flux values, Euclidean norm per point); their modulus of
 continuity in ``|θ − θ'|`` (Euclidean, in parameter units), the fitted exponent
 (:func:`beckmann.holder.fit_exponent`) and the seminorm with that exponent clipped to
 ``[0, 1]``. *Joint*: :func:`beckmann.holder.estimate` on the points :math:`(x, \theta)` of a
 random subset of dofs at every θ, with values φ. *C^{k,α}* (opt-in):
 :mod:`beckmann.sweep.holder_norms`.
+
+**One streaming pass.** The stored θ are read once, in index order, each rank reading only its
+slice of the dofs (``N / ranks`` values). Each θ is compared with its predecessor and with at
+most ``anchors`` evenly spread θ kept in memory (:func:`beckmann.sweep.modulus.stream_pairs`),
+so the time is ``O(K · anchors · N / ranks)`` and the memory ``O(anchors · N / ranks)`` per
+rank; with ``K <= anchors`` every pair is compared (the exact sup over the grid's pairs). The
+sup over pairs is taken over this documented subset, so the modulus is a lower bound of the
+grid's for large grids; the consecutive pairs give the finest scales, the anchors the far ones.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import numpy.typing as npt
 from beckmann import holder
 from beckmann._dolfinx import MPI
 from beckmann.sweep.holder_norms import holder_report
-from beckmann.sweep.modulus import pairs_to_compare, theta_modulus
+from beckmann.sweep.modulus import anchor_positions, stream_pairs, theta_modulus
 from beckmann.sweep.store import SweepStore
 
 __all__ = ["continuity_report"]
@@ -29,23 +37,15 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _joint(
-    store: SweepStore,
     comm: MPI.Comm,
-    done: list[int],
     theta: FloatArray,
-    vals: FloatArray,
-    lo: int,
-    hi: int,
-    joint_points: int,
+    sample: list[FloatArray],
+    mine: IntArray,
+    coords: FloatArray,
 ) -> dict[str, Any]:
-    coords = comm.bcast(store.layout()[0] if comm.rank == 0 else None)
-    total = coords.shape[0]
-    per_theta = max(16, joint_points // len(done))
-    rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(total, size=min(per_theta, total), replace=False))
-    mine = pick[(pick >= lo) & (pick < hi)]
-    X = np.vstack([np.hstack([coords[mine], np.tile(t, (mine.size, 1))]) for t in theta])
-    Y = np.concatenate([vals[k][mine - lo] for k in range(len(done))])
+    """Joint Hölder estimate on the points (x, θ) of the sampled dofs; collective."""
+    X = np.vstack([np.hstack([coords, np.tile(t, (mine.size, 1))]) for t in theta])
+    Y = np.concatenate(sample)
     d = holder.estimate(X, Y, comm, method="fast").to_dict()
     return {
         "exponent": d["exponent"],
@@ -57,47 +57,81 @@ def _joint(
     }
 
 
+def _pair_sup(diff: FloatArray) -> FloatArray:
+    """Sup over the rows of each difference field ``(pairs, n[, d])`` (Euclidean per point)."""
+    if diff.ndim == 3:
+        diff = np.sqrt((diff**2).sum(axis=2))
+    if diff.shape[1] == 0:
+        return np.zeros(diff.shape[0])
+    return np.abs(diff).max(axis=1)
+
+
 def continuity_report(
     store: SweepStore,
     comm: MPI.Comm,
     *,
     joint_points: int = 20000,
     holder: dict[str, Any] | None = None,
+    anchors: int = 8,
 ) -> dict[str, Any]:
-    """Continuity in θ of φ and F from a store; collective, the same result on every rank.
+    """Continuity in θ of φ and F from a store, in one pass; collective, same on every rank.
 
     The dofs are split over the ranks and the pair maxima reduced, so pairs of values held on
-    different ranks are never needed. ``holder = {"k": k, "alpha": α, "pairs": n}`` adds
-    ``out["holder"]`` (:func:`beckmann.sweep.holder_norms.holder_report`).
+    different ranks are never needed. ``anchors`` bounds the θ held in memory (module
+    docstring). ``holder = {"k": k, "alpha": α, "pairs": n}`` adds ``out["holder"]``
+    (:func:`beckmann.sweep.holder_norms.holder_report`).
     """
     done = store.completed()
     theta = store.grid.values[done]
-    if len(done) < 2:
+    k = len(done)
+    if k < 2:
         return {"note": "fewer than two θ: no continuity estimate"}
-    pairs = pairs_to_compare(theta)
+    pairs = stream_pairs(k, anchors)
+    anchor_set = {int(a) for a in anchor_positions(k, anchors)}
     sizes = store.sizes()
-    out: dict[str, Any] = {"pairs": int(pairs.shape[0]), "thetas": len(done)}
-    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
     has_flux = comm.bcast(store.has(done[0], "flux") if comm.rank == 0 else None)
-    for name, total in (("potential", sizes[0]), ("flux", sizes[1])):
-        if name == "flux" and not has_flux:
-            continue
-        lo = total * comm.rank // comm.size
-        hi = total * (comm.rank + 1) // comm.size
-        vals = np.stack([store.read(i, name, slice(lo, hi)) for i in done])
-        d = np.zeros(pairs.shape[0])
-        for c in range(0, pairs.shape[0], 256):
-            p = pairs[c : c + 256]
-            diff = vals[p[:, 0]] - vals[p[:, 1]]
-            if diff.ndim == 3:
-                diff = np.sqrt((diff**2).sum(axis=2))
-            d[c : c + 256] = np.abs(diff).max(axis=1, initial=0.0) if diff.shape[1] else 0.0
-        dmax = np.empty_like(d)
-        comm.Allreduce(d, dmax, op=MPI.MAX)
-        key = "phi" if name == "potential" else "flux"
-        out[key] = theta_modulus(dist, dmax)
-        if name == "potential":
-            out["joint"] = _joint(store, comm, done, theta, vals, lo, hi, joint_points)
+    names = ["potential"] + (["flux"] if has_flux else [])
+    rng_lo = {n: t * comm.rank // comm.size for n, t in zip(names, sizes, strict=False)}
+    rng_hi = {n: t * (comm.rank + 1) // comm.size for n, t in zip(names, sizes, strict=False)}
+    # the joint estimate's dofs: a fixed random subset, each rank keeps the ones it reads
+    coords = comm.bcast(store.layout()[0] if comm.rank == 0 else None)
+    per_theta = max(16, joint_points // k)
+    pick = np.sort(np.random.default_rng(0).choice(sizes[0], min(per_theta, sizes[0]), False))
+    lo, hi = rng_lo["potential"], rng_hi["potential"]
+    mine = pick[(pick >= lo) & (pick < hi)]
+    sample: list[FloatArray] = []
+    # pair number of (a, b): partners of b are its predecessor and the anchors before it
+    where = {(int(a), int(b)): j for j, (a, b) in enumerate(pairs.tolist())}
+    d = {n: np.zeros(pairs.shape[0]) for n in names}
+    kept: dict[str, dict[int, FloatArray]] = {n: {} for n in names}
+    prev: dict[str, FloatArray] = {}
+    for b, i in enumerate(done):
+        for n in names:
+            cur = store.read(i, n, slice(rng_lo[n], rng_hi[n]))
+            partners = sorted({a for a in kept[n] if a < b} | ({b - 1} if b else set()))
+            if partners:
+                old = np.stack([kept[n].get(a, prev.get(n)) for a in partners])
+                sups = _pair_sup(old - cur[None])
+                for a, v in zip(partners, sups, strict=True):
+                    d[n][where[(a, b)]] = v
+            prev[n] = cur
+            if b in anchor_set:
+                kept[n][b] = cur
+            if n == "potential":
+                sample.append(cur[mine - lo])
+    out: dict[str, Any] = {
+        "pairs": int(pairs.shape[0]),
+        "thetas": k,
+        "anchors": len(anchor_set),
+        "pair_set": "consecutive stored θ and every θ against the anchors (all pairs when "
+        "thetas <= anchors)",
+    }
+    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
+    for n in names:
+        dmax = np.empty_like(d[n])
+        comm.Allreduce(d[n], dmax, op=MPI.MAX)
+        out["phi" if n == "potential" else "flux"] = theta_modulus(dist, dmax)
+    out["joint"] = _joint(comm, theta, sample, mine, coords[mine])
     out["norm"] = "sup over dofs (phi) / flux values (F); |θ−θ'| Euclidean in parameter units"
     if holder is not None:
         out["holder"] = holder_report(store, comm, done, theta, **holder)

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from beckmann import holder
 
-__all__ = ["pairs_to_compare", "theta_modulus"]
+__all__ = ["anchor_positions", "pairs_to_compare", "stream_pairs", "theta_modulus"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -29,6 +29,27 @@ def pairs_to_compare(theta: FloatArray, max_all: int = 400, k: int = 12) -> IntA
     _, nb = cKDTree(theta).query(theta, k=min(k + 1, n))
     p = {(min(a, b), max(a, b)) for a in range(n) for b in nb[a] if a != b}
     return np.array(sorted(p), dtype=np.int64)
+
+
+def anchor_positions(k: int, n_anchors: int) -> IntArray:
+    """Positions (in stream order) of the at most ``n_anchors`` θ kept in memory, evenly spread."""
+    if k <= n_anchors:
+        return np.arange(k, dtype=np.int64)
+    return np.unique(np.round(np.linspace(0, k - 1, max(n_anchors, 1))).astype(np.int64))
+
+
+def stream_pairs(k: int, n_anchors: int) -> IntArray:
+    """The pairs a streaming pass over ``k`` θ compares, ``(a, b)`` with ``a < b``, sorted.
+
+    Each θ ``b`` meets its predecessor ``b − 1`` (consecutive pairs: the finest scales of a
+    1-D grid, the last axis of a product grid) and every anchor ``a < b``
+    (:func:`anchor_positions`: the far pairs, up to the whole box). With ``k <= n_anchors`` every
+    θ is an anchor and these are all pairs.
+    """
+    anchors = anchor_positions(k, n_anchors)
+    p = {(b - 1, b) for b in range(1, k)}
+    p |= {(int(a), b) for b in range(k) for a in anchors if a < b}
+    return np.array(sorted(p), dtype=np.int64).reshape(-1, 2)
 
 
 def theta_modulus(dist: FloatArray, diff: FloatArray) -> dict[str, Any]:
