@@ -90,6 +90,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "n": Option("int", 32, "cells per side for unit_square / unit_cube"),
         "h": Option("float", 0.05, "element size for the gmsh meshes (disk, lshape)"),
         "path": Option("str", "", "mesh file (.msh or .xdmf) when kind = file"),
+        "cells": Option(
+            "list",
+            [],
+            "physical groups (tags or names) of a .msh file that form the domain; default: "
+            "the cells in some group (gmsh's convention), or all cells when there are no groups",
+        ),
     },
     "source": _density_options("source"),
     "target": _density_options("target"),
@@ -99,7 +105,17 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "int", -1, "quadrature degree of the density right-hand sides; -1 = 2*degree + 2"
         ),
         "method": Option(
-            "str", "gamg", "gamg: CG + algebraic multigrid; mumps: direct", ("gamg", "mumps")
+            "str",
+            "gamg",
+            "gamg: CG + algebraic multigrid (mixed: MINRES + block-diagonal AMG); mumps: direct",
+            ("gamg", "mumps"),
+        ),
+        "formulation": Option(
+            "str",
+            "primal",
+            "primal: φ in Lagrange P_k, F = ∇φ; mixed: F in Raviart-Thomas RT_k, φ in DG_{k-1}, "
+            "div F = Π(p0 − p1) in every cell, F·n = 0 exactly (docs/mixed.md); both methods",
+            ("primal", "mixed"),
         ),
         "rtol": Option("float", 1e-10, "relative residual tolerance of the Krylov solve"),
         "petsc_options": Option("table", {}, "extra PETSc options, passed through as given"),

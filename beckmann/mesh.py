@@ -19,10 +19,13 @@ Built-in domains:
 
 Files (``kind = "file"``):
 
-* Gmsh ``.msh`` (any version gmsh reads). All triangles (2D) or all tetrahedra (3D) in the file
-  form the domain; physical groups are ignored, so files without them work. Second-order
-  elements are reduced to first order (their vertices are kept). A 2D mesh must lie in the plane
-  ``z = 0``; it gets geometric dimension 2.
+* Gmsh ``.msh`` (any version gmsh reads). The domain is made of triangles (2D) or tetrahedra
+  (3D). ``mesh.cells = [tags]`` takes the cells of those physical groups (tags or names); by
+  default, as gmsh does when it saves a mesh, a file with physical groups of the cells'
+  dimension contributes only the cells in some group, and a file without them all its cells.
+  :func:`describe` lists the groups used (``physical_groups``). Second-order elements are
+  reduced to first order (their vertices are kept). A 2D mesh must lie in the plane ``z = 0``;
+  it gets geometric dimension 2.
 * DOLFINx ``.xdmf``: the grid named ``mesh`` if there is one, else the first grid of the domain.
   Triangles stored with ``XYZ`` coordinates (all ``z = 0``) get geometric dimension 2.
 
@@ -30,6 +33,10 @@ Gmsh runs on rank 0 only, and the mesh is then distributed. All errors are colle
 runs on rank 0, the outcome is broadcast, and every rank raises the same ``ValueError`` (bad
 argument or unsupported file content) or ``RuntimeError`` (unreadable file, gmsh failure) before
 any collective DOLFINx call starts, so ``mpirun -n 4`` never hangs on a bad input.
+
+Before anything is allocated, the memory of the mesh (and, given the degree, of the solve) is
+estimated (:func:`beckmann._resources.solve_bytes`); a request larger than the machine is a
+``ValueError`` naming the option to lower.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +54,7 @@ import numpy as np
 
 from beckmann._dolfinx import MPI, basix, dmesh, dolfinx, ufl
 from beckmann._mpi import global_bbox, on_root
+from beckmann._resources import regular_file, require_memory, solve_bytes
 from beckmann.config import OPTIONS
 
 __all__ = ["KINDS", "create_mesh", "describe"]
@@ -55,6 +64,10 @@ KINDS: tuple[str, ...] = ("unit_square", "unit_cube", "disk", "lshape", "file")
 
 _GHOST_MODE = dmesh.GhostMode.shared_facet
 _XDMF_CELLS = {"triangle": 2, "tetrahedron": 3}
+#: Physical groups a mesh was built from ({"tag", "name"} dicts), for :func:`describe`.
+_GROUPS: weakref.WeakKeyDictionary[Any, list[dict[str, Any]] | None] = weakref.WeakKeyDictionary()
+#: Areas of the gmsh domains, for the cell-count estimate.
+_AREA = {"disk": math.pi, "lshape": 3.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,13 +112,56 @@ def _check_section(section: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"unsupported mesh file extension {suffix!r} in '{path}'; use .msh or .xdmf"
             )
-        if not Path(path).is_file():
-            raise ValueError(f"mesh file '{path}' does not exist")
+        regular_file(path, "mesh file")
         cfg["path"] = str(path)
+    cfg["cells"] = _check_cells(cfg.get("cells", []), kind, str(cfg["path"]))
     return cfg
 
 
-def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
+def _check_cells(cells: Any, kind: str, path: str) -> list[int | str]:
+    """``mesh.cells``: a list of physical tags (integers) or group names, for a .msh file."""
+    if not isinstance(cells, list) or not all(
+        (isinstance(c, numbers.Integral) and not isinstance(c, bool)) or isinstance(c, str)
+        for c in cells
+    ):
+        raise ValueError(f"mesh.cells must be a list of physical tags or names, got {cells!r}")
+    if cells and not (kind == "file" and path.lower().endswith(".msh")):
+        raise ValueError(
+            f"mesh.cells = {cells!r} selects physical groups of a gmsh .msh file; it does not "
+            f"apply to mesh.kind = {kind!r}" + (f" with '{path}'" if kind == "file" else "")
+        )
+    return [c if isinstance(c, str) else int(c) for c in cells]
+
+
+def _check_memory(cfg: dict[str, Any], degree: int, ranks: int, hosts: int) -> None:
+    """Refuse a mesh (and a degree-``degree`` solve on it) larger than the machine's memory."""
+    kind, k = cfg["kind"], max(int(degree), 1)
+    if kind == "file":
+        return  # bounded by the file's size (regular_file)
+    if kind in ("unit_square", "unit_cube"):
+        n = float(cfg["n"])
+        d = 2 if kind == "unit_square" else 3
+        cells, dofs = (2.0 if d == 2 else 6.0) * n**d, (k * n + 1.0) ** d
+        what, hint = f"a {kind} mesh with mesh.n = {cfg['n']}", "lower mesh.n"
+        root = cells * 40.0  # the whole mesh is built on rank 0, then distributed
+    else:
+        d, h = 2, cfg["h"]
+        cells = 2.0 * _AREA[kind] / (math.sqrt(3.0) / 2.0 * h * h)
+        dofs = cells / 2.0 * k * k
+        what, hint = f"a {kind} mesh with mesh.h = {h:g}", "raise mesh.h"
+        root = cells * 1000.0  # gmsh, on rank 0
+    if degree > 1:
+        what += f" and solver.degree = {degree} ({dofs:.3g} unknowns)"
+        hint += " or solver.degree"
+    else:
+        what += f" ({cells:.3g} cells)"
+    require_memory(solve_bytes(dofs, cells, d, k), what, hint, ranks=ranks, hosts=hosts,
+                   root=root)
+
+
+def create_mesh(
+    section: dict[str, Any], comm: MPI.Comm, *, degree: int = 1
+) -> dolfinx.mesh.Mesh:
     """Create the mesh described by a ``[mesh]`` config section.
 
     Collective on ``comm``.
@@ -114,8 +170,10 @@ def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
         section: Keys ``kind`` (one of :data:`KINDS`), ``n`` (cells per side, for
             ``unit_square``/``unit_cube``), ``h`` (gmsh element size, for ``disk``/``lshape``)
             and ``path`` (a ``.msh`` or ``.xdmf`` file, for ``file``). Missing keys take the
-            defaults of :data:`beckmann.config.OPTIONS`; keys for other kinds are ignored.
+            defaults of :data:`beckmann.config.OPTIONS`; keys for other kinds are ignored
+            (``cells``, the physical groups of a ``.msh`` file, is an error for other kinds).
         comm: The communicator the mesh is distributed over.
+        degree: Lagrange degree of the solve that follows, for the memory estimate.
 
     Returns:
         A linear simplex mesh with ghost cells across shared facets; geometric dimension 2 for
@@ -124,11 +182,21 @@ def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     Raises:
         ValueError: On every rank, for a bad option (unknown kind or key, ``n < 1``,
             ``h <= 0``), a missing file, an unsupported extension, or a file without
-            triangles/tetrahedra, with non-simplex cells, or with a 2D mesh off ``z = 0``.
+            triangles/tetrahedra, with non-simplex cells, or with a 2D mesh off ``z = 0``;
+            an unknown physical group in ``cells``; a mesh larger than the memory.
         RuntimeError: On every rank, when gmsh or the XDMF reader cannot read the file, or
             gmsh fails to mesh.
     """
-    cfg = on_root(comm, lambda: _check_section(section))
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    hosts = comm.allreduce(int(local.rank == 0), op=MPI.SUM)
+    local.Free()
+
+    def check() -> dict[str, Any]:
+        cfg = _check_section(section)
+        _check_memory(cfg, degree, comm.size, hosts)
+        return cfg
+
+    cfg = on_root(comm, check)
     kind = cfg["kind"]
     if kind == "unit_square":
         return dmesh.create_unit_square(
@@ -149,7 +217,10 @@ def create_mesh(section: dict[str, Any], comm: MPI.Comm) -> dolfinx.mesh.Mesh:
     if kind == "lshape":
         return _gmsh_mesh(comm, lambda: _build_lshape(cfg["h"]))
     if cfg["path"].lower().endswith(".msh"):
-        return _gmsh_mesh(comm, lambda: _load_msh(cfg["path"]))
+        groups: list[Any] = []
+        msh = _gmsh_mesh(comm, lambda: _load_msh(cfg["path"], cfg["cells"], groups))
+        _GROUPS[msh] = comm.bcast(groups[0] if groups else None, root=0)
+        return msh
     return _read_xdmf(cfg["path"], comm)
 
 
@@ -255,8 +326,12 @@ def _build_lshape(h: float) -> int:
     return _mesh_surface(surface, h)
 
 
-def _load_msh(path: str) -> int:
-    """Read a ``.msh`` file into the current gmsh model and prepare it for ``model_to_mesh``."""
+def _load_msh(path: str, cells: list[int | str], used: list[Any]) -> int:
+    """Read a ``.msh`` file into the current gmsh model and prepare it for ``model_to_mesh``.
+
+    ``cells`` selects physical groups (see the module docstring); the groups used are appended
+    to ``used`` (``None`` when the file has none and every cell is taken).
+    """
     import gmsh
 
     # gmsh guesses the format from the content: a ".msh" that does not start with $MeshFormat
@@ -292,8 +367,8 @@ def _load_msh(path: str) -> int:
 
     # model_to_mesh needs every top-dimensional element in exactly one physical group, and node
     # tags 1..N without gaps; a file may have neither.
+    entities = _select_groups(path, tdim, cells, used)
     gmsh.model.removePhysicalGroups()
-    entities = [tag for _, tag in gmsh.model.getEntities(tdim)]
     gmsh.model.addPhysicalGroup(tdim, entities, tag=1, name="domain")
     mesh_api.renumberNodes()
 
@@ -308,6 +383,44 @@ def _load_msh(path: str) -> int:
                 "lie in the plane z = 0"
             )
     return tdim
+
+
+def _select_groups(path: str, tdim: int, cells: list[int | str], used: list[Any]) -> list[int]:
+    """The gmsh entities of dimension ``tdim`` that form the domain (see ``_load_msh``)."""
+    import gmsh
+
+    model = gmsh.model
+    groups = {tag: model.getPhysicalName(tdim, tag) for _, tag in model.getPhysicalGroups(tdim)}
+    if not groups:
+        if cells:
+            raise ValueError(
+                f"mesh.cells = {cells!r}, but mesh file '{path}' has no {tdim}D physical groups"
+            )
+        used.append(None)
+        return [tag for _, tag in model.getEntities(tdim)]
+    by_name = {name: tag for tag, name in groups.items() if name}
+    chosen: list[int] = []
+    for c in cells or sorted(groups):
+        tag = by_name.get(c) if isinstance(c, str) else c
+        if tag not in groups:
+            present = ", ".join(
+                f"{t} ({groups[t]!r})" if groups[t] else str(t) for t in sorted(groups)
+            )
+            raise ValueError(
+                f"mesh.cells: no {tdim}D physical group {c!r} in mesh file '{path}'; "
+                f"its {tdim}D groups are {present}"
+            )
+        if tag not in chosen:
+            chosen.append(tag)
+    used.append([{"tag": int(t), "name": groups[t]} for t in chosen])
+    entities = {e for t in chosen for e in model.getEntitiesForPhysicalGroup(tdim, t)}
+    ents = sorted(int(e) for e in entities)
+    # Cells outside the chosen groups must not reach model_to_mesh, nor their nodes the mesh.
+    for _, tag in model.getEntities(tdim):
+        if tag not in entities:
+            model.mesh.removeElements(tdim, tag)
+    model.mesh.reclassifyNodes()
+    return ents
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +524,9 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
     Returns:
         ``cells`` and ``vertices`` (global counts), ``gdim``, ``hmax`` and ``hmin`` (largest
         and smallest cell diameter, i.e. longest edge, over all cells) and ``bbox``
-        (``[[lower corner], [upper corner]]`` over all ranks); plain Python numbers.
+        (``[[lower corner], [upper corner]]`` over all ranks); plain Python numbers. For a
+        ``.msh`` file also ``physical_groups``: the groups whose cells form the domain, as
+        ``[{"tag": ..., "name": ...}]``, or ``None`` when the file has none.
     """
     comm = msh.comm
     tdim = msh.topology.dim
@@ -421,7 +536,7 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
     hmax = comm.allreduce(float(h.max(initial=-np.inf)), op=MPI.MAX)
     hmin = comm.allreduce(float(h.min(initial=np.inf)), op=MPI.MIN)
     lo, hi = global_bbox(msh.geometry.x[:, :gdim], comm)
-    return {
+    info: dict[str, Any] = {
         "cells": int(msh.topology.index_map(tdim).size_global),
         "vertices": int(msh.topology.index_map(0).size_global),
         "gdim": int(gdim),
@@ -429,3 +544,6 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
         "hmin": hmin,
         "bbox": [lo.tolist(), hi.tolist()],
     }
+    if msh in _GROUPS:
+        info["physical_groups"] = _GROUPS[msh]
+    return info

@@ -413,3 +413,124 @@ def test_xdmf_with_missing_dataset(tmp):
             del h5["Mesh/mesh/topology"]
     COMM.barrier()
     raises_everywhere({"kind": "file", "path": str(path)}, RuntimeError, "corrupt XDMF file")
+
+
+# ---------------------------------------------------------------------------------------------
+# physical groups (gmsh's t4-like plate with a hole, every surface written)
+
+
+def _write_plate(path: Path) -> dict[int, float]:
+    """A 2 x 1 plate with two round holes, each hole meshed as its own surface.
+
+    Physical groups: 7 "plate" (the plate around the holes), 9 "insert" (the first hole); the
+    second hole's surface has no group but is written too (``Mesh.SaveAll``), as when t4.geo's
+    mesh is saved with all its surfaces. Returns each surface's area summed over its triangles
+    (read back from gmsh: a second method, independent of DOLFINx).
+    """
+    import gmsh
+
+    gmsh.initialize(readConfigFiles=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        occ = gmsh.model.occ
+        plate = occ.addRectangle(0, 0, 0, 2.0, 1.0)
+        holes = [occ.addDisk(0.5, 0.5, 0, 0.25, 0.25), occ.addDisk(1.4, 0.5, 0, 0.3, 0.3)]
+        occ.fragment([(2, plate)], [(2, h) for h in holes])
+        occ.synchronize()
+        centre = {t: occ.getCenterOfMass(2, t)[0] for _, t in gmsh.model.getEntities(2)}
+        mass = {t: occ.getMass(2, t) for t in centre}
+        outer = max(mass, key=mass.get)
+        insert = min((t for t in centre if t != outer), key=lambda t: centre[t])
+        gmsh.model.addPhysicalGroup(2, [outer], tag=7, name="plate")
+        gmsh.model.addPhysicalGroup(2, [insert], tag=9, name="insert")
+        gmsh.model.addPhysicalGroup(1, [1], tag=3, name="edge")
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.1)
+        gmsh.model.mesh.generate(2)
+        gmsh.option.setNumber("Mesh.SaveAll", 1)
+        gmsh.write(str(path))
+        areas = {}
+        for t in centre:
+            _, _, nodes = gmsh.model.mesh.getElements(2, t)
+            tri = np.asarray(nodes[0]).reshape(-1, 3)
+            x = np.array([gmsh.model.mesh.getNode(int(n))[0][:2] for n in tri.ravel()])
+            x = x.reshape(-1, 3, 2)
+            e1, e2 = x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]
+            areas[t] = float(np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() / 2)
+        return {7: areas[outer], 9: areas[insert], 0: sum(areas.values())}
+    finally:
+        gmsh.finalize()
+
+
+@pytest.fixture(scope="module")
+def plate(tmp):
+    path = tmp / "plate.msh"
+    areas = _write_plate(path) if COMM.rank == 0 else None
+    areas = COMM.bcast(areas, root=0)
+    COMM.barrier()
+    return str(path), areas
+
+
+def test_physical_groups_default_keeps_the_holes(plate):
+    path, areas = plate
+    assert areas[0] == pytest.approx(2.0, rel=1e-12)  # every surface written
+    msh = create_mesh({"kind": "file", "path": path}, COMM)
+    check_linear_simplex(msh, 2)
+    # only grouped cells: the ungrouped second hole stays a hole
+    assert measure(msh) == pytest.approx(areas[7] + areas[9], rel=1e-12)
+    assert measure(msh) < 2.0 - 0.25
+    groups = describe(msh)["physical_groups"]
+    assert groups == [{"tag": 7, "name": "plate"}, {"tag": 9, "name": "insert"}]
+
+
+@pytest.mark.parametrize(("cells", "key"), [([7], 7), (["insert"], 9), ([9, 9], 9)])
+def test_physical_groups_explicit_subset(plate, cells, key):
+    path, areas = plate
+    msh = create_mesh({"kind": "file", "path": path, "cells": cells}, COMM)
+    assert measure(msh) == pytest.approx(areas[key], rel=1e-12)
+    assert [g["tag"] for g in describe(msh)["physical_groups"]] == [key]
+    if key == 9:  # the nodes of the dropped cells are gone too: the box is the insert's
+        box = np.array(describe(msh)["bbox"])
+        assert np.allclose(box, [[0.25, 0.25], [0.75, 0.75]], atol=1e-9), box
+
+
+def test_physical_groups_unknown_tag_lists_the_groups(plate):
+    path, _ = plate
+    raises_everywhere({"kind": "file", "path": path, "cells": [5]}, ValueError,
+                      r"no 2D physical group 5 in mesh file .*plate\.msh.*7 \('plate'\), "
+                      r"9 \('insert'\)")
+    raises_everywhere({"kind": "file", "path": path, "cells": ["edge"]}, ValueError,
+                      r"no 2D physical group 'edge'")
+
+
+def test_physical_groups_without_groups_takes_every_cell(tmp):
+    elements = "$Elements\n1 2 1 2\n2 1 2 2\n1 1 2 3\n2 1 3 9\n$EndElements\n"
+    path = write_text(tmp / "plain2.msh",
+                      _HEADER + _NODES_UNIT_SQUARE.format(z=0, dim=2) + elements)
+    assert describe(create_mesh({"kind": "file", "path": path}, COMM))["physical_groups"] is None
+    raises_everywhere({"kind": "file", "path": path, "cells": [1]}, ValueError,
+                      "has no 2D physical groups")
+    raises_everywhere({"kind": "unit_square", "cells": [1]}, ValueError,
+                      "does not apply to mesh.kind = 'unit_square'")
+    raises_everywhere({"kind": "file", "path": path, "cells": [1.5]}, ValueError,
+                      "mesh.cells must be a list")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory estimates
+
+
+@pytest.mark.parametrize(
+    ("section", "degree", "fragment"),
+    [
+        ({"kind": "unit_square", "n": 100000}, 2,
+         r"unit_square mesh with mesh\.n = 100000 and solver\.degree = 2 .*GiB of memory, more "
+         r"than the .* GiB available; lower mesh\.n"),
+        ({"kind": "unit_cube", "n": 5000}, 1, r"unit_cube .*mesh\.n = 5000.*lower mesh\.n"),
+        ({"kind": "disk", "h": 1e-6}, 1, r"disk mesh with mesh\.h = 1e-06.*raise mesh\.h"),
+    ],
+)
+def test_memory_estimate_refuses_huge_meshes(section, degree, fragment):
+    with pytest.raises(ValueError, match=fragment) as info:
+        create_mesh(section, COMM, degree=degree)
+    assert len(set(COMM.allgather(str(info.value)))) == 1
+
