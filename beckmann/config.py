@@ -156,6 +156,23 @@ OPTIONS: dict[str, dict[str, Option]] = {
         ),
         "holder_alpha": Option("float", 0.5, "Hölder exponent α in (0, 1] of the C^{k,α} norms"),
         "holder_pairs": Option("int", 12, "at most this many θ pairs for the C^{k,α} norms"),
+        "method": Option(
+            "str",
+            "full",
+            "full: one solve per θ; reduced: certified reduced basis (EIM of the target, one "
+            "solve per basis function, docs/reduced.md)",
+            ("full", "reduced"),
+        ),
+        "reduced_tol": Option(
+            "float", 1e-3, "reduced: target certified bound on ‖∇e‖ relative to ‖∇φ‖"
+        ),
+        "reduced_max": Option("int", 64, "reduced: largest basis size"),
+        "reduced_train": Option(
+            "int",
+            400,
+            "reduced: training θ of the greedy; the grid itself when it has at most this many, "
+            "else this many Latin-hypercube θ in the box",
+        ),
     },
 }
 

@@ -59,6 +59,9 @@ def _options(section: dict[str, Any]) -> dict[str, Any]:
         ("holder_k", options["holder_k"] >= 0, "must be >= 0"),
         ("holder_alpha", 0.0 < options["holder_alpha"] <= 1.0, "must lie in (0, 1]"),
         ("holder_pairs", options["holder_pairs"] >= 1, "must be >= 1"),
+        ("reduced_tol", options["reduced_tol"] > 0.0, "must be > 0"),
+        ("reduced_max", options["reduced_max"] >= 1, "must be >= 1"),
+        ("reduced_train", options["reduced_train"] >= 1, "must be >= 1"),
     )
     for key, ok, what in checks:
         if not ok:
