@@ -9,12 +9,13 @@ A ``[sweep.parameters]`` table gives one entry per parameter::
 
 The grid is the product of the parameters' grids, first parameter slowest. Parameters given as
 ``lhs`` form one joint Latin-hypercube design (they must have the same count) that enters the
-product as one axis. Nothing here is collective.
+product as one axis. The grid's size is computed from the counts before any value is made:
+more than :data:`MAX_POINTS` θ, or more than the memory holds, is an error naming the
+parameters. Nothing here is collective.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Grid", "make_grid"]
+from beckmann._resources import require_memory
+
+__all__ = ["MAX_POINTS", "Grid", "make_grid"]
+
+#: Most θ a sweep grid may have (each θ is one solve and one stored field).
+MAX_POINTS = 1_000_000
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -114,6 +120,39 @@ def _seed(name: str, spec: dict[str, Any]) -> int:
     return int(s)
 
 
+def _count_of(name: str, spec: Any) -> tuple[str, int]:
+    """``(kind, count)`` of one parameter's entry, without making its values."""
+    if isinstance(spec, list):
+        return "axis", len(spec)
+    if isinstance(spec, dict):
+        kinds = [k for k in ("linspace", "random", "lhs") if k in spec]
+        if len(kinds) == 1:
+            raw = spec[kinds[0]]
+            if isinstance(raw, list) and len(raw) == 3:
+                n = _count(raw[2], f"sweep parameter {name!r}: {kinds[0]} count")
+                return ("lhs" if kinds[0] == "lhs" else "axis"), n
+    return "axis", 1  # other forms are checked (and refused) by _one_axis
+
+
+def _check_size(parameters: dict[str, Any]) -> None:
+    """Refuse a grid with too many θ before any of its values are made."""
+    counts = {name: _count_of(name, spec) for name, spec in parameters.items()}
+    axes = [n for kind, n in counts.values() if kind == "axis"]
+    lhs = [n for kind, n in counts.values() if kind == "lhs"]
+    total = math.prod(axes) * (max(lhs) if lhs else 1)
+    if total > MAX_POINTS:
+        sizes = " x ".join(f"{name} {n}" for name, (_, n) in counts.items())
+        raise ValueError(
+            f"the sweep grid has {total:.3g} θ ({sizes}), more than the {MAX_POINTS} a sweep "
+            "can hold; lower the counts in [sweep.parameters]"
+        )
+    require_memory(
+        32.0 * total * len(parameters),
+        f"the sweep grid of {total} θ",
+        "lower the counts in [sweep.parameters]",
+    )
+
+
 def _one_axis(name: str, spec: Any) -> tuple[str, FloatArray]:
     """Return ``(kind, values)`` of one parameter, kind ``"axis"`` or ``"lhs"``."""
     if isinstance(spec, list):
@@ -167,6 +206,7 @@ def make_grid(parameters: Any) -> Grid:
     for name in names:
         if not _NAME.match(name) or name in _RESERVED:
             raise ValueError(f"sweep parameter name {name!r} is not a valid free name")
+    _check_size(parameters)
     axes: list[tuple[list[str], FloatArray]] = []  # (names, (n, len(names)) values)
     lhs_names: list[str] = []
     lhs_cols: list[FloatArray] = []
@@ -189,11 +229,9 @@ def make_grid(parameters: Any) -> Grid:
     if lhs_pos >= 0:
         axes[lhs_pos] = (lhs_names, np.column_stack(lhs_cols))
     order = [n for ax_names, _ in axes for n in ax_names]
-    rows = [
-        np.concatenate([axes[a][1][i] for a, i in enumerate(idx)])
-        for idx in itertools.product(*(range(ax[1].shape[0]) for ax in axes))
-    ]
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(order))
+    # The product, first axis slowest: row r takes row idx[a][r] of axis a.
+    idx = np.indices([ax[1].shape[0] for ax in axes]).reshape(len(axes), -1)
+    table = np.concatenate([ax[1][idx[a]] for a, ax in enumerate(axes)], axis=1)
     values = table[:, [order.index(n) for n in names]]
     product = all(len(ax_names) == 1 for ax_names, _ in axes)
     grid_axes = (
