@@ -132,7 +132,7 @@ def write_checkpoint(
         "format": _FORMAT,
         "version": CHECKPOINT_VERSION,
         "element": {
-            "family": "Lagrange",
+            "family": "DG" if el.discontinuous else "Lagrange",
             "degree": int(el.embedded_superdegree),
             "shape": [int(n) for n in V.value_shape],
         },
@@ -201,8 +201,13 @@ def _read_rows(
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
-def read_checkpoint(folder: str | Path, comm: MPI.Comm) -> Checkpoint:
+def read_checkpoint(
+    folder: str | Path, comm: MPI.Comm, msh: dmesh.Mesh | None = None
+) -> Checkpoint:
     """Reload a checkpoint on ``comm`` (any number of ranks); collective.
+
+    ``msh``: the mesh already read from this checkpoint's mesh file (another checkpoint of the
+    same run, e.g. a mixed run's DG fields), so that all functions share one mesh object.
 
     Raises:
         RuntimeError: On every rank, when the checkpoint is missing, of another format version,
@@ -210,12 +215,14 @@ def read_checkpoint(folder: str | Path, comm: MPI.Comm) -> Checkpoint:
     """
     folder = Path(folder)
     index = on_root(comm, lambda: _read_index(folder))
-    with dolfinx.io.XDMFFile(comm, str(folder / index["mesh"]), "r") as f:
-        msh = f.read_mesh(name="mesh")
+    if msh is None:
+        with dolfinx.io.XDMFFile(comm, str(folder / index["mesh"]), "r") as f:
+            msh = f.read_mesh(name="mesh")
     el = index["element"]
     shape = tuple(el["shape"])
-    V = fem.functionspace(msh, ("Lagrange", el["degree"], shape) if shape else
-                          ("Lagrange", el["degree"]))
+    family = el.get("family", "Lagrange")  # "DG": discontinuous Lagrange (mixed runs)
+    V = fem.functionspace(msh, (family, el["degree"], shape) if shape else
+                          (family, el["degree"]))
     tdim = msh.topology.dim
     cmap = msh.topology.index_map(tdim)
     ncells = cmap.size_local + cmap.num_ghosts
