@@ -203,17 +203,17 @@ def _pv_densities(grid: Any, data: RunFields, out: Path) -> Path:
     return _save(p, out / "densities.png")
 
 
-def _pv_potential(grid: Any, data: RunFields, out: Path) -> Path:
+def _single_panel(grid: Any, data: RunFields, scalars: str, title: str, cmap: Any, bar: str):
+    """One plotter with ``scalars`` shaded on the run's surface; returns (plotter, surface)."""
     surf = _surface(grid, data)
     p = _new_plotter((1, 1), (720, 560))
-    p.add_text("potential phi", font_size=12, color="black")
-    p.add_mesh(
-        surf,
-        scalars="potential",
-        cmap=CMAP_POTENTIAL,
-        lighting=False,
-        scalar_bar_args=_sbar("phi"),
-    )
+    p.add_text(title, font_size=12, color="black")
+    p.add_mesh(surf, scalars=scalars, cmap=cmap, lighting=False, scalar_bar_args=_sbar(bar))
+    return p, surf
+
+
+def _pv_potential(grid: Any, data: RunFields, out: Path) -> Path:
+    p, surf = _single_panel(grid, data, "potential", "potential phi", CMAP_POTENTIAL, "phi")
     phi = data.fields["potential"]
     if np.ptp(phi) > 0:
         levels = np.linspace(phi.min(), phi.max(), 17)[1:-1]
@@ -229,16 +229,7 @@ def _pv_potential(grid: Any, data: RunFields, out: Path) -> Path:
 def _pv_flux(grid: Any, data: RunFields, out: Path) -> Path:
     import pyvista as pv
 
-    surf = _surface(grid, data)
-    p = _new_plotter((1, 1), (720, 560))
-    p.add_text("flux F = grad phi", font_size=12, color="black")
-    p.add_mesh(
-        surf,
-        scalars="|flux|",
-        cmap=CMAP_SPEED,
-        lighting=False,
-        scalar_bar_args=_sbar("flux magnitude"),
-    )
+    p, _ = _single_panel(grid, data, "|flux|", "flux F = grad phi", CMAP_SPEED, "flux magnitude")
     size = float(np.max(np.ptp(data.points, axis=0)))
     if np.linalg.norm(data.fields["flux"], axis=1).max() > 0:
         if data.gdim == 2:
