@@ -22,7 +22,6 @@ __all__ = [
     "fit_bytes",
     "regular_file",
     "require_memory",
-    "sample_bytes",
     "solve_bytes",
 ]
 
@@ -139,17 +138,6 @@ def solve_bytes(dofs: float, cells: float, gdim: int, degree: int) -> float:
     """
     nnz = _NNZ_ROW.get((int(gdim), int(degree)), 100)
     return float(dofs) * (160.0 + 36.0 * nnz) + float(cells) * 600.0
-
-
-def sample_bytes(n: float, dim: int, steps: int, save_every: int | None) -> float:
-    """Bytes of transporting ``n`` samples in ``dim`` dimensions (RK stages, cells, reports).
-
-    About 16 arrays of ``n x dim`` floats and some per-sample integers, plus a trajectory of
-    ``steps // save_every + 1`` copies when one is saved.
-    """
-    per = float(dim) * 8.0
-    copies = 16.0 + (steps // save_every + 1 if save_every else 0)
-    return float(n) * (per * copies + 64.0)
 
 
 def fit_bytes(

@@ -57,6 +57,15 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     settings = FitSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(FitSettings)}
     )
+    from beckmann._resources import fit_bytes, require_memory
+
+    if settings.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {settings.seed}")
+    require_memory(
+        fit_bytes(settings.width, settings.depth, settings.points, settings.batch_size),
+        f"fit --width {settings.width} --depth {settings.depth} --points {settings.points}",
+        "lower --width, --depth or --points",
+    )
     report = fit_field(args.source, args.out, settings, comm, json_out=args.json_out)
     if comm.rank == 0:
         from beckmann.store import dumps_json
