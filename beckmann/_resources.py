@@ -166,16 +166,17 @@ def check_hdf5(path: str | Path, what: str) -> Path:
     import h5py
 
     p = Path(path)
+    shown = os.path.normpath(p)
     if not p.is_file():
-        raise RuntimeError(f"{what} {str(p)!r} does not exist")
+        raise RuntimeError(f"{what} {shown!r} does not exist")
+    if not h5py.is_hdf5(p):
+        raise RuntimeError(f"{what} {shown!r} is not an HDF5 file")
     try:
-        if not h5py.is_hdf5(p):
-            raise RuntimeError(f"{what} {str(p)!r} is not an HDF5 file")
         with h5py.File(p, "r") as h5:
-            h5.visit(lambda name: None)
-    except OSError as err:
+            h5.visititems(lambda name, obj: obj.shape if hasattr(obj, "shape") else None)
+    except Exception as err:  # h5py raises OSError, RuntimeError, KeyError, ... for damage
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise RuntimeError(f"{what} {str(p)!r} is damaged or truncated ({reason})") from err
+        raise RuntimeError(f"{what} {shown!r} is damaged or truncated ({reason})") from err
     return p
 
 

@@ -169,6 +169,10 @@ def _read_index(folder: Path) -> dict[str, Any]:
         raise RuntimeError(
             f"cannot read the checkpoint in {str(folder)!r}: missing {', '.join(missing)}"
         )
+    from beckmann._resources import check_hdf5  # a damaged file is named, not HDF5-DIAG'd
+
+    for name in [f"rank{r}.h5" for r in ranks] + [str(Path(index["mesh"]).with_suffix(".h5"))]:
+        check_hdf5(folder / name, "checkpoint file")
     return index
 
 
