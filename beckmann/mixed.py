@@ -62,6 +62,7 @@ __all__ = [
     "MixedSolution",
     "flux_spaces",
     "mixed_petsc_options",
+    "rt_to_dg",
 ]
 
 _counter = itertools.count()
@@ -382,6 +383,20 @@ class MixedPoisson:
             obj.destroy()
 
 
+def rt_to_dg(F: fem.Function, name: str = "flux") -> fem.Function:
+    """The Raviart-Thomas function ``F`` (RT_k) as a vector DG_k function; exact. Collective.
+
+    ``RT_k ⊂ [P_k]^d`` on each cell, so the interpolation only copies; ghosts are up to date.
+    """
+    msh = F.function_space.mesh
+    k = int(F.function_space.ufl_element().embedded_superdegree)
+    Wk = fem.functionspace(msh, ("DG", k, (msh.geometry.dim,)))
+    out = fem.Function(Wk, name=name)
+    out.interpolate(fem.Expression(F, Wk.element.interpolation_points))
+    out.x.scatter_forward()
+    return out
+
+
 def project_dg(f: Any, W: fem.FunctionSpace, dx: Any = ufl.dx) -> fem.Function:
     """The L²-projection of ``f`` onto the DG space ``W``; collective.
 
@@ -437,11 +452,7 @@ class MixedSolution(Solution):
     def flux(self) -> fem.Function:
         """``F`` in DG_k (vector), exact copy of the RT flux. Cached; collective on first call."""
         if self._flux is None:
-            Wk = fem.functionspace(self.msh, ("DG", self.order, (self.gdim,)))
-            F = fem.Function(Wk, name="flux")
-            F.interpolate(fem.Expression(self._rt(), Wk.element.interpolation_points))
-            F.x.scatter_forward()
-            self._flux = F
+            self._flux = rt_to_dg(self._rt())
         return self._flux
 
     def velocity(self, t: float) -> fem.Function:

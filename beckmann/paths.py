@@ -308,7 +308,8 @@ def path_energy(
     k = sol.degree
     P0, el_p = cell_values(sol.p0, k, mc)
     P1, _ = cell_values(sol.p1, k, mc)
-    fl = [cell_values(F, k - 1, mc) for F in pf.fluxes]
+    kf = int(pf.fluxes[0].function_space.ufl_element().embedded_superdegree)  # k − 1, mixed: k
+    fl = [cell_values(F, kf, mc) for F in pf.fluxes]
     el_f = fl[0][1]
     d = mc.d
     n = mc.n_owned
@@ -385,6 +386,7 @@ def solve_path(
     Returns:
         The :class:`PathFlux`.
     """
+    from beckmann.mixed import MixedPoisson, MixedSolution, rt_to_dg
     from beckmann.poisson import NeumannPoisson
 
     if isinstance(path, str):
@@ -393,11 +395,16 @@ def solve_path(
         raise ValueError(f"the path time grid needs at least 2 times, got {n_times!r}")
     path.bind(sol.p0, sol.p1)
     if isinstance(path, LinearPath):
-        return PathFlux(path, sol, np.zeros(1), [gradient(sol.phi)], {"solves": 0})
+        return PathFlux(path, sol, np.zeros(1), [sol.flux()], {"solves": 0})
     times = np.linspace(0.0, 1.0, 1 if path.constant_rate else n_times)
     own = poisson is None
+    mixed = isinstance(sol, MixedSolution)  # a mixed run's fluxes: RT_k solves (div F = −∂_t p)
     if own:
-        poisson = NeumannPoisson(sol.V, **(solver or {}))
+        poisson = (
+            MixedPoisson(sol.msh, sol.degree, **(solver or {}))
+            if mixed
+            else NeumannPoisson(sol.V, **(solver or {}))
+        )
     f = fem.Function(sol.V, name="rate")
     phi = fem.Function(sol.V, name="potential_t")
     fluxes, iters = [], []
@@ -407,9 +414,12 @@ def solve_path(
             # make ∫ f = 0 exactly: the continuity equation conserves mass
             mean = _integral(f, sol.comm) / poisson.volume
             f.x.array[:] -= mean
-            poisson.solve(f, phi)
+            if mixed:
+                fluxes.append(rt_to_dg(poisson.solve(-f)[0], name=f"flux_{t:.4f}"))
+            else:
+                poisson.solve(f, phi)
+                fluxes.append(gradient(phi, name=f"flux_{t:.4f}"))
             iters.append(poisson.iterations)
-            fluxes.append(gradient(phi, name=f"flux_{t:.4f}"))
     finally:
         if own:
             poisson.destroy()
