@@ -13,12 +13,14 @@ import os
 import resource
 import stat
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "GIB",
     "MAX_INPUT_BYTES",
     "available_memory",
     "check_hdf5",
+    "read_npy",
     "fit_bytes",
     "regular_file",
     "require_memory",
@@ -203,3 +205,40 @@ def regular_file(path: str | Path, what: str, *, max_bytes: int = MAX_INPUT_BYTE
             f"{max_bytes / GIB:.3g} GiB beckmann reads"
         )
     return p
+
+
+def read_npy(path: str | Path, what: str) -> Any:
+    """Load a ``.npy`` array of numbers after checking its header; never unpickles.
+
+    The header is read first: a file that is not ``.npy`` (e.g. text), an array of Python
+    objects or strings, or one declaring more elements than the memory holds is refused with a
+    ``ValueError`` naming ``what`` and the file, before its data are read. Serial.
+    """
+    import numpy as np
+
+    p = regular_file(path, what)
+    shown = str(p)
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise ValueError(
+            f"{what} {shown!r} is not a NumPy .npy file ({' '.join(str(err).split())})"
+        ) from err
+    if dtype.hasobject or dtype.kind not in "biuf":
+        kind = "Python objects (pickled)" if dtype.hasobject else f"{dtype} values"
+        raise ValueError(
+            f"{what} {shown!r} holds {kind}; beckmann reads arrays of real numbers only"
+        )
+    nbytes = float(math.prod(shape)) * dtype.itemsize
+    require_memory(nbytes, f"{what} {shown!r} (shape {tuple(shape)})", "use a smaller file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(
+            f"{what} {shown!r} is damaged or truncated ({' '.join(str(err).split())})"
+        ) from err

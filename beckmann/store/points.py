@@ -25,15 +25,21 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
     regular_file(p, "points file")
     if p.suffix not in (".npy", ".csv", ".txt"):
         raise ValueError(f"points file {str(p)!r} must be .npy or .csv")
-    try:
-        if p.suffix == ".npy":
-            pts = np.load(p, allow_pickle=False)
-        else:
+    if p.suffix == ".npy":
+        from beckmann._resources import read_npy  # header checked first: no pickle, no OOM
+
+        pts = read_npy(p, "points file")
+    else:
+        try:
             text = p.read_text()
             delim = "," if "," in text else None
             pts = np.loadtxt(p, delimiter=delim, ndmin=2, comments="#")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read points from {str(p)!r}: {err}") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"points file {str(p)!r} is not UTF-8 text (invalid byte at offset {err.start})"
+            ) from err
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read points from {str(p)!r}: {err}") from err
     if not (np.issubdtype(pts.dtype, np.integer) or np.issubdtype(pts.dtype, np.floating)):
         raise ValueError(
             f"points in {str(p)!r} must be real numbers, got an array of {pts.dtype} values"
