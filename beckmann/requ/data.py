@@ -229,10 +229,12 @@ def member_data(sol: Solution, x: FloatArray) -> dict[str, FloatArray]:
     d, k = sol.gdim, sol.degree
     vals = sol.evaluate(x, 0.0, what=("potential", "flux", "source", "target"))
     out = {"phi": vals["potential"], "F": vals["flux"], "p0": vals["source"], "p1": vals["target"]}
-    if k >= 2:
-        W = fem.functionspace(sol.msh, ("DG", k - 2, (d, d)))
+    F_rt = getattr(sol, "flux_rt", None)  # a mixed run: the Jacobian of its RT_k flux
+    if k >= 2 or F_rt is not None:
+        W = fem.functionspace(sol.msh, ("DG", k - 2 if F_rt is None else k - 1, (d, d)))
         H = fem.Function(W)
-        H.interpolate(fem.Expression(ufl.grad(ufl.grad(sol.phi)), W.element.interpolation_points))
+        DF = ufl.grad(ufl.grad(sol.phi)) if F_rt is None else ufl.grad(F_rt)
+        H.interpolate(fem.Expression(DF, W.element.interpolation_points))
         out["H"] = eval_function(sol, H, x)
     else:
         out["H"] = np.zeros((len(x), d, d))

@@ -80,6 +80,11 @@ def parse_sweep(cfg: dict[str, Any]) -> SweepSpec:
     """
     from beckmann import density
 
+    if cfg.get("solver", {}).get("formulation", "primal") != "primal":
+        raise ValueError(
+            "beckmann sweep solves the primal formulation only; solver.formulation = 'mixed' "
+            "applies to `beckmann solve`"
+        )
     section = cfg.get("sweep")
     if not isinstance(section, dict):
         raise ValueError("the config has no [sweep] section; add [sweep.parameters]")
