@@ -123,7 +123,7 @@ def main() -> None:
         "naive_rate": naive_rate,
         "speedup": fast_rate / naive_rate,
         "max_abs_diff_first_steps": diff,
-        "projected": int(comm.allreduce(tr.stats["projected"], op=MPI.SUM)),
+        "projected_samples": tr.projected_samples(),
         "final_local_samples": int(final.ids.size) if final is not None else 0,
     }
     if comm.rank == 0:

@@ -12,6 +12,8 @@ integrate.Transporter` if it offers the same two methods, ``fast_values`` and ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -19,7 +21,7 @@ from beckmann.density.bernstein import bernstein_matrix, monomials, multinomials
 from beckmann.locate import INSIDE_TOL, MeshCells, cell_values
 from beckmann.paths import PathFlux
 
-__all__ = ["FieldEvaluator"]
+__all__ = ["FieldEvaluator", "PathDensity"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,14 +42,16 @@ class FieldEvaluator:
         self.P0, self.el_p = cell_values(sol.p0, k, self.cells)
         self.P1, _ = cell_values(sol.p1, k, self.cells)
         self.F = []
+        # the fluxes' own degree: k - 1 for ∇φ of P_k, k for a mixed run's RT_k flux (in DG_k)
+        self.kf = int(pf.fluxes[0].function_space.ufl_element().embedded_superdegree)
         for F in pf.fluxes:
-            arr, self.el_f = cell_values(F, k - 1, self.cells)
+            arr, self.el_f = cell_values(F, self.kf, self.cells)
             self.F.append(arr)
         d = self.cells.d
         self.k = k
         # scaled Bernstein coefficients: value = Σ_α c_α ∏ λ^α (see monomials)
         Mp = bernstein_matrix(self.el_p) * multinomials(k, d)[:, None]
-        Mf = bernstein_matrix(self.el_f) * multinomials(k - 1, d)[:, None]
+        Mf = bernstein_matrix(self.el_f) * multinomials(self.kf, d)[:, None]
         self.Cp = np.ascontiguousarray(np.stack([self.P0 @ Mp.T, self.P1 @ Mp.T], axis=2))
         self.Cf = [np.ascontiguousarray(np.einsum("ij,cjd->cid", Mf, F)) for F in self.F]
         # one record per cell (geometry, densities, the flux of a one-solve path): a single
@@ -89,7 +93,7 @@ class FieldEvaluator:
             q0 += phi[j] * R[o + 2 * j]
             q1 += phi[j] * R[o + 2 * j + 1]
         o += 2 * nP
-        psi = monomials(lam.T, self.k - 1).T
+        psi = monomials(lam.T, self.kf).T
         F = np.zeros((n, d))
         if len(self.Cf) == 1:
             nF = psi.shape[0]
@@ -100,7 +104,7 @@ class FieldEvaluator:
                 F[:, c] = acc
         else:
             lamr = np.ascontiguousarray(lam.T)
-            psir = monomials(lamr, self.k - 1)
+            psir = monomials(lamr, self.kf)
             for j, w in self.pf.weights(t):
                 if w != 0.0:
                     F += w * np.einsum("nj,njd->nd", psir, self.Cf[j][cells])
@@ -124,10 +128,43 @@ class FieldEvaluator:
         phi = monomials(lam, self.k)
         q = np.einsum("nj,njs->ns", phi, self.Cp[cells])
         q0, q1 = q[:, 0], q[:, 1]
-        psi = monomials(lam, self.k - 1)
+        psi = monomials(lam, self.kf)
         F = np.zeros((n, d))
         for j, w in self.pf.weights(t):
             if w != 0.0:
                 F += w * np.einsum("nj,njd->nd", psi, self.Cf[j][cells])
         p = self.path.density(t, q0, q1)
         return F / p[:, None], p
+
+
+class PathDensity:
+    """The path's density ``p_t`` at located samples (for ``log p_t`` along trajectories).
+
+    ``p0, p1`` are held per cell in scaled Bernstein form (as in :class:`FieldEvaluator`);
+    ``p_t = path.density(t, p0, p1)``. It needs no flux, so it also serves a network velocity,
+    whose samples follow the same path. Building it is collective; evaluating is local.
+
+    Args:
+        p0: Source density (finite-element function).
+        p1: Target density.
+        path: A bound :class:`~beckmann.paths.ProbabilityPath` (its ``density`` is used).
+        cells: The mesh's :class:`~beckmann.locate.MeshCells`.
+    """
+
+    def __init__(self, p0: Any, p1: Any, path: Any, cells: MeshCells) -> None:
+        self.cells = cells
+        self.path = path
+        k = int(p0.function_space.ufl_element().embedded_superdegree)
+        P0, el = cell_values(p0, k, cells)
+        P1, _ = cell_values(p1, k, cells)
+        M = bernstein_matrix(el) * multinomials(k, cells.d)[:, None]
+        self.k = k
+        self.Cp = np.ascontiguousarray(np.stack([P0 @ M.T, P1 @ M.T], axis=2))
+
+    def __call__(self, t: float, x: FloatArray, cells: npt.NDArray[np.int32]) -> FloatArray:
+        """``p_t`` at points ``x`` in local cells ``cells`` (all >= 0); local."""
+        if x.shape[0] == 0:
+            return np.zeros(0)
+        lam = self.cells.barycentric(x, cells)
+        q = np.einsum("nj,njs->ns", monomials(lam, self.k), self.Cp[cells])
+        return np.asarray(self.path.density(t, q[:, 0], q[:, 1]), dtype=np.float64)

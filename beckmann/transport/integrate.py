@@ -11,7 +11,8 @@ bounding-box tree (:class:`~beckmann.locate.MeshCells`).
 rule of :func:`beckmann.locate.pick_cells`); after each step samples whose cell belongs to
 another rank migrate there. Points that leave the domain (round-off, discretisation error of
 :math:`F\cdot n = 0`) are projected to the closest point of the nearest cell, a deterministic
-rule, and counted per sample and step (``projected``).
+rule, and counted twice: ``projection_events`` (per sample and step) and, in
+:meth:`Transporter.projected_samples`, the number of distinct samples ever projected.
 
 The velocity is any object with ``cells``, ``fast_values`` and ``values`` (the finite-element
 :class:`~beckmann.transport.evaluate.FieldEvaluator`, or a network's velocity).
@@ -68,8 +69,9 @@ class Transporter:
         self.ev = evaluator
         self.mc = evaluator.cells
         self.comm = self.mc.comm
+        self._projected_ids: list[IntArray] = []
         self.stats = {
-            "projected": 0,
+            "projection_events": 0,
             "stage_outside": 0,
             "remote_evaluations": 0,
             "migrated": 0,
@@ -154,6 +156,17 @@ class Transporter:
         sl = slice(start, start + pts.shape[0])
         return vals[sl], xnew[sl], owner[sl], outside[sl]
 
+    def projected_samples(self) -> int:
+        """Number of distinct samples projected back into the domain so far; collective."""
+        mine = np.unique(np.concatenate([np.zeros(0, np.int64), *self._projected_ids]))
+        return int(np.unique(np.concatenate(self.comm.allgather(mine))).size)
+
+    def reset_counts(self) -> None:
+        """Zero the statistics and the projected samples (e.g. after locating given points)."""
+        self._projected_ids = []
+        for key in self.stats:
+            self.stats[key] = 0
+
     # -- relocation and migration --------------------------------------------------------
     def relocate(self, s: Samples) -> Samples:
         """Locate samples after a step, project escaped ones, migrate to owners; collective.
@@ -178,7 +191,8 @@ class Transporter:
             _, xn, owner, outside = self._remote(None, s.x[lost])
             s.x[lost] = xn
             dest[lost] = owner
-            self.stats["projected"] += int(outside.sum())
+            self.stats["projection_events"] += int(outside.sum())
+            self._projected_ids.append(s.ids[lost[outside]])
         s.cells = cells
         if comm.size == 1:
             if lost.size:
@@ -239,11 +253,16 @@ class Transporter:
         rtol: float = 1e-5,
         h0: float = 0.05,
         max_steps: int = 100000,
+        stops: list[float] | None = None,
+        callback: Any = None,
     ) -> Samples:
         """Dormand–Prince 5(4) with one global step size; collective.
 
         The error estimate is the largest ``|x5 − x4|`` over all samples on all ranks divided by
-        ``rtol`` times the domain diameter, so every rank takes the same steps.
+        ``rtol`` times the domain diameter, so every rank takes the same steps. Steps are
+        shortened to land on every time of ``stops`` (strictly between ``t0`` and ``t1``) and
+        on ``t1``; ``callback(j, t, samples)`` (collective) is called at each of them, ``j``
+        counting from 1.
         """
         if not rtol > 0:
             raise ValueError(f"rtol must be positive, got {rtol!r}")
@@ -251,33 +270,48 @@ class Transporter:
         diam = float(np.linalg.norm(ghi - glo))
         tol = rtol * max(diam, 1e-300)
         sign = 1.0 if t1 >= t0 else -1.0
+        inner = sorted(
+            (
+                float(u)
+                for u in (stops or [])
+                if sign * (u - t0) > 1e-14 and sign * (t1 - u) > 1e-14
+            ),
+            key=lambda u: sign * u,
+        )
+        targets = [*inner, float(t1)]
         t = t0
         h = sign * min(abs(h0), abs(t1 - t0))
         s = self.relocate(s)
         steps = 0
-        while sign * (t1 - t) > 1e-14:
-            h = sign * min(abs(h), abs(t1 - t))
-            x, c = s.x, s.cells
-            k = []
-            for j in range(7):
-                xs = x + h * sum((a * kk for a, kk in zip(_DP_A[j], k, strict=False)), 0.0 * x)
-                kv, cj = self.velocity(t + _DP_C[j] * h, xs, c)
-                if j == 0:
-                    c = cj
-                k.append(kv)
-            x5 = x + h * sum(b * kk for b, kk in zip(_DP_B5, k, strict=True))
-            x4 = x + h * sum(b * kk for b, kk in zip(_DP_B4, k, strict=True))
-            local = float(np.abs(x5 - x4).max()) if x.size else 0.0
-            err = self.comm.allreduce(local, op=MPI.MAX) / tol
-            steps += 1
-            if steps > max_steps:
-                raise RuntimeError(f"RK45 did not reach t = {t1} in {max_steps} steps")
-            if err <= 1.0:
-                t += h
-                s.x, s.cells = x5, c
-                s = self.relocate(s)
-            else:
-                self.stats["rejected_steps"] += 1
-            h *= min(5.0, max(0.2, 0.9 * (max(err, 1e-10)) ** -0.2))
+        for j, stop in enumerate(targets):
+            while sign * (stop - t) > 1e-14:
+                hs = sign * min(abs(h), abs(stop - t))
+                x, c = s.x, s.cells
+                k = []
+                for q in range(7):
+                    xs = x + hs * sum((a * kk for a, kk in zip(_DP_A[q], k, strict=False)), 0.0 * x)
+                    kv, cq = self.velocity(t + _DP_C[q] * hs, xs, c)
+                    if q == 0:
+                        c = cq
+                    k.append(kv)
+                x5 = x + hs * sum(b * kk for b, kk in zip(_DP_B5, k, strict=True))
+                x4 = x + hs * sum(b * kk for b, kk in zip(_DP_B4, k, strict=True))
+                local = float(np.abs(x5 - x4).max()) if x.size else 0.0
+                err = self.comm.allreduce(local, op=MPI.MAX) / tol
+                steps += 1
+                if steps > max_steps:
+                    raise RuntimeError(f"RK45 did not reach t = {t1} in {max_steps} steps")
+                if err <= 1.0:
+                    t = stop if abs(hs) >= abs(stop - t) * (1 - 1e-12) else t + hs
+                    s.x, s.cells = x5, c
+                    s = self.relocate(s)
+                else:
+                    self.stats["rejected_steps"] += 1
+                # a step shortened to hit a stop does not shrink the next one
+                grow = min(5.0, max(0.2, 0.9 * (max(err, 1e-10)) ** -0.2))
+                shortened = abs(hs) < abs(h) and err <= 1.0
+                h = sign * max(abs(h), abs(hs) * grow) if shortened else hs * grow
+            if callback is not None:
+                callback(j + 1, t, s)
         self.stats["steps"] = steps
         return s
