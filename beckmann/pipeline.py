@@ -22,6 +22,7 @@ import numpy as np
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._mpi import global_bbox
 from beckmann._version import __version__
+from beckmann.density.discrete import DensityPoints, QuadratureRHS
 from beckmann.fields import Solution
 from beckmann.mesh import create_mesh, describe
 from beckmann.poisson import NeumannPoisson
@@ -96,8 +97,6 @@ def build_density(
     Raises:
         ValueError: See :func:`discretise_density`.
     """
-    from beckmann.density.discrete import DensityPoints
-
     d = discretise_density(section, role, DensityPoints(V, quadrature_degree), params)
     return d.p, d.mass
 
@@ -183,11 +182,22 @@ def solve(
         if not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
             raise ValueError(f"output.times must be numbers in [0, 1], got {t!r}")
     with timer("mesh"):
-        msh = create_mesh(cfg["mesh"], comm)
+        msh = create_mesh(cfg["mesh"], comm, degree=degree)
         V = fem.functionspace(msh, ("Lagrange", degree))
+    if cfg["solver"].get("formulation") == "mixed":  # RT_k x DG_{k-1}: beckmann.mixed_run
+        from beckmann.mixed_run import solve_mixed
+
+        return solve_mixed(cfg, V, discretise_density, timer)
     with timer("densities"):
-        p0, m0 = build_density(cfg["source"], "source", V)
-        p1, m1 = build_density(cfg["target"], "target", V)
+        points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
+        d0 = discretise_density(cfg["source"], "source", points)
+        d1 = discretise_density(cfg["target"], "target", points)
+        # b = ∫ (p1 − p0) w dx with the densities' values at the quadrature points; the
+        # quadrature values are dropped before the operator and its AMG hierarchy are built
+        b = QuadratureRHS(points).assemble(d0, d1)
+        p0, m0, p1, m1 = d0.p, d0.mass, d1.p, d1.mass
+        qdeg = points.degree
+        del d0, d1, points
     with timer("assemble"):
         poisson = NeumannPoisson(
             V,
@@ -196,10 +206,9 @@ def solve(
             petsc_options=cfg["solver"]["petsc_options"],
         )
     with timer("solve"):
-        f = fem.Function(V)
-        f.x.array[:] = p1.x.array - p0.x.array
-        phi = poisson.solve(f)
-        residual = poisson.residual(phi)
+        phi = poisson.solve_vector(b)
+        residual = poisson.residual(phi, b)
+        b.destroy()
     sol = Solution(msh, phi, p0, p1)
     with timer("postprocess"):
         cost = sol.cost()
@@ -210,6 +219,7 @@ def solve(
             "ndofs": poisson.ndofs,
             "ranks": comm.size,
             "degree": degree,
+            "quadrature_degree": qdeg,
             "method": poisson.method,
             "iterations": poisson.iterations,
             "beckmann_cost": cost,
@@ -219,6 +229,7 @@ def solve(
             "hmax": info["hmax"],
             "hmin": info["hmin"],
             "cells": info["cells"],
+            "physical_groups": info.get("physical_groups"),
             "volume": poisson.volume,
             "petsc_options": {k: _plain(v) for k, v in poisson.options.items()},
         }
@@ -273,6 +284,11 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
                 bp.write(sol.velocity(t), t)
     if cfg["output"]["checkpoint"]:
         meta = {"degree": sol.degree, "config": cfg, "info": sol.info}
+        if sol.info.get("formulation") == "mixed":  # one checkpoint per space
+            from beckmann.mixed_run import write_mixed_checkpoint
+
+            write_mixed_checkpoint(out / "checkpoint", sol, meta, mesh_file=out / "solution.xdmf")
+            return
         write_checkpoint(
             out / "checkpoint",
             {"potential": sol.phi, "source": sol.p0, "target": sol.p1},

@@ -24,7 +24,7 @@ collective over the mesh's communicator.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy.typing as npt
 from beckmann._dolfinx import MPI, PETSc, basix, dolfinx, fem, ufl
 from beckmann._mpi import agree, format_point
 from beckmann.density.bernstein import bernstein_collocation, bernstein_matrix
-from beckmann.density.checks import check_values, global_minimum
+from beckmann.density.checks import check_values, global_minimum, values_ok
 from beckmann.density.evaluator import Evaluator
 
 __all__ = [
@@ -127,7 +127,6 @@ class DensityPoints:
         element = basix.ufl.quadrature_element(msh.basix_cell(), value_shape=(), degree=self.degree)
         self.Q = fem.functionspace(msh, element)
         self.nodes: FloatArray = np.ascontiguousarray(V.tabulate_dof_coordinates().T)
-        self.qpoints: FloatArray = np.ascontiguousarray(self.Q.tabulate_dof_coordinates().T)
         self.dx = ufl.dx(domain=msh, metadata={"quadrature_degree": self.degree})
         tdim = msh.topology.dim
         self._simplex = msh.topology.cell_type in (
@@ -136,10 +135,20 @@ class DensityPoints:
             dolfinx.mesh.CellType.tetrahedron,
         )
         self._ncells = msh.topology.index_map(tdim).size_local
+        # Affine simplices (the usual case): the quadrature points are computed from the
+        # vertices in chunks of cells, never all at once (12.6M points at 1M P1 dofs);
+        # other cells ask DOLFINx for them.
+        self._affine = self._simplex and msh.geometry.cmaps[0].degree == 1
+        ref, _ = element.custom_quadrature()
+        self._lambda_q = np.concatenate([1.0 - ref.sum(axis=1, keepdims=True), ref], axis=1)
+        self._qdofs = self.Q.dofmap.list
+        self._blocked = bool(
+            np.array_equal(self._qdofs.ravel(), np.arange(self._qdofs.size, dtype=np.int32))
+        )
+        self._p_integral: fem.Form | None = None
         if self._simplex:
-            # DG_k holds the same polynomial per cell in the reference element's dof order
-            self._dg = fem.functionspace(msh, ("DG", k))
-            element_k = self._dg.ufl_element().basix_element
+            # the cell's values in the reference element's dof order: the Lagrange dofmap
+            element_k = V.ufl_element().basix_element
             self._bernstein = bernstein_matrix(element_k)
             # the same polynomial at degree ELEVATION * k: lattice values and coefficients
             lattice = basix.create_lattice(
@@ -152,11 +161,55 @@ class DensityPoints:
             self._lattice_lambda = np.concatenate(
                 [1.0 - lattice.sum(axis=1, keepdims=True), lattice], axis=1
             )
-            gdim = msh.geometry.dim
-            nodes = msh.geometry.dofmaps[0][: self._ncells]
-            # the first tdim + 1 geometry nodes of a cell are its vertices
-            self._vertices = msh.geometry.x[nodes[:, : tdim + 1]][:, :, :gdim]
-            self._centres = msh.geometry.x[nodes].mean(axis=1)[:, :gdim]
+
+    @property
+    def qpoints(self) -> FloatArray:
+        """Physical quadrature points, one per dof of :attr:`Q`, ``(3, M)`` (computed on call)."""
+        if not self._affine:
+            return np.ascontiguousarray(self.Q.tabulate_dof_coordinates().T)
+        out = np.empty((3, self._qdofs.size))
+        for cells, x in self._chunks():
+            out[:, self._qdofs[cells].ravel()] = x
+        return out
+
+    def _cell_vertices(self, cells: slice | npt.NDArray[np.intp]) -> FloatArray:
+        """Vertex coordinates ``(cells, tdim + 1, 3)`` (a cell's first geometry nodes)."""
+        msh = self.V.mesh
+        tdim = msh.topology.dim
+        return msh.geometry.x[msh.geometry.dofmaps[0][cells, : tdim + 1]]
+
+    def _chunks(self, size: int = 1 << 16) -> Iterator[tuple[slice, FloatArray]]:
+        """``(cells, x)``: consecutive local cells and their quadrature points ``(3, m * nq)``."""
+        msh = self.V.mesh
+        vertices = msh.geometry.dofmaps[0][:, : msh.topology.dim + 1]
+        ncells = self._qdofs.shape[0]
+        for start in range(0, ncells, size):
+            cells = slice(start, min(start + size, ncells))
+            v = msh.geometry.x[vertices[cells]]  # (m, tdim + 1, 3)
+            # x[d, c, q] = sum_l v[c, l, d] lambda[q, l]: one matrix product per chunk
+            x = v.transpose(2, 0, 1).reshape(-1, v.shape[1]) @ self._lambda_q.T
+            yield cells, x.reshape(3, -1)
+
+    def quadrature_values(
+        self,
+        ev: Evaluator,
+        params: Mapping[str, float] | None = None,
+        out: FloatArray | None = None,
+    ) -> FloatArray:
+        """``ev`` at every quadrature point (all local cells), in :attr:`Q`'s dof order."""
+        if out is None:
+            out = np.empty(self._qdofs.size)
+        if not self._affine:
+            out[:] = ev(self.qpoints, params)
+            return out
+        for cells, x in self._chunks():
+            values = ev(x, params)
+            if self._blocked:
+                nq = self._qdofs.shape[1]
+                out[cells.start * nq : cells.stop * nq] = values
+            else:
+                out[self._qdofs[cells].ravel()] = values
+        return out
 
     def _integral(self, u: fem.Function) -> float:
         form = fem.form(u * self.dx)
@@ -174,10 +227,12 @@ class DensityPoints:
 
         Non-finite values are reported by the checks (collectively), not as NumPy warnings.
         """
+        p = fem.Function(self.V, name=role)
+        q = fem.Function(self.Q, name=f"{role}_quadrature")
         with np.errstate(all="ignore"):
-            nodal = ev(self.nodes, params)
-            quad = ev(self.qpoints, params)
-        return self.discretise(nodal, quad, role=role, min_density=min_density)
+            p.x.array[:] = ev(self.nodes, params)
+            self.quadrature_values(ev, params, out=q.x.array)
+        return self._discretise(p, q, role=role, min_density=min_density)
 
     def discretise(
         self,
@@ -204,17 +259,24 @@ class DensityPoints:
                 ``min_density`` inside a cell (the message names the cell's centre and suggests
                 a finer mesh or a lower degree), or the mass is not positive.
         """
-        comm = self.V.mesh.comm
         p = fem.Function(self.V, name=role)
         q = fem.Function(self.Q, name=f"{role}_quadrature")
         p.x.array[:] = np.broadcast_to(np.asarray(nodal, dtype=np.float64), p.x.array.shape)
         q.x.array[:] = np.broadcast_to(np.asarray(quad, dtype=np.float64), q.x.array.shape)
+        return self._discretise(p, q, role=role, min_density=min_density)
+
+    def _discretise(
+        self, p: fem.Function, q: fem.Function, *, role: str, min_density: float
+    ) -> DiscreteDensity:
+        comm = self.V.mesh.comm
         n = self.V.dofmap.index_map.size_local
         nq = self.Q.dofmap.index_map.size_local
         check_values(p.x.array[:n], self.nodes.T[:n], role=role, min_density=min_density, comm=comm)
-        check_values(
-            q.x.array[:nq], self.qpoints.T[:nq], role=role, min_density=min_density, comm=comm
-        )
+        # the quadrature points are needed only to name a bad one
+        if not values_ok(q.x.array[:nq], min_density, comm):
+            check_values(
+                q.x.array[:nq], self.qpoints.T[:nq], role=role, min_density=min_density, comm=comm
+            )
         cell_min = self.certify(p, role=role, min_density=min_density)
         mass = self._integral(q)
         agree(
@@ -222,7 +284,11 @@ class DensityPoints:
             None if mass > 0 else f"{role} density has non-positive total mass {mass:.6g}",
         )
         q.x.array[:] /= mass
-        p.x.array[:] /= float(comm.allreduce(fem.assemble_scalar(fem.form(p * ufl.dx)), MPI.SUM))
+        if self._p_integral is None:
+            self._p_mass = fem.Function(self.V)
+            self._p_integral = fem.form(self._p_mass * ufl.dx)
+        self._p_mass.x.array[:] = p.x.array
+        p.x.array[:] /= float(comm.allreduce(fem.assemble_scalar(self._p_integral), MPI.SUM))
         return DiscreteDensity(p, q, mass, cell_min)
 
     def certify(self, p: fem.Function, *, role: str, min_density: float) -> float:
@@ -247,9 +313,16 @@ class DensityPoints:
         if not self._simplex:
             return float("nan")
         comm = self.V.mesh.comm
-        u = fem.Function(self._dg)
-        u.interpolate(p)
-        values = u.x.array[self._dg.dofmap.list[: self._ncells]]
+        k = int(self.V.ufl_element().embedded_superdegree)
+        if k == 1:
+            # P1: the Bernstein coefficients are the nodal values, and every node is a vertex
+            # of a cell, so the smallest cell bound is the smallest nodal value
+            n = self.V.dofmap.index_map.size_local
+            low = float(comm.allreduce(float(p.x.array[:n].min(initial=np.inf)), op=MPI.MIN))
+            if low >= min_density - 1e-12 * max(1.0, abs(min_density), abs(low)):
+                return low
+        # DOLFINx permutes Lagrange dofmaps so that a cell's dofs are in reference order
+        values = p.x.array[self.V.dofmap.list[: self._ncells]]
         lower = (values @ self._bernstein.T).min(axis=1) if values.size else np.zeros(0)
         # a lower bound under min_density by round-off only is noise, not a dip
         tol = 1e-12 * max(1.0, abs(min_density), float(np.abs(values).max(initial=0.0)))
@@ -261,11 +334,12 @@ class DensityPoints:
         lower[bad] = elevated
         dips = sampled.min(axis=1) < min_density - tol if bad.size else np.zeros(0, bool)
         ndips = int(comm.allreduce(int(dips.sum()), op=MPI.SUM))
-        k = int(self.V.ufl_element().embedded_superdegree)
         advice = "use a finer mesh (mesh.n or mesh.h) or a lower solver.degree, or raise 'floor'"
         if ndips:
             cells = bad[dips]
-            where = np.einsum("ml,cld->cmd", self._lattice_lambda, self._vertices[cells])
+            gdim = self.V.mesh.geometry.dim
+            vertices = self._cell_vertices(cells)[:, :, :gdim]
+            where = np.einsum("ml,cld->cmd", self._lattice_lambda, vertices)
             found = global_minimum(sampled[dips].ravel(), where.reshape(-1, where.shape[-1]), comm)
             assert found is not None  # ndips > 0: some rank has values
             vmin, point, scale = found
@@ -275,7 +349,10 @@ class DensityPoints:
                 f"{ndips} cell{'s' if ndips > 1 else ''} (between the nodes, where the density "
                 f"itself is checked); {advice}"
             )
-        found = global_minimum(lower, self._centres, comm)
+        msh = self.V.mesh
+        nodes = msh.geometry.dofmaps[0][: self._ncells]
+        centres = msh.geometry.x[nodes].mean(axis=1)[:, : msh.geometry.dim]
+        found = global_minimum(lower, centres, comm)
         assert found is not None
         bound, centre, scale = found
         if bound < min_density - tol:

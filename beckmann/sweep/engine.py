@@ -1,15 +1,18 @@
 r"""The per-group solve engine: one mesh, one operator, many right-hand sides.
 
 The operator of the Neumann solve (:mod:`beckmann.poisson`) depends only on the mesh, never on
-:math:`\theta` (docs/math.md), so an :class:`Engine` builds the mesh, the stiffness and mass
-matrices and the preconditioner or LU factorisation **once**; per :math:`\theta` it evaluates
-the densities at the degrees of freedom, forms :math:`b = M(p_1 - p_0)` (equal to the run's
-assembled right-hand side :math:`\int (p_1-p_0) w\,dx`, since the mass matrix integrates the
-product of two Lagrange functions exactly) and solves. With ``solver.method = "mumps"``,
-``[sweep] block`` right-hand sides are solved together by one ``MatMatSolve`` with the
-factorisation (BLAS-3 triangular solves); with ``"gamg"`` each solve starts from the previous
-:math:`\theta`'s potential (``warm_start``). The flux :math:`F = \nabla\varphi` is the sparse
-cell-local map :func:`beckmann.fields.gradient_matrix` applied to the potential's values.
+:math:`\theta` (docs/math.md), so an :class:`Engine` builds the mesh, the stiffness matrix, the
+preconditioner or LU factorisation and the density points
+(:class:`~beckmann.density.discrete.DensityPoints`) **once**; per :math:`\theta` it discretises
+the densities exactly as ``beckmann solve`` does (:func:`beckmann.pipeline.discretise_density`:
+values at the quadrature points, quadrature mass, certified interpolant), assembles
+:math:`b = \int (p_1 - p_0)\,w\,dx` with the same quadrature
+(:class:`~beckmann.density.discrete.QuadratureRHS`, compiled once) and solves. With
+``solver.method = "mumps"``, ``[sweep] block`` right-hand sides are solved together by one
+``MatMatSolve`` with the factorisation (BLAS-3 triangular solves); with ``"gamg"`` each solve
+starts from the previous :math:`\theta`'s potential (``warm_start``). The flux
+:math:`F = \nabla\varphi` is the sparse cell-local map :func:`beckmann.fields.gradient_matrix`
+applied to the potential's values.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import numpy.typing as npt
 
 from beckmann import density
 from beckmann import mesh as bmesh
-from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
+from beckmann._dolfinx import MPI, PETSc, dolfinx, fem
 from beckmann._mpi import allreduce_array, global_bbox
+from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
 from beckmann.fields import gradient_matrix
-from beckmann.pipeline import build_density
+from beckmann.pipeline import discretise_density
 from beckmann.poisson import NeumannPoisson
 from beckmann.sweep.grid import Grid
 
@@ -100,32 +104,23 @@ class Engine:
             rtol=cfg["solver"]["rtol"],
             petsc_options=cfg["solver"]["petsc_options"],
         )
-        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
-        self.M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
-        self.M.assemble()
-        self.b = self.M.createVecLeft()
-        self.f = self.M.createVecRight()
-        self.Aphi = self.M.createVecLeft()
-        # m_i = ∫ w_i dx = (M 1)_i, since the basis sums to one.
-        self.f.set(1.0)
-        self.M.mult(self.f, self.b)
-        self.m = self.b.array[: self.nloc].copy()
+        self.b = dolfinx.fem.petsc.create_vector(V)
+        self.Aphi = self.poisson.A.createVecLeft()
         self.block = block if self.poisson.method == "mumps" else 1
         if self.poisson.method != "mumps" and warm_start:
             self.poisson.ksp.setInitialGuessNonzero(True)
-        # Densities: expressions in θ are evaluated per θ; the rest is built once.
+        # Densities: expressions in θ are discretised per θ; the rest once.
+        self.points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
+        self.quadrature_rhs = QuadratureRHS(self.points)
         bbox = global_bbox(msh.geometry.x[:, : self.gdim], comm)
         self.ev: dict[str, Any] = {}
-        self.fixed: dict[str, FloatArray] = {}
-        self.fixed_mass: dict[str, float] = {}
+        self.fixed: dict[str, DiscreteDensity] = {}
         for role in ("source", "target"):
             sec = cfg[role]
             if depends_on(sec, grid.names):
                 self.ev[role] = density.make_evaluator(sec, gdim=self.gdim, bbox=bbox)
             else:
-                p, mass = build_density(sec, role, V)
-                self.fixed[role] = p.x.array[: self.nloc].copy()
-                self.fixed_mass[role] = mass
+                self.fixed[role] = discretise_density(sec, role, self.points)
         self.G, self.W = gradient_matrix(V)
         self.phi = fem.Function(V, name="potential")
 
@@ -150,22 +145,28 @@ class Engine:
             except ValueError as err:
                 raise ValueError(f"{self.grid.label(i)}: {err}") from err
 
-    def density(self, role: str, theta: dict[str, float], label: str) -> tuple[FloatArray, float]:
-        """Normalised density at the owned dofs and its raw mass; collective."""
+    def density(self, role: str, theta: dict[str, float], label: str) -> DiscreteDensity:
+        """The discretised density of θ (normalised, certified); collective.
+
+        The same discretisation as a single solve (:func:`beckmann.pipeline.discretise_density`
+        on the same points), so every θ of a sweep equals ``beckmann solve`` at that θ.
+
+        Raises:
+            ValueError: As :func:`~beckmann.pipeline.discretise_density`, prefixed by ``label``.
+        """
         if role in self.fixed:
-            return self.fixed[role], self.fixed_mass[role]
-        # the same discretisation as a single solve (pipeline.build_density): quadrature mass,
-        # certified positivity, so every θ of a sweep equals `beckmann solve` at that θ
+            return self.fixed[role]
         try:
-            p, mass = build_density(self.cfg[role], role, self.V, params=theta)
+            return discretise_density(self.cfg[role], role, self.points, params=theta)
         except ValueError as err:
             raise ValueError(f"{label}: {err}") from err
-        return p.x.array[: self.nloc].copy(), mass
 
-    def rhs(self, f: FloatArray) -> FloatArray:
-        """Owned values of ``b = M f`` made orthogonal to the constants; collective."""
-        self.f.array[:] = f
-        self.M.mult(self.f, self.b)
+    def rhs(self, p0: DiscreteDensity, p1: DiscreteDensity) -> FloatArray:
+        """Owned values of ``b = ∫ (p1 − p0) w dx`` (quadrature), orthogonal to the constants.
+
+        Collective.
+        """
+        self.quadrature_rhs.assemble(p0, p1, self.b)
         self.poisson.nullspace.remove(self.b)
         return self.b.array.copy()
 
@@ -245,10 +246,12 @@ class Engine:
         rows: list[dict[str, Any]] = []
         for i in idx:
             theta, label = self.grid.theta(i), self.grid.label(i)
-            p1, m1 = self.density("target", theta, label)
-            p0, m0 = self.density("source", theta, label)
-            bs.append(self.rhs(p1 - p0))
-            rows.append({"index": i, "theta": theta, "mass_target": m1, "mass_source": m0})
+            d1 = self.density("target", theta, label)
+            d0 = self.density("source", theta, label)
+            bs.append(self.rhs(d0, d1))
+            rows.append(
+                {"index": i, "theta": theta, "mass_target": d1.mass, "mass_source": d0.mass}
+            )
         phis, its = self.solve_rhs(bs)
         out = []
         for phi, b, row in zip(phis, bs, rows, strict=True):
@@ -263,5 +266,5 @@ class Engine:
     def destroy(self) -> None:
         """Free the PETSc objects."""
         self.poisson.destroy()
-        for obj in (self.M, self.b, self.f, self.Aphi):
+        for obj in (self.b, self.Aphi):
             obj.destroy()
