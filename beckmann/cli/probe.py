@@ -27,18 +27,46 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--interpolate", action="store_true", help="interpolate between sweep grid values"
     )
+    p.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="reduced sweep store: allow θ outside the parameter box (bounds still certified)",
+    )
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
     if args.param:
-        from beckmann.cli.sweep import probe_param
-
-        return probe_param(args, comm)
+        return _probe_param(args, comm)
     pts = on_root(comm, lambda: read_points(args.points))
     sol = load_run(args.dir, comm)
     res = sol.evaluate(pts, t=args.time)
     text = json.dumps({k: v.tolist() for k, v in res.items()})
+    if comm.rank == 0:
+        if args.json_out:
+            Path(args.json_out).write_text(text + "\n")
+        print(text)
+    return 0
+
+
+def _probe_param(args: argparse.Namespace, comm: Any) -> int:
+    """``beckmann probe STORE --param NAME=VALUE ... --points FILE``; collective."""
+    from beckmann import sweep
+
+    store = sweep.SweepStore(args.dir, comm)
+    theta, pts = on_root(
+        comm,
+        lambda: (sweep.parse_params(args.param, store.grid.names), read_points(args.points)),
+    )
+    res = sweep.probe(
+        store,
+        theta,
+        pts,
+        t=args.time,
+        interpolate=args.interpolate,
+        extrapolate=args.extrapolate,
+    )
+    text = json.dumps(res)
     if comm.rank == 0:
         if args.json_out:
             Path(args.json_out).write_text(text + "\n")

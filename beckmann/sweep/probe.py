@@ -6,6 +6,11 @@ on axes with two. The result carries ``error_estimate = max |quadratic − linea
 (for potential and flux), an estimate of the linear interpolant's error that is pessimistic for
 the quadratic one; it is not a bound. The densities ``p0``, ``p1(θ)`` are recomputed at θ itself
 from the stored config, so the velocity ``F / p_t`` uses the exact target at θ.
+
+On a *reduced* store (``[sweep] method = "reduced"``, docs/reduced.md) any θ in the parameter
+box is evaluated from the reduced basis, with the certified ``error_bound`` (on
+``‖∇(φ_h − φ_M)‖_{L²(Ω)}``, absolute) and ``cost_bound`` (on the Beckmann cost, absolute); a θ
+outside the box is refused unless ``extrapolate`` (the bounds are still certified there).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from beckmann.pipeline import build_density
 from beckmann.sweep.spec import with_params
 from beckmann.sweep.store import SweepStore
 
-__all__ = ["probe", "theta_solution"]
+__all__ = ["interpolation_weights", "probe", "theta_solution"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -57,8 +62,13 @@ def _stencil(axis: list[float], v: float, order: int) -> list[tuple[int, float]]
     return w
 
 
-def _weights(store: SweepStore, theta: dict[str, float], order: int) -> dict[int, float]:
-    """Tensor-product Lagrange weights of grid indices for ``theta``."""
+def interpolation_weights(
+    store: SweepStore, theta: dict[str, float], order: int = 2
+) -> dict[int, float]:
+    """Tensor-product Lagrange weights ``{grid index: weight}`` of ``theta`` (``order`` 1 or 2).
+
+    Not collective. Raises ``ValueError`` off a product grid, outside it or on a missing point.
+    """
     axes = store.grid.axes
     if axes is None:
         raise ValueError(
@@ -117,7 +127,10 @@ def _check(
         err = f"θ ({label}) is not on the sweep grid; pass --interpolate"
     elif i is None:
         try:
-            weights = {"quadratic": _weights(store, theta, 2), "linear": _weights(store, theta, 1)}
+            weights = {
+                "quadratic": interpolation_weights(store, theta, 2),
+                "linear": interpolation_weights(store, theta, 1),
+            }
             missing = sorted(set(weights["quadratic"]) - done)
             if missing:
                 raise ValueError(f"{store.grid.label(missing[0])} is needed but not stored yet")
@@ -127,6 +140,57 @@ def _check(
     return i, weights
 
 
+def _probe_reduced(
+    store: SweepStore,
+    theta: dict[str, float],
+    points: npt.ArrayLike,
+    t: float,
+    extrapolate: bool,
+) -> dict[str, Any]:
+    """:func:`probe` on a reduced store; collective."""
+    from beckmann.sweep.reduced import ReducedModel
+
+    lo, hi = store.grid.box()
+    v = np.array([theta[n] for n in store.grid.names])
+    span = np.maximum(hi - lo, 1e-300)
+    outside = bool(np.any((v < lo - 1e-12 * span) | (v > hi + 1e-12 * span)))
+    label = ", ".join(f"{k}={x:.6g}" for k, x in theta.items())
+    box = ", ".join(f"{n} in [{a:g}, {b:g}]" for n, a, b in zip(store.grid.names, lo, hi,
+                                                                  strict=True))
+    agree(
+        store.comm,
+        f"θ ({label}) lies outside the parameter box ({box}); pass --extrapolate"
+        if outside and not extrapolate
+        else None,
+    )
+    model, _ = ReducedModel.load(store)
+    try:
+        d = model.coefficients(theta)
+        cert = model.certify(theta, d)
+        sol = theta_solution(store, None, theta)
+        sol.phi.x.array[: model.nloc] = model.potential(d)
+        sol.phi.x.scatter_forward()
+        res = sol.evaluate(points, t=t)
+    finally:
+        model.destroy()
+    out: dict[str, Any] = {k: v.tolist() for k, v in res.items()}
+    out["theta"] = theta
+    out.update(
+        {
+            "method": "reduced",
+            "basis_size": model.size,
+            "extrapolated": outside,
+            "error_bound": cert["error_bound"],
+            "cost": cert["cost"],
+            "cost_bound": cert["cost_bound"],
+            "relative_bound": cert["relative_bound"],
+            "bounds": "error_bound ≥ ‖∇(φ_h − φ_M)‖_L2(Ω), cost_bound ≥ |J_h − J_M| "
+            "(docs/reduced.md)",
+        }
+    )
+    return out
+
+
 def probe(
     store: SweepStore,
     theta: dict[str, float],
@@ -134,6 +198,7 @@ def probe(
     *,
     t: float = 0.0,
     interpolate: bool = False,
+    extrapolate: bool = False,
 ) -> dict[str, Any]:
     """Potential, flux and velocity of θ at points (the JSON of ``beckmann probe``); collective.
 
@@ -143,6 +208,7 @@ def probe(
         points: ``(N, d)`` points, the same on every rank.
         t: Time of the velocity ``v_t = F / ((1 − t) p0 + t p1)``.
         interpolate: Allow θ off the grid (see the module docstring).
+        extrapolate: Reduced store: allow θ outside the parameter box.
 
     Returns:
         ``potential``, ``flux``, ``velocity`` (lists), ``theta``; off the grid also
@@ -150,8 +216,13 @@ def probe(
 
     Raises:
         ValueError: θ off the grid without ``interpolate``, outside the grid, or not stored yet;
-            a point outside the domain (on every rank).
+            a point outside the domain (on every rank). Reduced store: θ outside the box
+            without ``extrapolate``.
     """
+    from beckmann.sweep.reduced import is_reduced
+
+    if is_reduced(store.folder, store.comm):
+        return _probe_reduced(store, theta, points, t, extrapolate)
     i, weights = _check(store, theta, interpolate)
     result: dict[str, Any] = {}
     if i is not None:

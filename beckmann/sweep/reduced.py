@@ -1,0 +1,414 @@
+r"""The certified reduced basis of a sweep: offline EIM + basis solves, online fields and bounds.
+
+The target family is interpolated, :math:`f(\theta) \approx \sum_m c_m(\theta)\,\xi_m` with
+``c = B⁻¹ f(θ)(x_1..x_M)`` from ``M`` nodal values (:mod:`beckmann.sweep.eim`); each ``ξ_m`` is
+a combination of target snapshots, so it is a function defined everywhere, and its right-hand
+side ``b_m = ∫ ξ_m w dx`` and mass ``Z_m`` use the quadrature of the engine's right-hand sides
+(:class:`beckmann.density.discrete.QuadratureRHS`, as a full solve). Normalising by the
+interpolant's mass ``Z_M = Σ c_m Z_m`` (linear in ``c``) gives ``d = c / Z_M`` and
+
+.. math:: \varphi_M(\theta) = \sum_m d_m \psi_m,\qquad
+          \psi_m = A^+ (b_m - Z_m b_0),
+
+one Neumann solve per basis function and none per θ. The certified bound on
+``‖∇(φ_h(θ) − φ_M(θ))‖_{L²}`` (docs/reduced.md, derived there) is
+
+.. math:: \eta(\theta) = \sqrt{\beta(b_r) / \lambda_{1,h}} + \sum_m |d_m|\,\eta_{alg,m},\qquad
+          b_r = b(\theta)/Z(\theta) - \sum_m d_m b_m,
+
+with ``β(b) ≥ bᵀM⁻¹b`` (:meth:`MassNorm.dual`), :math:`\lambda_{1,h}` from
+:mod:`beckmann.sweep.eigen` and :math:`\eta_{alg,m}` the bound on the algebraic error of the
+``m``-th solve; the cost bound is ``|J_h − J_M| ≤ η (‖∇φ_M‖ + η / 2)``. Computing ``b(θ)``
+needs the target at every quadrature point (``O(N_q)``, no solve); the fields alone need ``M``
+point values and ``Ψ d``.
+
+:class:`ReducedModel` holds the basis over the owned dofs of one space (the engine's while
+building, the store's when reloaded on any number of ranks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.linalg import solve_triangular
+
+from beckmann import density
+from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
+from beckmann._mpi import agree, global_bbox, on_root
+from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
+from beckmann.store.writes import write_on_root
+from beckmann.sweep.eigen import first_neumann_eigenvalue
+from beckmann.sweep.eim import Greedy, greedy_eim
+from beckmann.sweep.engine import Engine
+from beckmann.sweep.grid import Grid
+from beckmann.sweep.store import SweepStore, gather_rows
+
+__all__ = [
+    "REDUCED_FILE",
+    "MassNorm",
+    "ReducedModel",
+    "build_reduced",
+    "is_reduced",
+    "mass_diagonal_constant",
+    "training_set",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The reduced basis inside a sweep store.
+REDUCED_FILE = "reduced.h5"
+_ARRAYS = ("points", "B", "Z", "G", "eta_alg")
+
+
+def is_reduced(folder: str | Path, comm: MPI.Comm) -> bool:
+    """``True`` when the store holds a reduced basis (same on every rank). Collective."""
+    return bool(on_root(comm, lambda: (Path(folder) / REDUCED_FILE).is_file()))
+
+
+def mass_diagonal_constant(V: fem.FunctionSpace) -> float:
+    """``μ`` with ``M ≥ μ diag(M)`` on every affine simplex mesh of ``V``'s element.
+
+    On an affine cell ``M_K`` and its diagonal scale alike with the cell's volume, so
+    ``μ = λ_min(D_K⁻¹ M_K)`` of the reference cell (basix tabulation, exact quadrature) bounds
+    the sum over cells: ``M = Σ M_K ≥ μ Σ D_K = μ diag(M)``. ``μ = 1/2`` for P1 triangles.
+    """
+    import basix
+
+    el = V.ufl_element().basix_element
+    deg = 2 * int(V.ufl_element().embedded_superdegree)
+    pts, wts = basix.make_quadrature(el.cell_type, deg)
+    phi = el.tabulate(0, pts)[0, :, :, 0]
+    Mk = phi.T @ (wts[:, None] * phi)
+    d = np.sqrt(np.diag(Mk))
+    return float(np.linalg.eigvalsh(Mk / np.outer(d, d)).min())
+
+
+class MassNorm:
+    """The mass matrix ``M`` of ``V`` and a certified upper bound of ``bᵀ M⁻¹ b``. Collective.
+
+    :meth:`dual` solves ``M y ≈ b`` by CG (Jacobi) and returns
+    ``yᵀ(b + s) + sᵀ D⁻¹ s / μ`` with ``s = b − M y``: equal to ``bᵀM⁻¹b − sᵀM⁻¹s + sᵀD⁻¹s/μ``
+    and so an upper bound for any ``y``, since ``M ≥ μ D`` (:func:`mass_diagonal_constant`).
+    """
+
+    def __init__(self, V: fem.FunctionSpace) -> None:
+        self.comm = V.mesh.comm
+        self.nloc = V.dofmap.index_map.size_local
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self.M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
+        self.M.assemble()
+        diag = self.M.getDiagonal()
+        self.D = diag.array[: self.nloc].copy()
+        diag.destroy()
+        self.mu = mass_diagonal_constant(V)
+        self.x, self.y = self.M.createVecRight(), self.M.createVecLeft()
+        self.ksp = PETSc.KSP().create(self.comm)
+        self.ksp.setOperators(self.M)
+        self.ksp.setType("cg")
+        self.ksp.getPC().setType("jacobi")
+        self.ksp.setTolerances(rtol=1e-13, atol=0.0, max_it=500)
+
+    def mult(self, v: FloatArray) -> FloatArray:
+        """Owned values of ``M v``."""
+        self.x.array[:] = v
+        self.M.mult(self.x, self.y)
+        return self.y.array[: self.nloc].copy()
+
+    def dual(self, b: FloatArray) -> float:
+        """A certified upper bound of ``bᵀ M⁻¹ b`` (see the class docstring); collective."""
+        self.x.array[:] = b
+        self.y.set(0.0)
+        self.ksp.solve(self.x, self.y)
+        y = self.y.array[: self.nloc].copy()
+        s = b - self.mult(y)
+        val = float(y @ (b + s)) + float(np.sum(s**2 / self.D)) / self.mu
+        return max(float(self.comm.allreduce(val, MPI.SUM)), 0.0)
+
+    def destroy(self) -> None:
+        """Free the PETSc objects."""
+        for obj in (self.ksp, self.M, self.x, self.y):
+            obj.destroy()
+
+
+def training_set(grid: Grid, n_max: int) -> FloatArray:
+    """The greedy's training θ.
+
+    The grid when it has at most ``n_max`` values, else a Latin-hypercube set of ``n_max`` θ
+    in the grid's box (seed 0) plus the box's corners.
+    """
+    if len(grid) <= n_max:
+        return np.asarray(grid.values, dtype=np.float64)
+    from scipy.stats import qmc
+
+    lo, hi = (np.asarray(a, dtype=np.float64) for a in grid.box())
+    dim = lo.size
+    u = qmc.LatinHypercube(d=dim, seed=0).random(n_max)
+    corners = np.array(np.meshgrid(*[[0.0, 1.0]] * dim, indexing="ij")).reshape(dim, -1).T
+    return np.asarray(lo + np.vstack([u, corners]) * (hi - lo), dtype=np.float64)
+
+
+class ReducedModel:
+    """A reduced basis on the owned dofs of ``V``; online fields and certified bounds.
+
+    Args:
+        V: The potential's space.
+        arrays: ``bxi`` (right-hand sides ``b_m``) and ``psi`` (owned rows ``(n, M)``) and the
+            small arrays of :class:`~beckmann.sweep.eim.Greedy` (``points``, ``B``, ``Z``,
+            ``G``, ``eta_alg``).
+        lam1: ``λ_{1,h}`` of ``V``'s mesh.
+        cfg: The resolved config (``[target]`` and ``solver.quadrature_degree``).
+        names: Parameter names, in grid order.
+
+    Collective construction.
+    """
+
+    def __init__(
+        self,
+        V: fem.FunctionSpace,
+        arrays: dict[str, FloatArray],
+        lam1: float,
+        cfg: dict[str, Any],
+        names: list[str],
+        *,
+        mass: MassNorm | None = None,
+        points: DensityPoints | None = None,
+    ) -> None:
+        self.V = V
+        self.comm = V.mesh.comm
+        self.nloc = V.dofmap.index_map.size_local
+        self.bxi = np.ascontiguousarray(arrays["bxi"])
+        self.psi = np.ascontiguousarray(arrays["psi"])
+        self.points: FloatArray = np.asarray(arrays["points"], dtype=np.float64)
+        self.B: FloatArray = np.asarray(arrays["B"], dtype=np.float64)
+        self.Z: FloatArray = np.asarray(arrays["Z"], dtype=np.float64)
+        self.G: FloatArray = np.asarray(arrays["G"], dtype=np.float64)
+        self.eta_alg: FloatArray = np.asarray(arrays["eta_alg"], dtype=np.float64)
+        self.lam1 = float(lam1)
+        self.names = list(names)
+        self._own = mass is None
+        self.mass = mass if mass is not None else MassNorm(V)
+        self.dp = points if points is not None else DensityPoints(
+            V, cfg["solver"]["quadrature_degree"]
+        )
+        self.qrhs = QuadratureRHS(self.dp)
+        self._b = dolfinx.fem.petsc.create_vector(V)
+        self._zero = DiscreteDensity(fem.Function(V), fem.Function(self.dp.Q), 1.0, np.nan)
+        gdim = V.mesh.geometry.dim
+        bbox = global_bbox(V.mesh.geometry.x[:, :gdim], self.comm)
+        self.ev = density.make_evaluator(cfg["target"], gdim=gdim, bbox=bbox)
+
+    @property
+    def size(self) -> int:
+        """The basis size ``M``."""
+        return int(self.psi.shape[1])
+
+    def target_at(self, pts: FloatArray, theta: dict[str, float]) -> FloatArray:
+        """Raw target values at points ``(3, n)``. Not collective."""
+        with np.errstate(all="ignore"):
+            v = self.ev(np.ascontiguousarray(pts), theta)
+        return np.asarray(np.broadcast_to(v, (pts.shape[1],)), dtype=np.float64)
+
+    def raw_rhs(self, theta: dict[str, float]) -> FloatArray:
+        """Owned ``∫ f(θ) w dx`` of the raw target, with the solve's quadrature; collective."""
+        f = DiscreteDensity(self._zero.p, fem.Function(self.dp.Q), 1.0, np.nan)
+        f.q.x.array[:] = self.target_at(self.dp.qpoints, theta)
+        self.qrhs.assemble(self._zero, f, self._b)
+        return self._b.array[: self.nloc].copy()
+
+    def coefficients(self, theta: dict[str, float]) -> FloatArray:
+        """``d(θ) = c / Z_M``, from the target at the magic points only. Not collective."""
+        fm = self.target_at(self.points.T, theta)
+        c = solve_triangular(self.B, fm, lower=True, unit_diagonal=True)
+        return np.asarray(c / float(self.Z @ c), dtype=np.float64)
+
+    def potential(self, d: FloatArray) -> FloatArray:
+        """Owned values of ``φ_M = Ψ d``."""
+        return np.asarray(self.psi @ d, dtype=np.float64)
+
+    def certify(self, theta: dict[str, float], d: FloatArray) -> dict[str, float]:
+        """The certified bounds at ``θ`` for coefficients ``d``; collective (``O(N_q)``, no solve).
+
+        Returns ``error_bound`` (on ``‖∇(φ_h − φ_M)‖``), ``phi_norm`` (``‖∇φ_M‖``), ``cost``
+        (``½‖∇φ_M‖²``), ``cost_bound`` (on ``|J_h − J_M|``), ``relative_bound`` (on
+        ``‖∇e‖ / ‖∇φ_h‖``; ``inf`` when ``η ≥ ‖∇φ_M‖``) and ``residual`` (``√β(b_r)``, a bound
+        on the residual's discrete dual norm ``‖Π_h r‖_{L²}``).
+        """
+        b = self.raw_rhs(theta)
+        Zf = float(self.comm.allreduce(float(b.sum()), MPI.SUM))
+        br = b / Zf - self.bxi @ d
+        rr = self.mass.dual(br)
+        eta = float(np.sqrt(rr / self.lam1) + self.eta_alg @ np.abs(d))
+        norm = float(np.sqrt(max(float(d @ self.G @ d), 0.0)))
+        return {
+            "error_bound": eta,
+            "phi_norm": norm,
+            "cost": 0.5 * norm**2,
+            "cost_bound": eta * (norm + 0.5 * eta),
+            "relative_bound": eta / (norm - eta) if norm > eta else float("inf"),
+            "residual": float(np.sqrt(rr)),
+        }
+
+    def destroy(self) -> None:
+        """Free the PETSc objects made here."""
+        self._b.destroy()
+        if self._own:
+            self.mass.destroy()
+
+    # -- store
+    def save(self, folder: Path, extra: dict[str, FloatArray], attrs: dict[str, Any]) -> None:
+        """Write ``reduced.h5`` (basis rows gathered in rank order: the layout's); collective."""
+        import h5py
+
+        g = {k: gather_rows(getattr(self, k), self.comm) for k in ("bxi", "psi")}
+        part = folder / (REDUCED_FILE + ".part")
+
+        def write() -> None:
+            with h5py.File(part, "w") as h5:
+                for k, v in g.items():
+                    h5.create_dataset(k, data=v)
+                for k in _ARRAYS:
+                    h5.create_dataset(k, data=getattr(self, k))
+                for k, v in extra.items():
+                    h5.create_dataset(k, data=v)
+                h5.attrs["lambda1"] = self.lam1
+                for k, v in attrs.items():
+                    h5.attrs[k] = v
+            part.replace(folder / REDUCED_FILE)
+
+        write_on_root(self.comm, REDUCED_FILE, write)
+
+    @classmethod
+    def load(cls, store: SweepStore) -> tuple[ReducedModel, dict[str, Any]]:
+        """The model on ``store.space()`` (any number of ranks) and the stored grid results.
+
+        Raises:
+            RuntimeError: The file cannot be read, or the layout does not match the mesh.
+        """
+        import h5py
+        from scipy.spatial import cKDTree
+
+        V = store.space()
+        comm = store.comm
+        n = V.dofmap.index_map.size_local
+        coords, _ = store.layout()
+        mine = V.tabulate_dof_coordinates()[:n, : coords.shape[1]]
+        if n:
+            dist, idx = cKDTree(coords).query(mine)
+        else:
+            dist, idx = np.zeros(0), np.zeros(0, dtype=np.int64)
+        diam = float(np.ptp(coords, axis=0).max()) if coords.size else 1.0
+        bad = bool(np.any(dist > 1e-10 * max(diam, 1.0)))
+        agree(comm, f"{str(store.folder)!r}: the stored layout and mesh differ" if bad else None,
+              RuntimeError)
+        path = store.folder / REDUCED_FILE
+        err = None
+        arrays: dict[str, FloatArray] = {}
+        results: dict[str, FloatArray] = {}
+        attrs: dict[str, Any] = {}
+        try:
+            with h5py.File(path, "r") as h5:
+                for k in ("bxi", "psi"):
+                    arrays[k] = np.asarray(h5[k][...])[idx]
+                for k in _ARRAYS:
+                    arrays[k] = np.asarray(h5[k][...])
+                for k in h5:
+                    if k not in arrays:
+                        results[k] = np.asarray(h5[k][...])
+                attrs = {k: h5.attrs[k] for k in h5.attrs}
+        except (OSError, KeyError) as e:
+            err = f"cannot read the reduced basis {str(path)!r}: {e}"
+        agree(comm, err, RuntimeError)
+        model = cls(V, arrays, float(attrs["lambda1"]), store.config, store.grid.names)
+        return model, {"results": results, "attrs": attrs}
+
+
+def build_reduced(
+    eng: Engine,
+    thetas: FloatArray,
+    names: list[str],
+    *,
+    tol: float,
+    max_size: int,
+    log: Callable[[str], Any] | None = None,
+) -> tuple[ReducedModel, Greedy]:
+    """Offline: ``λ_{1,h}``, the greedy EIM on ``thetas`` with one solve per basis function.
+
+    Collective on ``eng.comm``.
+
+    Raises:
+        ValueError: The target does not depend on the parameters, or the source does, or the
+            quadrature is not exact for ``v²`` (``solver.quadrature_degree < 2·degree``), on
+            every rank.
+    """
+    agree(
+        eng.comm,
+        "sweep.method = 'reduced' needs a target that depends on the sweep parameters"
+        if "target" not in eng.ev
+        else "sweep.method = 'reduced' needs a source that does not depend on the parameters"
+        if "source" in eng.ev
+        else "sweep.method = 'reduced' needs solver.quadrature_degree >= 2*degree (or -1)"
+        if eng.points.degree < 2 * eng.degree
+        else None,
+    )
+    comm, nloc = eng.comm, eng.nloc
+    thetas_d = [dict(zip(names, map(float, t), strict=True)) for t in thetas]
+    F = np.column_stack([eng.raw("target", t) for t in thetas_d]).reshape(nloc, -1)
+    mass = MassNorm(eng.V)
+    MF = np.column_stack([mass.mult(F[:, k]) for k in range(F.shape[1])]).reshape(nloc, -1)
+    m = mass.mult(np.ones(nloc))
+    lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
+    model = ReducedModel(
+        eng.V,
+        {"bxi": np.zeros((nloc, 0)), "psi": np.zeros((nloc, 0)), "points": np.zeros((0, 3)),
+         "B": np.zeros((0, 0)), "Z": np.zeros(0), "G": np.zeros((0, 0)),
+         "eta_alg": np.zeros(0)},
+        lam1,
+        eng.cfg,
+        names,
+        mass=mass,
+        points=eng.points,
+    )
+    src = eng.fixed["source"]
+    # ∫ q0 w (mass 1), by the engine's quadrature right-hand side (no null-space removal here)
+    b0 = model.qrhs.assemble(model._zero, src, model._b).array[:nloc].copy()
+    psis: list[FloatArray] = []
+    bxis: list[FloatArray] = []
+    Zs: list[float] = []
+
+    def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> tuple[
+        FloatArray, float, float
+    ]:
+        # ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m): its right-hand side and mass, by quadrature
+        bk = model.raw_rhs(thetas_d[k])
+        Zk = float(comm.allreduce(float(bk.sum()), MPI.SUM))
+        bm = (bk - (np.column_stack(bxis) @ c_k if bxis else 0.0)) / qx
+        Zm = (Zk - float(np.dot(Zs, c_k))) / qx
+        eng.b.array[:] = bm - Zm * b0
+        eng.poisson.nullspace.remove(eng.b)
+        rhs = eng.b.array[:nloc].copy()
+        (psi,), _ = eng.solve_rhs([rhs])
+        eng.phi.x.array[:nloc] = psi
+        eng.phi.x.scatter_forward()
+        eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
+        Apsi = eng.Aphi.array[:nloc].copy()
+        psis.append(psi)
+        bxis.append(bm)
+        Zs.append(Zm)
+        g = np.array([float(p @ Apsi) for p in psis])
+        out = np.empty_like(g)
+        comm.Allreduce(g, out, op=MPI.SUM)
+        return out, float(np.sqrt(mass.dual(rhs - Apsi) / lam1)), Zm
+
+    res = greedy_eim(F, MF, m, eng.x, comm, add_basis, lam1=lam1, tol=tol, max_size=max_size,
+                     log=log)
+    model.bxi = np.column_stack(bxis).reshape(nloc, -1) if bxis else np.zeros((nloc, 0))
+    model.psi = np.column_stack(psis).reshape(nloc, -1) if psis else np.zeros((nloc, 0))
+    model.points, model.B, model.Z, model.G, model.eta_alg = (
+        res.points, res.B, res.Z, res.G, res.eta_alg
+    )
+    model._own = True  # the model frees the mass matrix
+    return model, res

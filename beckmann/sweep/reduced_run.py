@@ -1,0 +1,205 @@
+r"""``run_reduced``: a sweep by the certified reduced basis (``[sweep] method = "reduced"``).
+
+Offline, on one group of all ranks: the engine (mesh, operator, factorisation), ``λ_{1,h}``, the
+greedy EIM on the training set (:func:`beckmann.sweep.reduced.training_set`) with one Neumann
+solve per basis function, until the certified relative bound is below ``reduced_tol`` on the
+training set or the basis has ``reduced_max`` functions (``summary["reduced"]["stop"]`` says
+which). Online: every grid θ gets its coefficients and its certified bounds (``O(N)`` each, no
+solve). The store keeps the basis, the magic points, the per-θ coefficients and bounds
+(``reduced.h5``) and the layout, never a field per θ::
+
+    sweep.json        config and grid (format "beckmann-sweep", method "reduced")
+    layout/           mesh and dof coordinates (as a full sweep's)
+    reduced.h5        xi, psi (layout order), points, B, Z, G, eta_alg; per grid θ:
+                      coefficients, error_bound, relative_bound, cost, cost_bound, phi_norm
+    summary.json      basis size, stop reason, timings, bounds, continuity from coefficients
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._dolfinx import MPI
+from beckmann._mpi import agree, collective
+from beckmann._version import __version__
+from beckmann.progress import progress as progress_bar
+from beckmann.store.jsonio import dumps_json, write_json, write_text_atomic
+from beckmann.store.writes import write_on_root
+from beckmann.sweep.eim import relative_bound
+from beckmann.sweep.engine import Engine
+from beckmann.sweep.modulus import pairs_to_compare, theta_modulus
+from beckmann.sweep.reduced import ReducedModel, build_reduced, training_set
+from beckmann.sweep.spec import SweepSpec
+from beckmann.sweep.store import STORE_FORMAT, flux_keys, write_layout
+
+__all__ = ["coefficient_continuity", "run_reduced"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def coefficient_continuity(theta: FloatArray, D: FloatArray, G: FloatArray) -> dict[str, Any]:
+    """Continuity in θ of the reduced potentials, from coefficients only. Not collective.
+
+    ``‖∇(φ_M(θ) − φ_M(θ'))‖_{L²}² = Δdᵀ G Δd`` exactly for the reduced fields, over the pairs of
+    :func:`beckmann.sweep.modulus.pairs_to_compare` (all pairs up to 400 θ, else neighbours).
+    """
+    if theta.shape[0] < 2:
+        return {"note": "fewer than two θ: no continuity estimate"}
+    pairs = pairs_to_compare(theta)
+    dD = D[pairs[:, 0]] - D[pairs[:, 1]]
+    diff = np.sqrt(np.maximum(np.einsum("pm,mn,pn->p", dD, G, dD), 0.0))
+    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
+    return {
+        "pairs": int(pairs.shape[0]),
+        "thetas": int(theta.shape[0]),
+        "energy": theta_modulus(dist, diff),
+        "norm": "‖∇(φ_M(θ) − φ_M(θ'))‖_L2 from the coefficients; |θ−θ'| Euclidean",
+    }
+
+
+def _write_meta(folder: Path, cfg: dict[str, Any], spec: SweepSpec, comm: MPI.Comm) -> None:
+    def write() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / "sweep.json").exists() or (folder / "layout").exists():
+            raise ValueError(
+                f"{str(folder)!r} already holds a sweep; a reduced sweep needs a new --out"
+            )
+        meta = {
+            "format": STORE_FORMAT,
+            "version": 1,
+            "beckmann": __version__,
+            "method": "reduced",
+            "config": cfg,
+            "grid": spec.grid.to_json(),
+        }
+        write_text_atomic(folder / "sweep.json", dumps_json(meta) + "\n")
+
+    write_on_root(comm, "sweep.json", write)
+
+
+def certify_grid(
+    model: ReducedModel, grid_values: FloatArray, names: list[str], comm: MPI.Comm, show: bool
+) -> dict[str, FloatArray]:
+    """Coefficients and certified bounds of every grid θ; collective."""
+    K = grid_values.shape[0]
+    out = {k: np.zeros(K) for k in ("error_bound", "phi_norm", "cost", "cost_bound")}
+    D = np.zeros((K, model.size))
+    with progress_bar(K, "certify", comm, disable=not show) as bar:
+        for i, t in enumerate(grid_values):
+            theta = dict(zip(names, map(float, t), strict=True))
+            D[i] = model.coefficients(theta)
+            cert = model.certify(theta, D[i])
+            for k in out:
+                out[k][i] = cert[k]
+            bar.update()
+    out["relative_bound"] = relative_bound(out["error_bound"], out["phi_norm"])
+    out["coefficients"] = D
+    return out
+
+
+def run_reduced(
+    cfg: dict[str, Any],
+    spec: SweepSpec,
+    comm: MPI.Comm,
+    *,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Build the reduced basis of the sweep in ``cfg`` and certify every grid θ; collective.
+
+    Returns:
+        The summary written to ``out/summary.json``.
+
+    Raises:
+        ValueError: ``resume`` (a reduced store is built in one go), an existing store, a
+            target that does not depend on θ or a source that does (on every rank).
+        RuntimeError: A failing solver, eigensolver or file (on every rank).
+    """
+    folder = Path(out)
+    agree(comm, "--resume does not apply to a reduced sweep (it is built in one go)"
+          if resume else None)
+    grid, opts = spec.grid, spec.options
+    log = print if (progress and comm.rank == 0) else None
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    _write_meta(folder, cfg, spec, comm)
+    eng: Engine | None = None
+    with collective(comm):
+        eng = Engine(cfg, grid, comm, block=1, warm_start=False)
+    assert eng is not None
+    try:
+        write_layout(folder, eng.msh, eng.x[:, : eng.gdim], flux_keys(eng.W), eng.degree, comm)
+        timings["setup"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        train = training_set(grid, opts["reduced_train"])
+        model, res = build_reduced(
+            eng,
+            train,
+            grid.names,
+            tol=opts["reduced_tol"],
+            max_size=opts["reduced_max"],
+            log=(lambda s: print(s, flush=True)) if log else None,
+        )
+        timings["offline"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        cert = certify_grid(model, np.asarray(grid.values, dtype=np.float64), grid.names, comm,
+                            progress)
+        timings["online"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        tol = opts["reduced_tol"]
+        info = {
+            "size": model.size,
+            "stop": res.stop,
+            "tol": tol,
+            "max": opts["reduced_max"],
+            "training": int(train.shape[0]),
+            "history": [float(h) for h in res.history],
+            "lambda1": model.lam1,
+            "certified": int(np.count_nonzero(cert["relative_bound"] <= tol)),
+            "max_error_bound": float(cert["error_bound"].max(initial=0.0)),
+            "max_relative_bound": float(cert["relative_bound"].max(initial=0.0)),
+            "max_cost_bound": float(cert["cost_bound"].max(initial=0.0)),
+        }
+        model.save(folder, cert, {"info": json.dumps(info)})
+        model.destroy()
+        timings["write"] = time.perf_counter() - t3
+    finally:
+        eng.destroy()
+    t4 = time.perf_counter()
+    report = coefficient_continuity(
+        np.asarray(grid.values, dtype=np.float64), cert["coefficients"], model.G
+    ) if opts["continuity"] else {}
+    timings["continuity"] = time.perf_counter() - t4
+    timings = {k: float(comm.allreduce(v, op=MPI.MAX)) for k, v in timings.items()}
+    rows = [
+        {
+            "index": i,
+            "theta": grid.theta(i),
+            **{k: float(cert[k][i]) for k in ("cost", "cost_bound", "error_bound",
+                                               "relative_bound", "phi_norm")},
+        }
+        for i in range(len(grid))
+    ]
+    summary = {
+        "version": __version__,
+        "method": "reduced",
+        "ranks": comm.size,
+        "groups": 1,
+        "thetas": len(grid),
+        "solved": model.size,
+        "reused": 0,
+        "timings": timings,
+        "seconds_per_theta": (timings["online"] + timings["write"]) / max(len(grid), 1),
+        "reduced": info,
+        "rows": rows,
+        "continuity": report,
+    }
+    write_json(folder / "summary.json", summary, comm)
+    return summary

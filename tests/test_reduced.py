@@ -1,0 +1,196 @@
+"""The certified reduced basis of a sweep (docs/reduced.md): λ₁,h, exactness, the bound.
+
+The references are independent: the exact Neumann eigenvalue π² of the unit square, affine
+families (exactly spanned by their terms), and full solves at θ off the grid by the sweep
+engine's own full path (densities, quadrature right-hand side, MUMPS). Runs serially and under
+``mpirun -n 2``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beckmann import config, sweep
+from beckmann._dolfinx import MPI, dolfinx, fem, ufl
+from beckmann.sweep.eigen import first_neumann_eigenvalue
+from beckmann.sweep.engine import Engine
+from beckmann.sweep.reduced import ReducedModel, build_reduced, mass_diagonal_constant
+
+AFFINE = "3 + a*cos(pi*x) + b*cos(pi*y)*cos(2*pi*x)"
+BUMP = "0.2 + exp(-((x - a)**2 + (y - b)**2) / 0.02)"
+
+
+def cfg_of(expr: str, params: dict, *, n: int = 12, degree: int = 1, **opts) -> dict:
+    layer = {
+        "mesh": {"kind": "unit_square", "n": n},
+        "solver": {"degree": degree, "method": "mumps", "rtol": 1e-12},
+        "target": {"kind": "expression", "expr": expr},
+        "sweep": {"parameters": params, **opts},
+    }
+    return config.merge(config.default_config(), layer, extra_sections=("sweep",))
+
+
+def energy(eng: Engine, e: np.ndarray) -> float:
+    """‖∇e‖_{L²} = sqrt(eᵀ A e) of owned values."""
+    eng.phi.x.array[: eng.nloc] = e
+    eng.phi.x.scatter_forward()
+    eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
+    return float(np.sqrt(eng.comm.allreduce(float(e @ eng.Aphi.array[: eng.nloc]), MPI.SUM)))
+
+
+def full_solve(eng: Engine, theta: dict) -> np.ndarray:
+    """The full discrete solution at θ, the sweep's full path (no reduced quantity)."""
+    d1 = eng.density("target", theta, "θ")
+    d0 = eng.density("source", theta, "θ")
+    (phi,), _ = eng.solve_rhs([eng.rhs(d0, d1)])
+    return phi
+
+
+def random_thetas(grid, k: int, seed: int) -> list[dict]:
+    lo, hi = (np.asarray(a) for a in grid.box())
+    u = np.random.default_rng(seed).random((k, lo.size))
+    return [dict(zip(grid.names, map(float, lo + r * (hi - lo)), strict=True)) for r in u]
+
+
+# ------------------------------------------------------------------------------ λ₁,h
+@pytest.mark.parametrize("degree, rate", [(1, 2.0), (2, 4.0)])
+def test_first_eigenvalue_converges_to_pi_squared_from_above(comm, degree, rate):
+    """Conforming P_k: λ₁,h ≥ λ₁ = π² (min-max), with error O(h^{2k})."""
+    errs = []
+    for n in (4, 8, 16):
+        msh = dolfinx.mesh.create_unit_square(comm, n, n)
+        V = fem.functionspace(msh, ("Lagrange", degree))
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        a = fem.form(ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
+        A = dolfinx.fem.petsc.assemble_matrix(a)
+        A.assemble()
+        M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
+        M.assemble()
+        lam = first_neumann_eigenvalue(A, M, comm)
+        A.destroy()
+        M.destroy()
+        assert lam > np.pi**2
+        errs.append(lam - np.pi**2)
+    slopes = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert errs[0] > errs[1] > errs[2]
+    assert slopes[-1] == pytest.approx(rate, abs=0.25)
+
+
+def test_mass_diagonal_constant(comm):
+    """μ = 1/2 for P1 triangles (D_K⁻¹M_K = (I + 11ᵀ)/2); for P2, M − μ diag(M) is PSD and
+    singular on a one-cell mesh (μ is the sharp constant)."""
+    msh = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, 1, 1)
+    assert mass_diagonal_constant(fem.functionspace(msh, ("Lagrange", 1))) == pytest.approx(0.5)
+    V2 = fem.functionspace(msh, ("Lagrange", 2))
+    mu = mass_diagonal_constant(V2)
+    u, w = ufl.TrialFunction(V2), ufl.TestFunction(V2)
+    M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
+    M.assemble()
+    Md = M.convert("dense").getDenseArray().copy()
+    M.destroy()
+    ev = np.linalg.eigvalsh(Md - mu * np.diag(np.diag(Md)))
+    assert 0 < mu < 1 and ev.min() > -1e-14 and abs(ev.min()) < 1e-12
+
+
+# ------------------------------------------------------------------------- affine family
+def test_affine_family_is_exact_at_its_number_of_terms(comm):
+    """p1 = 3 + a g1 + b g2 spans three functions: the bound falls with M and reaches
+    round-off at M = 3, where φ_M equals the full solve."""
+    cfg = cfg_of(AFFINE, {"a": {"linspace": [0, 1, 4]}, "b": {"linspace": [0, 1, 4]}})
+    spec = sweep.parse_sweep(cfg)
+    eng = Engine(cfg, spec.grid, comm, block=1)
+    thetas = random_thetas(spec.grid, 4, seed=3)
+    worst = []
+    try:
+        for size in (1, 2, 3):
+            model, res = build_reduced(eng, spec.grid.values, spec.grid.names, tol=1e-12,
+                                       max_size=size)
+            assert model.size == size
+            bounds = []
+            for th in thetas:
+                d = model.coefficients(th)
+                cert = model.certify(th, d)
+                err = energy(eng, full_solve(eng, th) - model.potential(d))
+                assert cert["error_bound"] >= err
+                bounds.append(cert["error_bound"] / cert["phi_norm"])
+            worst.append(max(bounds))
+            model.destroy()
+        assert worst[0] > worst[1] > 1e-3 and worst[2] < 1e-11
+        model, res = build_reduced(eng, spec.grid.values, spec.grid.names, tol=1e-8, max_size=10)
+        assert model.size == 3 and res.stop in ("tol", "exact")
+        model.destroy()
+    finally:
+        eng.destroy()
+
+
+# --------------------------------------------------------------------- moving bump family
+@pytest.mark.parametrize("degree", [1, 2])
+def test_bound_bounds_true_error_of_moving_bump(comm, degree):
+    """Non-affine: a bump moving in x and y. At random θ off the grid the certified bound is
+    above the true error against a full solve, and so is the cost bound; the bound falls
+    below the tolerance on the training grid."""
+    cfg = cfg_of(BUMP, {"a": {"linspace": [0.3, 0.7, 7]}, "b": {"linspace": [0.3, 0.7, 7]}},
+                 n=10, degree=degree)
+    spec = sweep.parse_sweep(cfg)
+    eng = Engine(cfg, spec.grid, comm, block=1)
+    try:
+        model, res = build_reduced(eng, spec.grid.values, spec.grid.names, tol=5e-2,
+                                   max_size=45)
+        assert res.stop == "tol" and res.history[-1] <= 5e-2
+        assert res.history[-1] < res.history[len(res.history) // 2]
+        for th in random_thetas(spec.grid, 6, seed=7):
+            d = model.coefficients(th)
+            cert = model.certify(th, d)
+            phi = full_solve(eng, th)
+            err = energy(eng, phi - model.potential(d))
+            assert 0 < err <= cert["error_bound"], th
+            assert cert["error_bound"] <= 20 * err  # effectivity: bound, not a blanket
+            J = 0.5 * energy(eng, phi) ** 2
+            assert abs(J - cert["cost"]) <= cert["cost_bound"]
+            assert err / energy(eng, phi) <= cert["relative_bound"]
+        model.destroy()
+    finally:
+        eng.destroy()
+
+
+# ----------------------------------------------------------------------- store and probe
+def test_reduced_store_probe_reload_and_box(mpi_tmp_path, comm):
+    """`method = "reduced"` writes the basis, not a field per θ; probe at θ off the grid gives
+    the same field from the store on every rank count (here also on one rank alone) and
+    refuses θ outside the box unless asked to extrapolate."""
+    cfg = cfg_of(BUMP, {"a": {"linspace": [0.3, 0.7, 5]}, "b": {"linspace": [0.3, 0.7, 5]}},
+                 n=8, method="reduced", reduced_tol=5e-2, reduced_max=30)
+    summary = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
+    red = summary["reduced"]
+    assert summary["method"] == "reduced" and red["size"] <= 30
+    assert red["certified"] == len([r for r in summary["rows"]
+                                    if r["relative_bound"] is not None
+                                    and r["relative_bound"] <= 5e-2])
+    assert not (mpi_tmp_path / "s" / "theta").exists() or not any(
+        (mpi_tmp_path / "s" / "theta").iterdir())
+    store = sweep.SweepStore(mpi_tmp_path / "s", comm)
+    pts = np.array([[0.21, 0.37], [0.5, 0.5], [0.93, 0.11]])
+    theta = {"a": 0.437, "b": 0.61}
+    res = sweep.probe(store, theta, pts)
+    assert res["method"] == "reduced" and res["error_bound"] > 0 and res["cost_bound"] > 0
+    # the same store on one rank alone
+    alone = sweep.probe(sweep.SweepStore(mpi_tmp_path / "s", MPI.COMM_SELF), theta, pts)
+    np.testing.assert_allclose(alone["potential"], res["potential"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(alone["flux"], res["flux"], rtol=1e-10, atol=1e-14)
+    assert alone["error_bound"] == pytest.approx(res["error_bound"], rel=1e-8)
+    # a full solve at θ (on one rank: the stored mesh and the engine's number their dofs
+    # differently, matched by coordinates): the bound holds for the stored model too
+    from scipy.spatial import cKDTree
+    eng = Engine(cfg, store.grid, MPI.COMM_SELF, block=1)
+    model, _ = ReducedModel.load(sweep.SweepStore(mpi_tmp_path / "s", MPI.COMM_SELF))
+    _, perm = cKDTree(model.V.tabulate_dof_coordinates()).query(eng.x)
+    phi_m = model.potential(model.coefficients(theta))[perm]
+    err = energy(eng, full_solve(eng, theta) - phi_m)
+    assert 0 < err <= res["error_bound"]
+    model.destroy()
+    eng.destroy()
+    with pytest.raises(ValueError, match="outside the parameter box"):
+        sweep.probe(store, {"a": 0.8, "b": 0.5}, pts)
+    ext = sweep.probe(store, {"a": 0.75, "b": 0.5}, pts, extrapolate=True)
+    assert ext["extrapolated"] and ext["error_bound"] > res["error_bound"]
