@@ -9,6 +9,7 @@ the CLI's ``--set`` values are checked against it, and unknown keys are errors.
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,14 @@ class Option:
         default: The value used when neither the file nor the command line sets one.
         help: One line for the reference.
         choices: Allowed values for a ``str`` option, or ``None``.
+        minimum: Smallest allowed value of an ``int`` / ``float`` option, or ``None``.
     """
 
     type: str
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    minimum: float | None = None
 
 
 _DENSITY_KINDS = ("uniform", "expression", "gaussian_mixture", "image", "samples", "function")
@@ -72,9 +75,18 @@ def _density_options(role: str) -> dict[str, Option]:
             "the faces, values are bilinear",
         ),
         "field": Option("str", role, "field read from a run folder (kind=function)"),
-        "bandwidth": Option("float", 0.0, "KDE bandwidth (kind=samples); 0 = Scott's rule"),
+        "bandwidth": Option(
+            "float", 0.0, "KDE bandwidth (kind=samples); 0 = chosen by bandwidth_rule"
+        ),
+        "bandwidth_rule": Option(
+            "str",
+            "cv",
+            "kind=samples, bandwidth = 0: cv (leave-one-out likelihood on a log grid around "
+            "Scott's) or scott",
+            ("cv", "scott"),
+        ),
         "min_density": Option(
-            "float", 1e-6, "the raw density must be >= this everywhere, else an error"
+            "float", 1e-6, "the raw density must be >= this everywhere, else an error", minimum=0.0
         ),
     }
 
@@ -225,6 +237,10 @@ def _coerce(section: str, key: str, value: Any) -> Any:
         ok = isinstance(value, dict)
     if not ok:
         raise ConfigError(f"{name} must be of type {opt.type}, got {value!r}")
+    if opt.type == "float" and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if opt.minimum is not None and value < opt.minimum:
+        raise ConfigError(f"{name} must be >= {opt.minimum:g}, got {value!r}")
     if opt.choices is not None and value not in opt.choices:
         raise ConfigError(f"{name} = {value!r} is not one of {', '.join(opt.choices)}")
     return value
@@ -346,6 +362,7 @@ def markdown_reference() -> str:
         lines += [f"**[{section}]**", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for key, o in opts.items():
             meaning = o.help + (f" ({' / '.join(o.choices)})" if o.choices else "")
+            meaning += f" (>= {o.minimum:g})" if o.minimum is not None else ""
             lines.append(f"| `{key}` | {o.type} | `{o.default!r}` | {meaning} |")
         lines.append("")
         if section in SECTION_NOTES:

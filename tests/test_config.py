@@ -54,10 +54,10 @@ def test_toml_round_trip_keeps_infinities_and_refuses_nan():
 
     from beckmann.store import toml_dumps
 
-    cfg = config.resolve(sets=["mesh.n=7", "target.min_density=-inf"])
+    cfg = config.resolve(sets=["mesh.n=7", "target.params={a=-inf}"])
     cfg["output"]["times"] = [0.0, 1.0]
     back = tomllib.loads(toml_dumps(cfg))
-    assert back == cfg and back["target"]["min_density"] == -math.inf
+    assert back == cfg and back["target"]["params"]["a"] == -math.inf
     cfg["source"]["floor"] = math.nan
     with pytest.raises(ValueError, match="round trip"):
         toml_dumps(cfg)
@@ -77,3 +77,17 @@ def test_strict_json():
     text = dumps_json(data)
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["b"] == [None, None, 1.5]
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ("source.min_density=-1", r"source\.min_density must be >= 0, got -1\.0"),
+        ("target.min_density=-inf", r"target\.min_density must be a finite number"),
+        ("mesh.h=nan", r"mesh\.h must be a finite number, got nan"),
+        ("solver.rtol=inf", r"solver\.rtol must be a finite number"),
+    ],
+)
+def test_out_of_range_values_name_the_option(item, fragment):
+    with pytest.raises(config.ConfigError, match=fragment):
+        config.resolve(sets=[item])
