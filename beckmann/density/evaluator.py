@@ -88,6 +88,8 @@ class Evaluator:
         self.parameter_names = parameter_names
         self.params: dict[str, float] = dict(params or {})
         self._raw = raw
+        #: What was built, for the run summary (a kernel density estimate adds its bandwidth).
+        self.description: dict[str, Any] = {"kind": kind, "floor": floor}
 
     def __repr__(self) -> str:
         return f"Evaluator(kind={self.kind!r}, gdim={self.gdim}, floor={self.floor})"
@@ -198,9 +200,14 @@ def make_evaluator(
 
             return Evaluator(kind, gdim, placed, floor=floor)
         kde = GaussianKDE(
-            load_samples(path, gdim), bandwidth=section.get("bandwidth", 0.0), bbox=(lo, hi)
+            load_samples(path, gdim),
+            bandwidth=section.get("bandwidth", 0.0),
+            bbox=(lo, hi),
+            rule=section.get("bandwidth_rule", "scott"),
         )
-        return Evaluator(kind, gdim, lambda x, p: kde(x[:gdim]), floor=floor)
+        ev = Evaluator(kind, gdim, lambda x, p: kde(x[:gdim]), floor=floor)
+        ev.description = {"kind": kind, "floor": floor, **kde.description}
+        return ev
     if kind == "function":
         raise ValueError(
             "density kind 'function' reads a field from a run folder and is not handled by "
