@@ -57,13 +57,14 @@ def _joint(
     }
 
 
-def _pair_sup(diff: FloatArray) -> FloatArray:
-    """Sup over the rows of each difference field ``(pairs, n[, d])`` (Euclidean per point)."""
-    if diff.ndim == 3:
-        diff = np.sqrt((diff**2).sum(axis=2))
-    if diff.shape[1] == 0:
-        return np.zeros(diff.shape[0])
-    return np.abs(diff).max(axis=1)
+def _sup_diff(a: FloatArray, b: FloatArray) -> float:
+    """``max |a − b|`` over the rows (Euclidean norm per row for vector values ``(n, d)``)."""
+    if a.shape[0] == 0:
+        return 0.0
+    diff = a - b
+    if diff.ndim == 1:
+        return float(max(diff.max(), -diff.min()))
+    return float(np.sqrt(np.einsum("ij,ij->i", diff, diff).max()))
 
 
 def continuity_report(
@@ -109,11 +110,9 @@ def continuity_report(
         for n in names:
             cur = store.read(i, n, slice(rng_lo[n], rng_hi[n]))
             partners = sorted({a for a in kept[n] if a < b} | ({b - 1} if b else set()))
-            if partners:
-                old = np.stack([kept[n].get(a, prev.get(n)) for a in partners])
-                sups = _pair_sup(old - cur[None])
-                for a, v in zip(partners, sups, strict=True):
-                    d[n][where[(a, b)]] = v
+            for a in partners:
+                old = kept[n][a] if a in kept[n] else prev[n]
+                d[n][where[(a, b)]] = _sup_diff(old, cur)
             prev[n] = cur
             if b in anchor_set:
                 kept[n][b] = cur
