@@ -18,6 +18,7 @@ def register(sub: Any) -> None:
     p.add_argument("config", help="TOML config with [sweep.parameters]")
     p.add_argument("--out", required=True, help="sweep store folder")
     p.add_argument("--resume", action="store_true", help="continue the sweep stored in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a sweep stored in --out")
     p.add_argument(
         "--group-size", type=int, default=None, help="ranks per group (default sweep.group_size)"
     )
@@ -35,6 +36,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         comm,
         out=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         group_size=args.group_size,
         progress=not args.quiet,
     )

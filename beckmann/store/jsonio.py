@@ -24,7 +24,15 @@ import numpy as np
 from beckmann._dolfinx import MPI
 from beckmann.store.writes import write_on_root
 
-__all__ = ["dumps_json", "jsonable", "read_json", "read_summary", "toml_dumps", "write_json"]
+__all__ = [
+    "dumps_json",
+    "jsonable",
+    "read_json",
+    "read_summary",
+    "toml_dumps",
+    "write_json",
+    "write_text_atomic",
+]
 
 
 def jsonable(obj: Any) -> Any:
@@ -49,7 +57,9 @@ def dumps_json(data: Any, *, indent: int | None = 2) -> str:
     return json.dumps(jsonable(data), indent=indent, allow_nan=False)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a ``.part`` sibling and a rename. Not collective."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
@@ -63,7 +73,7 @@ def write_json(path: str | Path, data: Any, comm: MPI.Comm) -> None:
     """
     p = Path(path)
     text = dumps_json(data) + "\n"
-    write_on_root(comm, p.name, lambda: _write_atomic(p, text))
+    write_on_root(comm, p.name, lambda: write_text_atomic(p, text))
 
 
 def read_json(path: str | Path) -> Any:

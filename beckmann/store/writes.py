@@ -13,13 +13,15 @@ outcome: afterwards either every rank has succeeded or every rank raises the sam
   fail before the collective call starts.
 
 Testing hook: the environment variable ``BECKMANN_FAIL_WRITE=RANK:WHAT[,RANK:WHAT...]`` makes
-the write called ``WHAT`` (``*`` for every write) fail on rank ``RANK`` with an ``OSError``, as a
+the write called ``WHAT`` fail on rank ``RANK`` of ``MPI.COMM_WORLD`` with an ``OSError``, as a
 full disk or a permission error would. ``WHAT`` names are the ``what`` arguments below, e.g.
-``summary.json``, ``checkpoint``, ``solution.xdmf``, ``folder``.
+``summary.json``, ``checkpoint``, ``solution.xdmf``, ``folder``, ``theta/000003.h5``, ``model``,
+``samples``; shell-style patterns match several (``theta/*``, ``*`` for every write).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable
 
@@ -37,16 +39,25 @@ __all__ = [
 FAIL_ENV = "BECKMANN_FAIL_WRITE"
 
 
-def injected_failure(what: str, rank: int) -> None:
-    """Raise ``OSError`` when ``BECKMANN_FAIL_WRITE`` asks ``rank`` to fail writing ``what``."""
+def injected_failure(what: str, rank: int | None = None) -> None:
+    """Raise ``OSError`` when ``BECKMANN_FAIL_WRITE`` asks ``rank`` to fail writing ``what``.
+
+    ``rank`` defaults to this process's rank in ``MPI.COMM_WORLD`` (a sweep group's root is
+    rank 0 of its group but not of the world). Not collective.
+    """
     spec = os.environ.get(FAIL_ENV, "")
+    if not spec:
+        return
+    rank = MPI.COMM_WORLD.rank if rank is None else rank
     for item in spec.split(","):
         r, _, w = item.partition(":")
-        if r.strip() == str(rank) and w.strip() in (what, "*"):
+        if r.strip() == str(rank) and fnmatch.fnmatchcase(what, w.strip()):
             raise OSError(f"injected failure ({FAIL_ENV}={spec})")
 
 
-def _described[T](what: str, rank: int, fn: Callable[[], T]) -> T:
+def _described[T](what: str, fn: Callable[[], T]) -> T:
+    """Run ``fn``; an ``OSError`` becomes ``RuntimeError`` naming ``what`` and the world rank."""
+    rank = MPI.COMM_WORLD.rank
     try:
         injected_failure(what, rank)
         return fn()
@@ -60,7 +71,7 @@ def write_on_root[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
     Raises:
         RuntimeError: On every rank, when the write failed (``ValueError`` stays one).
     """
-    return on_root(comm, lambda: _described(what, 0, fn))
+    return on_root(comm, lambda: _described(what, fn))
 
 
 def write_on_each[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
@@ -73,11 +84,11 @@ def write_on_each[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
     """
     result: T | None = None
     with collective(comm):
-        result = _described(what, comm.rank, fn)
+        result = _described(what, fn)
     return result  # type: ignore[return-value]
 
 
 def before_collective_write(comm: MPI.Comm, what: str) -> None:
     """Agree, before a collective writer starts, that no rank is set up to fail; collective."""
     with collective(comm):
-        _described(what, comm.rank, lambda: None)
+        _described(what, lambda: None)

@@ -9,6 +9,7 @@ instead of leaving some in the next θ's collectives.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,10 @@ from beckmann.sweep.store import (
     flux_keys,
     gather_rows,
     layout_permutation,
-    prepare_store,
     read_layout,
-    write_entry,
     write_layout,
 )
+from beckmann.sweep.writer import prepare_store, store_hash, unlock_store, write_entry
 
 __all__ = ["run_sweep"]
 
@@ -116,6 +116,7 @@ def _solve_all(
     gcomm = eng.comm
     grid = spec.grid
     store_flux = spec.options["store_flux"]
+    chash = store_hash(eng.cfg)  # the store's (prepare_store wrote it into the manifest)
     perm_phi, perm_flux = perms
     solved = 0
     with progress_bar(len(mine) * ngroups, "sweep", comm, disable=not show) as bar:
@@ -131,7 +132,7 @@ def _solve_all(
                     if g_flux is not None:
                         data["flux"] = g_flux if perm_flux is None else g_flux[perm_flux]
                 # collective on the group: every rank learns how its root's write went
-                write_entry(folder, row, grid.values[row["index"]], data, gcomm)
+                write_entry(folder, row, grid, chash, data, gcomm)
                 solved += 1
                 bar.update(n=ngroups, postfix=grid.label(row["index"]))
     return solved
@@ -143,35 +144,90 @@ def run_sweep(
     *,
     out: str | Path,
     resume: bool = False,
+    overwrite: bool = False,
     group_size: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Solve every θ of the sweep in ``cfg`` and store it in ``out``; collective on ``comm``.
 
+    The store is locked, created or checked before any solve (:func:`prepare_store`); with
+    ``resume`` every stored entry is verified and those that fail are solved again, each named
+    on rank 0's stderr.
+
     Args:
         cfg: Resolved config with a ``[sweep]`` section (:func:`~beckmann.sweep.parse_sweep`).
         comm: World communicator; split into groups of ``group_size`` ranks.
         out: Store folder.
-        resume: Continue the sweep stored in ``out`` (same config); only missing θ are solved.
+        resume: Continue the sweep stored in ``out`` (same config); only missing θ and θ whose
+            entries fail verification are solved.
+        overwrite: Replace a sweep stored in ``out`` (whole).
         group_size: Overrides ``sweep.group_size``.
         progress: Show progress on rank 0's stderr (when it is a terminal).
 
     Returns:
-        The summary written to ``out/summary.json`` (rows of all θ, timings, continuity).
+        The summary written to ``out/summary.json`` (rows of all θ, timings, continuity, the
+        entries ``rejected`` by ``--resume``).
 
     Raises:
-        ValueError: A bad spec, or a θ whose density is invalid (the message names the θ); on
-            every rank, before any solve.
+        ValueError: A bad spec, a store that may not be written (another kind, a foreign
+            folder, locked by another writer), or a θ whose density is invalid (the message
+            names the θ); on every rank, before any solve.
         RuntimeError: A failing solver or file, on every rank.
     """
     folder = Path(out)
     spec = _spec(cfg, comm, group_size)
+    if spec.options["method"] == "reduced":  # docs/reduced.md
+        from beckmann.sweep.reduced_run import run_reduced
+
+        return run_reduced(cfg, spec, comm, out=folder, resume=resume, progress=progress)
     grid = spec.grid
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    state = prepare_store(
+        folder, cfg, grid, resume, comm, overwrite=overwrite, store_flux=spec.options["store_flux"]
+    )
+    try:
+        _report_resume(folder, state, grid, comm)
+        return _run(cfg, comm, folder, spec, state, timings, t0, progress)
+    finally:
+        unlock_store(folder, comm)
+
+
+def _report_resume(folder: Path, state: dict[str, Any], grid: Any, comm: MPI.Comm) -> None:
+    """One line per entry ``--resume`` rejected (at most 10, then a count) on rank 0's stderr."""
+    if comm.rank != 0:
+        return
+    lines = []
+    if state["stale_lock"]:
+        lines.append(f"sweep: took over the stale lock of a writer that is gone in {str(folder)!r}")
+    rejected = state["rejected"]
+    for i, why in rejected[:10]:
+        lines.append(f"sweep --resume: solving {grid.label(i)} again: {why}")
+    if len(rejected) > 10:
+        lines.append(
+            f"sweep --resume: and {len(rejected) - 10} more entries solved again "
+            "(all listed under 'rejected' in summary.json)"
+        )
+    if lines:
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+
+
+def _run(
+    cfg: dict[str, Any],
+    comm: MPI.Comm,
+    folder: Path,
+    spec: SweepSpec,
+    state: dict[str, Any],
+    timings: dict[str, float],
+    t0: float,
+    progress: bool,
+) -> dict[str, Any]:
+    """The sweep proper, once the store is locked and checked; collective."""
+    grid = spec.grid
+    pending = state["pending"]
     gcomm, color, ngroups = split_groups(comm, spec.options["group_size"])
     try:
-        pending = prepare_store(folder, cfg, grid, resume, comm)
         share = [list(map(int, s)) for s in np.array_split(np.array(pending, dtype=int), ngroups)]
         mine = share[color]
         eng = _setup(cfg, spec, gcomm, comm, mine)
@@ -181,9 +237,7 @@ def run_sweep(
             t1 = time.perf_counter()
             solved = 0
             with collective(comm):  # one group's failure reaches every group
-                solved = _solve_all(
-                    eng, mine, folder, perms, spec, color, ngroups, comm, progress
-                )
+                solved = _solve_all(eng, mine, folder, perms, spec, color, ngroups, comm, progress)
             timings["solve"] = time.perf_counter() - t1
         finally:
             eng.destroy()
@@ -212,6 +266,7 @@ def run_sweep(
         "thetas": len(grid),
         "solved": n_solved,
         "reused": len(grid) - len(pending),
+        "rejected": [{"index": i, "reason": why} for i, why in state["rejected"]],
         "method": cfg["solver"]["method"],
         "block": spec.options["block"],
         "timings": timings,

@@ -2,16 +2,32 @@
 
 Layout (``--out DIR``)::
 
+    beckmann.json         manifest: kind "sweep", format version, config hash (store.folder)
+    sweep.lock            while a sweep writes: its host, pid and start time (store.lock)
     sweep.json            config, parameter names, the grid, the interpolation axes
     layout/mesh.xdmf      the mesh (written once)
     layout/layout.h5      dof coordinates of the potential space, keys of the flux values
-    theta/000017.h5       one finished θ: potential, flux (both in layout order), summary row
+    theta/000017.h5       one finished θ: index, θ, config hash, potential, flux, summary row
     summary.json          every row, timings, the continuity-in-θ report (at the end)
 
-Each θ file is written by its group's first rank as ``000017.h5.part`` and renamed into place
-(``os.replace`` is atomic), so ``kill -9`` leaves complete entries and at most some ``.part``
-files, which ``--resume`` deletes; PyPI's h5py is serial, and one file per θ needs neither
-parallel HDF5 nor a lock. Values are stored in the order of the layout's dof coordinates, so a
+**Why a store is not staged whole.** A run folder is written into a temporary sibling and
+renamed when complete (:func:`beckmann.store.folder.staged_folder`). A sweep is long and
+resumable, so its store is written *in place*: a ``kill -9`` must leave the θ solved so far
+where ``--resume`` finds them, and staging would throw hours of work away. Instead
+
+* the manifest and ``sweep.json`` are written first, so the folder is a sweep store (refused by
+  ``solve --out`` and every other kind) from its first moment; ``summary.json`` appears last
+  and marks a complete sweep;
+* each entry is written atomically (``000017.h5.part``, then ``os.replace``) and carries its
+  index, θ and the config hash (:mod:`beckmann.sweep.entries`), so ``--resume`` verifies what
+  a rename cannot guarantee (a file copied over another, truncated or corrupt files, another
+  config), solves those entries again and says which;
+* a lock file (:mod:`beckmann.store.lock`) keeps a second writer out; a lock left by a killed
+  writer is recognised as stale (its pid is gone) and taken over;
+* ``--overwrite`` empties an old store before the new sweep starts: never a mix of two sweeps.
+
+Entries are written by their group's first rank; PyPI's h5py is serial, and one file per θ
+needs no parallel HDF5. Values are stored in the order of the layout's dof coordinates, so a
 store reloads on any number of ranks.
 """
 
@@ -19,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,166 +42,33 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI, dolfinx, fem
-from beckmann._mpi import agree, collective, on_root
-from beckmann._version import __version__
-from beckmann.store.jsonio import write_json
-from beckmann.store.writes import write_on_root
+from beckmann._mpi import agree, on_root
+from beckmann.store.folder import read_manifest
+from beckmann.store.writes import before_collective_write, write_on_root
+from beckmann.sweep.entries import check_identity, completed, theta_path
 from beckmann.sweep.grid import Grid
+from beckmann.sweep.writer import STORE_FORMAT
 
 __all__ = [
-    "STORE_FORMAT",
     "SweepStore",
-    "comparable",
     "flux_keys",
     "gather_rows",
     "layout_permutation",
-    "prepare_store",
     "read_layout",
     "theta_path",
-    "write_entry",
     "write_layout",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 
-STORE_FORMAT = "beckmann-sweep"
-_STORE_VERSION = 1
-#: ``[sweep]`` keys that do not change the stored results (reports, grouping).
-_REPORT_KEYS = (
-    "group_size",
-    "continuity",
-    "joint_points",
-    "continuity_holder",
-    "holder_k",
-    "holder_alpha",
-    "holder_pairs",
-)
 #: Largest distance, relative to the domain's size, at which two dof coordinates are the same.
 _MATCH_TOL = 1e-10
-
-
-def theta_path(folder: Path, i: int) -> Path:
-    """The entry of θ number ``i``."""
-    return folder / "theta" / f"{i:06d}.h5"
-
-
-def completed(folder: Path, k: int) -> list[int]:
-    """Indices below ``k`` of the stored θ (complete files only). Not collective."""
-    tdir = folder / "theta"
-    if not tdir.is_dir():
-        return []
-    done = []
-    for name in os.listdir(tdir):
-        if name.endswith(".h5") and name[:-3].isdigit() and int(name[:-3]) < k:
-            done.append(int(name[:-3]))
-    return sorted(done)
-
-
-def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that determine the stored results (not output or reports)."""
-    keep = {s: v for s, v in cfg.items() if s != "output"}
-    keep["sweep"] = {k: v for k, v in keep.get("sweep", {}).items() if k not in _REPORT_KEYS}
-    return json.loads(json.dumps(keep))
 
 
 def gather_rows(a: FloatArray, comm: MPI.Comm) -> FloatArray | None:
     """Row blocks gathered on rank 0 of ``comm`` in rank order (``None`` elsewhere)."""
     parts = comm.gather(np.ascontiguousarray(a), root=0)
     return np.concatenate(parts) if parts is not None else None
-
-
-def _write_h5_atomic(path: Path, datasets: dict[str, FloatArray], attrs: dict[str, Any]) -> None:
-    import h5py
-
-    tmp = path.with_name(path.name + ".part")
-    with h5py.File(tmp, "w") as h5:
-        for k, v in attrs.items():
-            h5.attrs[k] = v
-        for k, v in datasets.items():
-            h5.create_dataset(k, data=v)
-    os.replace(tmp, path)  # atomic: the entry appears complete or not at all
-
-
-def write_entry(
-    folder: Path,
-    row: dict[str, Any] | None,
-    theta: FloatArray | None,
-    data: dict[str, FloatArray] | None,
-    gcomm: MPI.Comm,
-) -> None:
-    """Write one finished θ (``row["index"]``) from rank 0 of ``gcomm``; collective on ``gcomm``.
-
-    Only rank 0's arguments are used (the others may pass ``None``).
-
-    Raises:
-        RuntimeError: On every rank of ``gcomm``, when the write fails.
-    """
-    name = f"theta/{int(row['index']):06d}.h5" if row is not None else "theta entry"
-
-    def write() -> None:
-        assert row is not None and data is not None
-        attrs = {"row": json.dumps(row), "theta": theta}
-        _write_h5_atomic(theta_path(folder, int(row["index"])), data, attrs)
-
-    write_on_root(gcomm, name, write)
-
-
-def prepare_store(
-    folder: Path, cfg: dict[str, Any], grid: Grid, resume: bool, comm: MPI.Comm
-) -> list[int]:
-    """Create or check the store on rank 0; return the pending θ indices. Collective.
-
-    Raises:
-        ValueError: The folder holds a sweep and ``resume`` is false, holds another config or
-            grid, or is a non-empty folder of another kind (on every rank).
-        RuntimeError: The folder cannot be written (on every rank).
-    """
-
-    def check() -> bool:
-        meta_path = folder / "sweep.json"
-        if meta_path.is_file():
-            if not resume:
-                raise ValueError(
-                    f"{str(folder)!r} already holds a sweep; pass --resume to continue it "
-                    "or choose another --out"
-                )
-            old = json.loads(meta_path.read_text())
-            if old.get("format") != STORE_FORMAT:
-                raise ValueError(f"{str(meta_path)!r} is not a beckmann sweep store")
-            if comparable(old["config"]) != comparable(cfg):
-                raise ValueError(
-                    f"--resume: the config differs from the one the sweep in {str(folder)!r} "
-                    "was started with"
-                )
-            if not np.array_equal(Grid.from_json(old["grid"]).values, grid.values):
-                raise ValueError(f"--resume: the grid differs from the one in {str(folder)!r}")
-            return False
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"--out {str(folder)!r} exists and is not a sweep store")
-        return True
-
-    def clean() -> list[int]:
-        (folder / "theta").mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(folder / "theta"):
-            if name.endswith(".part"):
-                os.remove(folder / "theta" / name)  # interrupted writes
-        if (folder / "layout.part").exists():
-            shutil.rmtree(folder / "layout.part")
-        done = set(completed(folder, len(grid)))
-        return [i for i in range(len(grid)) if i not in done]
-
-    new = on_root(comm, check)
-    pending: list[int] = write_on_root(comm, "folder", clean)
-    if new:
-        meta = {
-            "format": STORE_FORMAT,
-            "version": _STORE_VERSION,
-            "beckmann": __version__,
-            "config": cfg,
-            "grid": grid.to_json(),
-        }
-        write_json(folder / "sweep.json", meta, comm)
-    return pending
 
 
 def flux_keys(W: fem.FunctionSpace) -> FloatArray:
@@ -221,21 +103,22 @@ def write_layout(
     import h5py
 
     part = folder / "layout.part"
-    with collective(gcomm):
-        if gcomm.rank == 0:
-            part.mkdir(parents=True, exist_ok=True)
+    write_on_root(gcomm, "layout", lambda: part.mkdir(parents=True, exist_ok=True))
+    before_collective_write(gcomm, "layout")
     with dolfinx.io.XDMFFile(gcomm, str(part / "mesh.xdmf"), "w") as f:
         f.write_mesh(msh)
     g_coords = gather_rows(coords, gcomm)
     g_keys = gather_rows(keys, gcomm)
-    with collective(gcomm):
-        if gcomm.rank == 0:
-            with h5py.File(part / "layout.h5", "w") as h5:
-                h5.attrs["degree"] = degree
-                h5.attrs["gdim"] = coords.shape[1]
-                h5.create_dataset("dof_coordinates", data=g_coords)
-                h5.create_dataset("flux_keys", data=g_keys)
-            os.replace(part, folder / "layout")
+
+    def write() -> None:
+        with h5py.File(part / "layout.h5", "w") as h5:
+            h5.attrs["degree"] = degree
+            h5.attrs["gdim"] = coords.shape[1]
+            h5.create_dataset("dof_coordinates", data=g_coords)
+            h5.create_dataset("flux_keys", data=g_keys)
+        os.replace(part, folder / "layout")
+
+    write_on_root(gcomm, "layout", write)
 
 
 def read_layout(folder: Path) -> tuple[FloatArray, FloatArray]:
@@ -285,6 +168,12 @@ class SweepStore:
         self.comm = comm
 
         def read_meta() -> dict[str, Any]:
+            manifest = read_manifest(self.folder) if self.folder.is_dir() else None
+            if manifest is not None and manifest.get("kind") != "sweep":
+                raise ValueError(
+                    f"{str(self.folder)!r} is a beckmann {manifest.get('kind')} folder, "
+                    "not a sweep store"
+                )
             try:
                 meta = json.loads((self.folder / "sweep.json").read_text())
                 if meta.get("format") != STORE_FORMAT:
@@ -299,20 +188,40 @@ class SweepStore:
         meta = on_root(comm, read_meta)
         self.config: dict[str, Any] = meta["config"]
         self.grid = Grid.from_json(meta["grid"])
+        #: The config hash every entry must carry (``None`` for a store of an older beckmann).
+        self.config_hash: str | None = meta.get("config_hash")
         self._space: tuple[Any, npt.NDArray[np.int64]] | None = None
 
     def completed(self) -> list[int]:
         """Indices of the stored θ (same on every rank). Collective."""
         return list(on_root(self.comm, lambda: completed(self.folder, len(self.grid))))
 
+    def _open(self, i: int) -> Any:
+        """Entry ``i`` open for reading, its index, θ and config hash checked. Not collective.
+
+        Raises:
+            RuntimeError: The file is not θ ``i`` of this store (e.g. a copy of another entry).
+        """
+        import h5py
+
+        path = theta_path(self.folder, i)
+        h5 = h5py.File(path, "r")
+        why = check_identity(h5, i, self.grid, self.config_hash)
+        if why is not None:
+            h5.close()
+            raise RuntimeError(
+                f"sweep store {str(self.folder)!r}: theta/{path.name} is not {self.grid.label(i)}:"
+                f" {why}; `beckmann sweep CONFIG --out {str(self.folder)} --resume` solves it again"
+            )
+        return h5
+
     def rows(self) -> list[dict[str, Any]]:
         """Summary rows of the stored θ, by index (same on every rank). Collective."""
-        import h5py
 
         def read() -> list[dict[str, Any]]:
             rows = []
             for i in completed(self.folder, len(self.grid)):
-                with h5py.File(theta_path(self.folder, i), "r") as h5:
+                with self._open(i) as h5:
                     rows.append(json.loads(h5.attrs["row"]))
             return rows
 
@@ -320,22 +229,18 @@ class SweepStore:
 
     def has(self, i: int, name: str) -> bool:
         """``True`` when entry ``i`` holds dataset ``name``. Not collective."""
-        import h5py
-
-        with h5py.File(theta_path(self.folder, i), "r") as h5:
+        with self._open(i) as h5:
             return name in h5
 
     def read(self, i: int, name: str = "potential", rows: slice | None = None) -> FloatArray:
         """Stored values of θ ``i`` in layout order (a slice of them). Not collective.
 
         Raises:
-            RuntimeError: The entry or dataset cannot be read.
+            RuntimeError: The entry or dataset cannot be read, or the file is not θ ``i``.
         """
-        import h5py
-
         path = theta_path(self.folder, i)
         try:
-            with h5py.File(path, "r") as h5:
+            with self._open(i) as h5:
                 return np.asarray(h5[name][rows if rows is not None else slice(None)])
         except (OSError, KeyError) as e:
             raise RuntimeError(

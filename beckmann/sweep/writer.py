@@ -1,0 +1,251 @@
+"""Writing a sweep store: lock it, create it or check it for ``--resume``, write its entries.
+
+See :mod:`beckmann.sweep.store` for the layout and for why a store is written in place rather
+than staged whole. :func:`prepare_store` runs on rank 0 before any solve and broadcasts its
+outcome; the caller releases the lock with :func:`unlock_store` (also on an error path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._dolfinx import MPI
+from beckmann._version import __version__
+from beckmann.store.folder import check_destination, config_hash, read_manifest, write_manifest
+from beckmann.store.jsonio import dumps_json, write_text_atomic
+from beckmann.store.lock import acquire_lock, release_lock
+from beckmann.store.writes import write_on_root
+from beckmann.sweep.entries import completed, theta_path, verify_entry, write_entry_file
+from beckmann.sweep.grid import Grid
+
+__all__ = [
+    "LOCK",
+    "STORE_FORMAT",
+    "comparable",
+    "prepare_store",
+    "store_hash",
+    "unlock_store",
+    "write_entry",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The lock file of a store being written.
+LOCK = "sweep.lock"
+STORE_FORMAT = "beckmann-sweep"
+_STORE_VERSION = 1
+#: ``[sweep]`` keys that do not change the stored results (reports, grouping).
+_REPORT_KEYS = (
+    "group_size",
+    "continuity",
+    "joint_points",
+    "continuity_holder",
+    "holder_k",
+    "holder_alpha",
+    "holder_pairs",
+)
+
+
+def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that determine the stored results (not output or reports)."""
+    keep = {s: v for s, v in cfg.items() if s != "output"}
+    keep["sweep"] = {k: v for k, v in keep.get("sweep", {}).items() if k not in _REPORT_KEYS}
+    return dict(json.loads(dumps_json(keep)))
+
+
+def write_entry(
+    folder: Path,
+    row: dict[str, Any] | None,
+    grid: Grid,
+    chash: str,
+    data: dict[str, FloatArray] | None,
+    gcomm: MPI.Comm,
+) -> None:
+    """Write one finished θ (``row["index"]``) from rank 0 of ``gcomm``; collective on ``gcomm``.
+
+    Only rank 0's ``row`` and ``data`` are used (the others may pass ``None``). The file carries
+    the index, θ and the config hash ``chash`` (:mod:`beckmann.sweep.entries`).
+
+    Raises:
+        RuntimeError: On every rank of ``gcomm``, when the write fails.
+    """
+    index = gcomm.bcast(int(row["index"]) if gcomm.rank == 0 and row is not None else None)
+
+    def write() -> None:
+        assert row is not None and data is not None
+        write_entry_file(theta_path(folder, index), index, grid, chash, row, data)
+
+    write_on_root(gcomm, f"theta/{index:06d}.h5", write)
+
+
+def store_hash(cfg: dict[str, Any]) -> str:
+    """The config hash of a store: of the parts that determine its results (:func:`comparable`)."""
+    return config_hash(comparable(cfg))
+
+
+def _layout_sizes(folder: Path, store_flux: bool) -> dict[str, int] | None:
+    import h5py
+
+    try:
+        with h5py.File(folder / "layout" / "layout.h5", "r") as h5:
+            sizes = {"potential": int(h5["dof_coordinates"].shape[0])}
+            if store_flux:
+                sizes["flux"] = int(h5["flux_keys"].shape[0])
+            return sizes
+    except (OSError, KeyError):
+        return None
+
+
+def _refuse_other(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the sweep in ``folder`` (``{}`` for one without), or ``None`` if none.
+
+    Raises:
+        ValueError: ``folder`` may not hold a sweep store (a file, another kind, foreign files).
+    """
+    if folder.is_dir():
+        manifest = read_manifest(folder)
+        if manifest is not None:
+            if manifest.get("kind") == "sweep":
+                return manifest
+            check_destination(folder, "sweep")  # raises: another kind
+        if (folder / "sweep.json").is_file():
+            return {}  # a store of an older beckmann, without a manifest
+        if any(p.name != LOCK for p in folder.iterdir()):
+            check_destination(folder, "sweep")  # raises: a foreign folder
+        return None
+    check_destination(folder, "sweep")  # a file, below a file, unwritable
+    return None
+
+
+def _clear(folder: Path) -> None:
+    """Remove everything in ``folder`` but the lock."""
+    for p in folder.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def prepare_store(
+    folder: Path,
+    cfg: dict[str, Any],
+    grid: Grid,
+    resume: bool,
+    comm: MPI.Comm,
+    *,
+    overwrite: bool = False,
+    store_flux: bool = True,
+) -> dict[str, Any]:
+    """Lock, create or check the store on rank 0 before any solve; collective.
+
+    A new store gets its manifest (kind ``"sweep"``) and ``sweep.json`` at once. ``--resume``
+    checks the config and grid against ``sweep.json`` and every stored entry with
+    :func:`~beckmann.sweep.entries.verify_entry`; entries that fail are deleted and solved
+    again. ``overwrite`` empties an old store first (never a mix of two sweeps).
+
+    Returns:
+        ``{"pending": [...], "rejected": [[i, reason], ...], "stale_lock": bool}`` (every rank).
+        The caller holds the lock (:data:`LOCK`) and releases it with :func:`unlock_store`.
+
+    Raises:
+        ValueError: The folder holds a sweep and neither ``resume`` nor ``overwrite`` is given,
+            holds another config or grid, is locked by another writer, or may not be written
+            (a file, another kind, a non-empty foreign folder); on every rank.
+        RuntimeError: The folder cannot be written (on every rank).
+    """
+    chash = store_hash(cfg)
+
+    def prepare() -> dict[str, Any]:
+        manifest = _refuse_other(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stale = acquire_lock(folder / LOCK, f"sweep store {str(folder)!r}")
+        try:
+            manifest = _refuse_other(folder)  # again, now that no one else writes
+            if manifest is not None and overwrite:
+                _clear(folder)
+                manifest = None
+            rejected: list[list[Any]] = []
+            if manifest is not None:
+                if not resume:
+                    raise ValueError(
+                        f"{str(folder)!r} already holds a sweep; pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another --out"
+                    )
+                rejected = _check_resume(folder, cfg, grid, chash, store_flux)
+                if not manifest:
+                    write_manifest(folder, "sweep", comparable(cfg))
+            else:
+                meta = {
+                    "format": STORE_FORMAT,
+                    "version": _STORE_VERSION,
+                    "beckmann": __version__,
+                    "config_hash": chash,
+                    "config": cfg,
+                    "grid": grid.to_json(),
+                }
+                write_manifest(folder, "sweep", comparable(cfg))
+                write_text_atomic(folder / "sweep.json", dumps_json(meta) + "\n")
+            (folder / "theta").mkdir(exist_ok=True)
+            done = set(completed(folder, len(grid)))
+            pending = [i for i in range(len(grid)) if i not in done]
+            return {"pending": pending, "rejected": rejected, "stale_lock": stale}
+        except BaseException:
+            release_lock(folder / LOCK)
+            raise
+
+    return dict(write_on_root(comm, "folder", prepare))
+
+
+def _check_resume(
+    folder: Path, cfg: dict[str, Any], grid: Grid, chash: str, store_flux: bool
+) -> list[list[Any]]:
+    """Check ``sweep.json``, drop interrupted writes and entries that fail; the rejected ones."""
+    meta_path = folder / "sweep.json"
+    try:
+        old = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{str(meta_path)!r} is unreadable ({e}); cannot --resume") from e
+    if not isinstance(old, dict) or old.get("format") != STORE_FORMAT:
+        raise ValueError(f"{str(meta_path)!r} is not a beckmann sweep store")
+    if comparable(old["config"]) != comparable(cfg):
+        raise ValueError(
+            f"--resume: the config differs from the one the sweep in {str(folder)!r} "
+            "was started with"
+        )
+    if not np.array_equal(Grid.from_json(old["grid"]).values, grid.values):
+        raise ValueError(f"--resume: the grid differs from the one in {str(folder)!r}")
+    (folder / "summary.json").unlink(missing_ok=True)  # the store is incomplete until the end
+    (folder / "theta").mkdir(exist_ok=True)
+    for name in os.listdir(folder / "theta"):
+        if name.endswith(".part"):
+            os.remove(folder / "theta" / name)  # interrupted writes
+    if (folder / "layout.part").exists():
+        shutil.rmtree(folder / "layout.part")
+    done = completed(folder, len(grid))
+    sizes = _layout_sizes(folder, store_flux)
+    if done and sizes is None:  # entries in an order nobody can read: solve them again
+        shutil.rmtree(folder / "layout", ignore_errors=True)
+    rejected: list[list[Any]] = []
+    for i in done:
+        path = theta_path(folder, i)
+        why = "the store's layout is missing or unreadable" if sizes is None else None
+        why = why or verify_entry(path, i, grid, chash, sizes or {})
+        if why is not None:
+            path.unlink()
+            rejected.append([i, f"theta/{path.name}: {why}"])
+    return rejected
+
+
+def unlock_store(folder: Path, comm: MPI.Comm) -> None:
+    """Release the store's lock on rank 0. Not collective (safe on an error path)."""
+    if comm.rank == 0:
+        release_lock(Path(folder) / LOCK)
