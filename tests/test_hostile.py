@@ -156,3 +156,128 @@ def test_bad_summary_json_names_the_file(tmp_path, run_dir):
     np.save(pts, np.array([[0.5, 0.5]]))
     for cmd in (["probe", str(copy), "--points", str(pts)], ["holder", str(copy)]):
         one_clean_line(run(*cmd), r"summary\.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: every request is estimated before it is allocated (run under the 8 GiB limit)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_memory_solve_mesh_n(tmp_path, ranks):
+    proc = run("solve", "--set", "mesh.n=100000", "--out", str(tmp_path / "r"), ranks=ranks,
+               timeout=90)
+    one_clean_line(proc, r"mesh\.n = 100000.*GiB of memory, more than the .* GiB available; "
+                         r"lower mesh\.n")
+    assert not (tmp_path / "r").exists()
+
+
+SWEEP_GRIDS = {
+    "linspace_1e8": ("theta = { linspace = [0.3, 0.7, 100000000] }", r"1e\+08 θ \(theta"),
+    "product_1e5x1e5": (
+        "theta = { linspace = [0.3, 0.7, 100000] }\ns = { linspace = [1.0, 2.0, 100000] }",
+        r"1e\+10 θ \(theta 100000 x s 100000\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("grid", sorted(SWEEP_GRIDS))
+def test_memory_sweep_grid_is_sized_before_it_is_built(tmp_path, grid, ranks):
+    entries, match = SWEEP_GRIDS[grid]
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[mesh]\nn = 4\n[target]\nkind = "expression"\nexpr = "1 + theta*s*x"\n'
+                   f"[target.params]\ns = 1.0\n[sweep.parameters]\n{entries}\n")
+    proc = run("sweep", str(cfg), "--out", str(tmp_path / "st"), ranks=ranks, timeout=90)
+    one_clean_line(proc, match + r".*lower the counts in \[sweep\.parameters\]")
+
+
+def test_memory_sample_and_fit(run_dir, tmp_path):
+    one_clean_line(run("sample", str(run_dir), "--n", "1000000000000",
+                       "--out", str(tmp_path / "s.npy"), timeout=90),
+                   r"--n 1000000000000.*GiB.*lower --n")
+    one_clean_line(run("fit", str(run_dir), "--width", "1000000", "--out", str(tmp_path / "m"),
+                       timeout=120),
+                   r"--width 1000000.*GiB of memory.*lower --width")
+
+
+def test_memory_npy_declaring_a_huge_array(run_dir, tmp_path):
+    huge = tmp_path / "huge.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2)))
+    header["shape"] = (10**11, 2)
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 64)
+    one_clean_line(run("probe", str(run_dir), "--points", str(huge)),
+                   r"huge\.npy.*shape \(100000000000, 2\).*GiB")
+
+
+# ---------------------------------------------------------------------------------------------
+# messages that name the file or option
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_truncated_hdf5_is_named(tmp_path, run_dir, ranks):
+    import shutil
+
+    pts = tmp_path / "p.npy"
+    np.save(pts, np.array([[0.5, 0.5]]))
+    for name in ("solution.h5", "checkpoint/rank0.h5"):
+        copy = tmp_path / name.replace("/", "_")
+        shutil.copytree(run_dir, copy)
+        path = copy / name
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+        for cmd in (["probe", str(copy), "--points", str(pts)], ["holder", str(copy)]):
+            one_clean_line(run(*cmd, ranks=ranks), re.escape(name) + r"' is damaged or truncated")
+
+
+def test_seeds_and_counts_name_the_option(run_dir, tmp_path):
+    out = str(tmp_path / "s.npy")
+    one_clean_line(run("sample", str(run_dir), "--n", "10", "--seed", "-1", "--out", out),
+                   r"--seed must be a non-negative integer, got -1")
+    one_clean_line(run("sample", str(run_dir), "--n", "10", "--save-every", "0", "--out", out),
+                   r"--save-every must be a positive integer, got 0")
+    one_clean_line(run("fit", str(run_dir), "--seed", "-1", "--out", str(tmp_path / "m")),
+                   r"--seed must be a non-negative integer, got -1")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_points_files_that_are_not_arrays_of_numbers(run_dir, tmp_path, ranks):
+    text = tmp_path / "text.npy"
+    text.write_text("0.5 0.5\n")
+    one_clean_line(run("probe", str(run_dir), "--points", str(text), ranks=ranks),
+                   r"text\.npy' is not a NumPy \.npy file")
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    one_clean_line(run("probe", str(run_dir), "--points", str(obj), ranks=ranks),
+                   r"obj\.npy' holds Python objects")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00 garbage")
+    one_clean_line(run("probe", str(run_dir), "--points", str(binary), ranks=ranks),
+                   r"binary\.csv' is not UTF-8")
+
+
+def test_text_npz_model(run_dir, tmp_path):
+    import shutil
+    import zipfile
+
+    good = tmp_path / "good"
+    proc = run("fit", str(run_dir), "--steps", "2", "--width", "4", "--points", "64",
+               "--test-points", "16", "--out", str(good), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "text.npz").write_text("W0 = [1, 2]\n")
+    with zipfile.ZipFile(tmp_path / "member.npz", "w") as zf:
+        zf.writestr("W0.npy", "a text member\n")
+    for name in ("text", "member"):
+        shutil.copy(tmp_path / "good.json", tmp_path / f"{name}.json")
+        model = str(tmp_path / name)
+        one_clean_line(run("export", model, "--out", str(tmp_path / "e")), rf"{name}\.npz")
+        one_clean_line(run("sample", str(run_dir), "--n", "10", "--model", model,
+                           "--out", str(tmp_path / "s.npy")), rf"{name}\.npz")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_solver_set_up_failure_suggests_mumps(tmp_path, ranks):
+    proc = run("solve", "--set", "mesh.n=8", "--set", 'solver.petsc_options={pc_gamg_type="no"}',
+               "--out", str(tmp_path / "r"), ranks=ranks)
+    one_clean_line(proc, r"could not set up the gamg solver.*solver\.method = 'mumps'")
