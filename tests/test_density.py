@@ -827,3 +827,34 @@ def test_certified_bound_is_a_lower_bound():
     nodal = COMM.allreduce(raw.x.array.min(), op=MPI.MIN)
     assert 1e-6 <= bound <= min(brute, nodal)
     assert bound > 0.5 * min(brute, nodal)  # and not a loose one
+
+
+@pytest.mark.parametrize(("cell", "k"), [("triangle", 1), ("triangle", 3), ("tetrahedron", 2)])
+def test_quadrature_points_and_cell_values_match_dolfinx(cell, k):
+    """The points computed from the vertices are DOLFINx's own; the dofmap gather is DG_k's.
+
+    DensityPoints computes quadrature points in chunks from the cell vertices (not with
+    ``tabulate_dof_coordinates``), and the certificate reads a cell's values through the
+    Lagrange dofmap (not through an interpolation into DG_k): both must agree with DOLFINx.
+    """
+    from dolfinx import fem, mesh
+
+    from beckmann.density.discrete import DensityPoints
+
+    if cell == "triangle":
+        msh = mesh.create_unit_square(COMM, 5, 4)
+    else:
+        msh = mesh.create_unit_cube(COMM, 3, 2, 2)
+    V = fem.functionspace(msh, ("Lagrange", k))
+    pts = DensityPoints(V)
+    reference = pts.Q.tabulate_dof_coordinates().T
+    np.testing.assert_allclose(pts.qpoints, reference, atol=1e-14)
+    p = fem.Function(V)
+    p.interpolate(lambda x: np.sin(3 * x[0]) + x[1] ** 2 - np.cos(2 * x[2]))
+    dg = fem.functionspace(msh, ("DG", k))
+    u = fem.Function(dg)
+    u.interpolate(p)
+    ncells = msh.topology.index_map(msh.topology.dim).size_local
+    np.testing.assert_allclose(
+        p.x.array[V.dofmap.list[:ncells]], u.x.array[dg.dofmap.list[:ncells]], atol=1e-13
+    )
