@@ -21,16 +21,27 @@ from beckmann.holder.derivatives import (
     nodal_values,
     recover_derivatives,
 )
-from beckmann.holder.fit import DELTA_MIN_FACTOR, OCTAVES, mesh_window
+from beckmann.holder.fit import (
+    DELTA_MIN_FACTOR,
+    OCTAVES,
+    classify,
+    geometric_scales,
+    mesh_window,
+    profile_slopes,
+)
+from beckmann.holder.oscillation import oscillation, oscillation_exponent
 from beckmann.holder.pointcloud import Method, check_method, estimate, seminorm, sup_norm
 
 __all__ = [
+    "CONSTANT_CELL_FACTOR",
     "FIELDS",
     "MARGIN_FACTOR",
     "FieldName",
     "field_norms",
+    "field_window_factor",
     "solution_field",
     "solution_norms",
+    "window_factor",
 ]
 
 FieldName = Literal["potential", "flux", "velocity", "hessian", "density-difference"]
@@ -38,6 +49,11 @@ FIELDS: tuple[str, ...] = ("potential", "flux", "velocity", "hessian", "density-
 
 #: Default boundary margin, in units of ``h``, when derivatives of order >= 2 are measured.
 MARGIN_FACTOR = 2.0
+
+#: Default ``delta_min`` in units of ``h`` for a field that is constant in each cell (``D^q`` of a
+#: ``P_q`` field, averaged at the nodes): its modulus below about ``6h`` is that of the averaging
+#: (measured on the square's cusp at P2: local slopes near 1 below ``6h``, ½ above).
+CONSTANT_CELL_FACTOR = 6.0
 
 #: How many derivatives of the potential each field is (for the default margin and the orders
 #: up to which cellwise derivatives are exact).
@@ -66,7 +82,7 @@ def field_norms(
     method: Method = "fast",
     delta_min: float | None = None,
     delta_max: float | None = None,
-    h_factor: float = DELTA_MIN_FACTOR,
+    h_factor: float | None = None,
     octaves: float = OCTAVES,
     per_octave: int = 4,
     margin: float | None = None,
@@ -89,7 +105,8 @@ def field_norms(
         delta_min: Window start; default ``h_factor · h`` (``h`` the largest cell diameter).
         delta_max: Window end; default ``2^octaves · delta_min``, capped at a quarter of the
             domain's diameter (bounding-box diagonal; ``2 radius`` for a ball).
-        h_factor: See ``delta_min``.
+        h_factor: See ``delta_min``; default :func:`window_factor` of the cellwise degree of
+            ``D^k u`` (3, or 6 for a field constant in each cell).
         octaves: See ``delta_max``.
         per_octave: Scales per factor 2.
         margin: Keep only nodes at least this far from the boundary (distance to the nearest
@@ -133,6 +150,9 @@ def field_norms(
     )
     msh = ws[0].function_space.mesh
     comm = msh.comm
+    q = int(ws[0].function_space.ufl_element().embedded_superdegree)
+    cell_degree = (q if exact_order is None else int(exact_order)) - int(k)
+    auto_factor = h_factor is None
     d = int(msh.geometry.dim)
     if c is not None and c.size != d:
         raise ValueError(f"center must have {d} coordinates, got {c.size}")
@@ -141,6 +161,11 @@ def field_norms(
     diam = float(np.linalg.norm(np.subtract(info["bbox"][1], info["bbox"][0])))
     if radius is not None:
         diam = min(diam, 2.0 * float(radius))
+    if auto_factor:
+        h_factor = window_factor(cell_degree)
+        if 2.0 * h_factor * h > 0.25 * diam:  # coarse mesh: less than an octave left
+            h_factor = DELTA_MIN_FACTOR
+    assert h_factor is not None
     auto_min, auto_max = (
         mesh_window(h, diam, factor=h_factor, octaves=octaves)
         if (delta_min is None or delta_max is None)
@@ -182,16 +207,35 @@ def field_norms(
     X, top = X[sel], top[sel]
     betas = multi_indices(value_size, d, int(k))
     cols_all = np.concatenate([cc for _, cc in betas])
+    values = top[:, cols_all]
+    scales = geometric_scales(dmin, dmax, per_octave)
+    sides, osc = oscillation(X, values, comm, scales)
+    raw, head = oscillation_exponent(sides, osc, sup_tensor[-1], dmin, dmax)
+    use_osc = math.isfinite(head.estimate)
+    auto = alpha == "auto"
+    if auto and use_osc:
+        alpha = float(np.clip(head.estimate, 0.0, 1.0))
     res = estimate(
         X,
-        top[:, cols_all],
+        values,
         comm,
         alpha=alpha,
+        scales=scales,
         delta_min=dmin,
         delta_max=dmax,
         method=method,
-        per_octave=per_octave,
     )
+    rd = res.to_dict()
+    if use_osc:
+        constant = not np.any(res.modulus > 0)
+        win = (res.scales >= dmin * (1 - 1e-12)) & (res.scales <= dmax * (1 + 1e-12))
+        slopes = profile_slopes(res.scales[win], res.sup_profile[win])
+        rd["exponent"], rd["estimator"] = head.to_dict(), "oscillation"
+        rd["verdict"] = classify(head, slopes, constant)
+        if constant:
+            rd["exponent"] = {"estimate": None, "low": None, "high": None}
+    else:
+        rd["estimator"] = res.estimator
     seminorms = {
         "".join(str(i) for i in t) or "0": seminorm(
             X, top[:, cols], comm, res.alpha, delta_min=dmin, method=method
@@ -199,7 +243,6 @@ def field_norms(
         for t, cols in betas
     }
     semi = float(sum(seminorms.values()))
-    rd = res.to_dict()
     return {
         "field": name,
         "k": int(k),
@@ -214,12 +257,15 @@ def field_norms(
         "exponent": rd["exponent"],
         "exponent_increment": rd["exponent_increment"],
         "exponent_plain": rd["exponent_plain"],
-        "estimator": res.estimator,
-        "verdict": res.verdict,
+        "exponent_oscillation": raw.to_dict(),
+        "estimator": rd["estimator"],
+        "verdict": rd["verdict"],
         "peak": rd["peak"],
         "sup_profile": rd["sup_profile"],
         "scales": rd["scales"],
         "modulus": rd["modulus"],
+        "oscillation_scales": [float(x) for x in sides],
+        "oscillation": [float(x) if math.isfinite(x) else None for x in osc],
         "delta_min": dmin,
         "delta_max": dmax,
         "window_rule": (
@@ -238,6 +284,23 @@ def field_norms(
     }
 
 
+def window_factor(cell_degree: int) -> float:
+    """Default ``delta_min / h`` for a field of cellwise polynomial degree ``cell_degree``.
+
+    :data:`~beckmann.holder.fit.DELTA_MIN_FACTOR` (3), or :data:`CONSTANT_CELL_FACTOR` (6) for a
+    field that is constant in each cell (degree ``<= 0``: ``D^q`` of a ``P_q`` field, or a
+    patch-recovered derivative beyond the degree).
+    """
+    return DELTA_MIN_FACTOR if int(cell_degree) >= 1 else CONSTANT_CELL_FACTOR
+
+
+def field_window_factor(field_name: str, degree: int) -> float:
+    """:func:`window_factor` of a solution's field (``k = 0``) when ``φ`` is ``P_degree``."""
+    if field_name not in _ORDER:
+        raise ValueError(f"unknown field {field_name!r}; choose one of {', '.join(FIELDS)}")
+    return window_factor(int(degree) - _ORDER[field_name])
+
+
 def solution_field(sol: Any, field_name: str, t: float = 0.0) -> Any:
     """The UFL expression (or function) of one of a solution's :data:`FIELDS`.
 
@@ -247,10 +310,17 @@ def solution_field(sol: Any, field_name: str, t: float = 0.0) -> Any:
     from beckmann._dolfinx import ufl
     from beckmann.fields import velocity_expression
 
+    F = getattr(sol, "flux_rt", None)  # a mixed run (beckmann.mixed): RT flux, DG potential
+    if F is not None and field_name in ("potential", "hessian"):
+        raise ValueError(
+            f"holder --field {field_name} needs a continuous potential; a mixed run's φ is "
+            "DG (measure --field flux, velocity or density-difference)"
+        )
+    F = ufl.grad(sol.phi) if F is None else F
     if field_name == "potential":
         return sol.phi
     if field_name == "flux":
-        return ufl.grad(sol.phi)
+        return F
     if field_name == "hessian":
         return ufl.grad(ufl.grad(sol.phi))
     if field_name == "density-difference":
@@ -258,7 +328,7 @@ def solution_field(sol: Any, field_name: str, t: float = 0.0) -> Any:
     if field_name == "velocity":
         if not 0.0 <= float(t) <= 1.0:
             raise ValueError(f"time t must lie in [0, 1], got {t!r}")
-        return velocity_expression(ufl.grad(sol.phi), sol.p0, sol.p1, float(t))
+        return velocity_expression(F, sol.p0, sol.p1, float(t))
     raise ValueError(f"unknown field {field_name!r}; choose one of {', '.join(FIELDS)}")
 
 
@@ -277,7 +347,9 @@ def solution_norms(
     ``∇φ_h`` for ``j <= q − 1``, and so on); beyond, patch-local recovery.
     """
     expr = solution_field(sol, field_name, t)
-    kwargs.setdefault("degree", int(sol.degree))
+    # a mixed run's RT_k flux is of degree k, as ∇φ of a P_{k+1} potential would be
+    lift = getattr(sol, "flux_rt", None) is not None and field_name in ("flux", "velocity")
+    kwargs.setdefault("degree", int(sol.degree) + int(lift))
     kwargs.setdefault("base_order", _ORDER[field_name])
     out = field_norms(expr, k, alpha, msh=sol.msh, name=field_name, **kwargs)
     if field_name == "velocity":

@@ -206,7 +206,10 @@ def fit_exponent(
 def profile_slopes(scales: npt.ArrayLike, profile: npt.ArrayLike) -> tuple[float, float] | None:
     """Log–log slopes of a sup profile ``M(ρ)`` over the first and the second octave of ``scales``.
 
-    ``None`` when the scales span less than two octaves or ``M`` vanishes somewhere.
+    When ``M`` reaches its far-field level (its value at the last scale) within two octaves,
+    the two halves of the scales where ``M`` is above that level instead (``None`` if fewer
+    than three). ``None`` when the scales span less than
+    two octaves or ``M`` vanishes somewhere.
     """
     s = np.asarray(scales, dtype=np.float64)
     m = np.asarray(profile, dtype=np.float64)
@@ -216,6 +219,13 @@ def profile_slopes(scales: npt.ArrayLike, profile: npt.ArrayLike) -> tuple[float
     j = int(np.searchsorted(s, 2.0 * s[i] * (1 - 1e-9)))
     if j >= s.size:  # the second octave is not complete (scales not a power-of-two ladder)
         return None
+    if m[j] <= m[-1] * (1 + 1e-9):
+        # the profile reaches the far field's level within two octaves, which flattens it for
+        # bounded and unbounded peaks alike: compare the halves of the part above that level
+        above = int(np.count_nonzero(m > m[-1] * (1 + 1e-9)))
+        if above < 3:
+            return None
+        i, j = above // 2, above - 1
     first = math.log(m[i] / m[0]) / math.log(s[i] / s[0])
     second = math.log(m[j] / m[i]) / math.log(s[j] / s[i])
     return float(first), float(second)

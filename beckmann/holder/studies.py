@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from beckmann._dolfinx import MPI
-from beckmann.holder.fe import FIELDS, solution_norms
+from beckmann.holder.fe import FIELDS, field_window_factor, solution_norms
 from beckmann.holder.fit import BLOWUP_SLOPE, mesh_window
 
 __all__ = ["DEFAULT_FIELDS", "Expectation", "parse_expectation", "study"]
@@ -94,7 +94,8 @@ def study(
         expect: Expectations (objects or ``FIELD=EXPONENT±TOL`` strings).
         alpha: The fixed exponent of the seminorms; default per field its expected exponent
             (clipped to ``[0, 1]``), else 0.5.
-        delta_min: Window start; default the coarsest level's ``3h``.
+        delta_min: Window start; default the coarsest level's ``3h`` (``6h`` for a field that is
+            constant in each cell, :func:`beckmann.holder.fe.window_factor`).
         delta_max: Window end; default ``8 delta_min`` (capped at a quarter of the diameter).
         sets: ``SECTION.KEY=VALUE`` overrides applied to every level (before the refinement).
         method: ``"exact"`` or ``"fast"``.
@@ -145,6 +146,7 @@ def study(
     out_levels: list[dict[str, Any]] = []
     solutions = []
     window: tuple[float, float] | None = None
+    windows: dict[str, tuple[float, float]] = {}
     for lev in range(int(levels)):
         value = start / 2**lev if refine == "h" else int(start) * 2**lev
         cfg = bconfig.resolve(None, [f"mesh.{key}={value}"], base=base_cfg)
@@ -161,6 +163,13 @@ def study(
                 else (auto[1] if delta_min is None else min(8 * dmin, 0.25 * diam))
             )
             window = (dmin, dmax)
+            for f in fields:
+                # a field constant in each cell starts at 6h (fe.window_factor)
+                factor = field_window_factor(f, int(sol.degree))
+                if delta_min is None and delta_max is None and 2 * factor * h <= 0.25 * diam:
+                    windows[f] = mesh_window(h, diam, factor=factor)
+                else:
+                    windows[f] = window
         per_field = {}
         for f in fields:
             r = solution_norms(
@@ -168,8 +177,8 @@ def study(
                 f,
                 0,
                 alphas[f],
-                delta_min=window[0],
-                delta_max=window[1],
+                delta_min=windows[f][0],
+                delta_max=windows[f][1],
                 method=method,  # type: ignore[arg-type]
             )
             per_field[f] = {
@@ -220,6 +229,7 @@ def study(
             "sup_rates": sup_rates,
             "seminorm_rates": semi_rates,
             "verdict": verdict,
+            "window": {"delta_min": windows[f][0], "delta_max": windows[f][1]},
         }
     checks = []
     for e in exps:
