@@ -36,6 +36,9 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         info = sol.info
         keys = ("ndofs", "ranks", "degree", "iterations", "beckmann_cost", "residual", "hmax")
         brief = {k: info[k] for k in keys}
+        if info.get("formulation") == "mixed":  # beckmann.mixed_run
+            brief["formulation"] = "mixed"
+            brief["divergence_defect"] = info["divergence_defect"]
         brief["seconds"] = round(sum(info["timings"].values()), 3)
         brief["out"] = str(out)
         print(json.dumps(brief))
