@@ -14,9 +14,12 @@ outcome: afterwards either every rank has succeeded or every rank raises the sam
 
 Testing hook: the environment variable ``BECKMANN_FAIL_WRITE=RANK:WHAT[,RANK:WHAT...]`` makes
 the write called ``WHAT`` fail on rank ``RANK`` of ``MPI.COMM_WORLD`` with an ``OSError``, as a
-full disk or a permission error would. ``WHAT`` names are the ``what`` arguments below, e.g.
-``summary.json``, ``checkpoint``, ``solution.xdmf``, ``folder``, ``theta/000003.h5``, ``model``,
-``samples``; shell-style patterns match several (``theta/*``, ``*`` for every write).
+full disk or a permission error would. A write done on rank 0 alone (:func:`write_on_root`) can
+be made to fail on another rank too: that rank then raises as the write starts, as if it had
+failed just then, which checks that the others do not wait for it. ``WHAT`` names are the
+``what`` arguments below, e.g. ``summary.json``, ``checkpoint``, ``solution.xdmf``, ``folder``,
+``layout``, ``theta/000003.h5``, ``model``, ``samples``; shell-style patterns match several
+(``theta/*``, ``*`` for every write).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from beckmann._mpi import collective, on_root
 __all__ = [
     "FAIL_ENV",
     "before_collective_write",
+    "described_write",
     "injected_failure",
     "write_on_each",
     "write_on_root",
@@ -55,8 +59,12 @@ def injected_failure(what: str, rank: int | None = None) -> None:
             raise OSError(f"injected failure ({FAIL_ENV}={spec})")
 
 
-def _described[T](what: str, fn: Callable[[], T]) -> T:
-    """Run ``fn``; an ``OSError`` becomes ``RuntimeError`` naming ``what`` and the world rank."""
+def described_write[T](what: str, fn: Callable[[], T]) -> T:
+    """Run the write ``fn`` here; an ``OSError`` becomes ``RuntimeError`` naming ``what``.
+
+    Not collective: for a write that already runs inside :func:`beckmann._mpi.on_root` (whose
+    error reaches every rank). Honours ``BECKMANN_FAIL_WRITE``.
+    """
     rank = MPI.COMM_WORLD.rank
     try:
         injected_failure(what, rank)
@@ -71,7 +79,13 @@ def write_on_root[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
     Raises:
         RuntimeError: On every rank, when the write failed (``ValueError`` stays one).
     """
-    return on_root(comm, lambda: _described(what, fn))
+    if os.environ.get(FAIL_ENV) and comm.size > 1:
+        # testing hook: a failure injected on another rank is agreed on before rank 0 writes
+        # (the variable is the same on every rank, so every rank takes this branch)
+        with collective(comm):
+            if comm.rank != 0:
+                described_write(what, lambda: None)
+    return on_root(comm, lambda: described_write(what, fn))
 
 
 def write_on_each[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
@@ -84,11 +98,11 @@ def write_on_each[T](comm: MPI.Comm, what: str, fn: Callable[[], T]) -> T:
     """
     result: T | None = None
     with collective(comm):
-        result = _described(what, fn)
+        result = described_write(what, fn)
     return result  # type: ignore[return-value]
 
 
 def before_collective_write(comm: MPI.Comm, what: str) -> None:
     """Agree, before a collective writer starts, that no rank is set up to fail; collective."""
     with collective(comm):
-        _described(what, lambda: None)
+        described_write(what, lambda: None)
