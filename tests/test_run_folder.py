@@ -158,3 +158,61 @@ def test_kill_9_leaves_the_old_folder_or_nothing(tmp_path):
     assert json.loads((out / "beckmann.json").read_text())["kind"] == "run"
     run_cli("solve", *SMALL, "--out", str(out), "--overwrite")  # and the next writer cleans up
     assert no_leftovers(out)
+
+
+def test_output_files_rules(tmp_path):
+    """``sample``/``fit`` outputs: never a folder's own file or a foreign file; --overwrite."""
+    import numpy as np
+
+    from beckmann._dolfinx import MPI
+    from beckmann.store.files import check_outputs, publish_arrays
+
+    comm = MPI.COMM_SELF
+    run = tmp_path / "run"
+    run.mkdir()
+    store_folder.write_manifest(run, "run", {"x": 1})
+    (run / "checkpoint").mkdir()
+    for bad in (run / "summary.json", run / "beckmann.json", run / "checkpoint" / "x.npy"):
+        with pytest.raises(ValueError, match="would overwrite a file of the beckmann"):
+            check_outputs(comm, "samples", [bad], overwrite=True)
+    check_outputs(comm, "samples", [run / "samples.npy"])  # beside the run: fine
+    with pytest.raises(ValueError, match="is a folder"):
+        check_outputs(comm, "samples", [run / "checkpoint"])
+    with pytest.raises(ValueError, match="is a file"):
+        check_outputs(comm, "samples", [tmp_path / "run" / "beckmann.json" / "x.npy"])
+    out = tmp_path / "x.npy"
+    publish_arrays(comm, "samples", lambda: {out: np.ones((3, 2)), tmp_path / "t.npy": [1.0]})
+    assert np.load(out).shape == (3, 2) and not list(tmp_path.glob(".*part*"))
+    with pytest.raises(ValueError, match="exists; pass --overwrite"):
+        check_outputs(comm, "samples", [out])
+    check_outputs(comm, "samples", [out], overwrite=True)
+    np.save(tmp_path / "labels.npy", np.arange(3))  # not samples: never replaced
+    (tmp_path / "m.json").write_text('{"format": "something else"}')
+    for kind, path in (("samples", tmp_path / "labels.npy"), ("model", tmp_path / "m.json")):
+        with pytest.raises(ValueError, match=f"exists and is not beckmann {kind}"):
+            check_outputs(comm, kind, [path], overwrite=True)
+
+
+def test_output_files_failure_leaves_the_old_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from beckmann._dolfinx import MPI
+    from beckmann.store.files import publish_arrays
+
+    out = tmp_path / "x.npy"
+    np.save(out, np.zeros(2))
+    monkeypatch.setenv(FAIL_ENV, "0:samples")
+    with pytest.raises(RuntimeError, match=r"cannot write samples \(rank 0\): injected"):
+        publish_arrays(MPI.COMM_SELF, "samples", lambda: {out: np.ones(2)})
+    assert np.load(out).tolist() == [0.0, 0.0] and [p.name for p in tmp_path.iterdir()] == ["x.npy"]
+
+    def boom(p):
+        raise OSError("disk full")
+
+    from beckmann.store.files import publish_files
+
+    monkeypatch.delenv(FAIL_ENV)
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_files(MPI.COMM_SELF, "samples", {out: lambda p: np.save(p, np.ones(2)),
+                                                   tmp_path / "y.npy": boom})
+    assert np.load(out).tolist() == [0.0, 0.0] and [p.name for p in tmp_path.iterdir()] == ["x.npy"]
