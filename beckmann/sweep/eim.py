@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg import solve_triangular
+from scipy.linalg.blas import dger
 
 from beckmann._dolfinx import MPI
 
@@ -129,6 +130,7 @@ def greedy_eim(
     Zs = _sum(comm, m @ F)
     FMF = _sum(comm, np.einsum("ik,ik->k", F, MF))
     R, MR = F.copy(), MF.copy()
+    fmax = float(comm.allreduce(np.abs(F).max(initial=0.0), MPI.MAX))
     xi = np.zeros((n, 0))
     points = np.zeros((0, 3))
     B = np.zeros((0, 0))
@@ -168,7 +170,7 @@ def greedy_eim(
         c_k = solve_triangular(B, fmag[:, k], lower=True, unit_diagonal=True) if size else Z[:0]
         q = R[:, k].copy()
         qmax, owner, j = _argmax_global(comm, q, offset)
-        if size and qmax <= 1e-13 * float(comm.allreduce(np.abs(F).max(initial=0.0), MPI.MAX)):
+        if size and qmax <= 1e-13 * fmax:
             out.stop = "exact"
             break
         here = comm.rank == owner
@@ -177,8 +179,9 @@ def greedy_eim(
         )
         q /= qx
         Mq = MR[:, k] / qx
-        R -= np.outer(q, r_row)  # now zero at x_m for every snapshot
-        MR -= np.outer(Mq, r_row)
+        # rank-one updates in place (BLAS ger on the Fortran view): R is zero at x_m now
+        dger(-1.0, r_row, q, a=R.T, overwrite_a=True)
+        dger(-1.0, r_row, Mq, a=MR.T, overwrite_a=True)
         xi = np.column_stack([xi, q])
         points = np.vstack([points, np.asarray(pt, dtype=np.float64)[None, :3]])
         B = np.block([[B, np.zeros((size, 1))], [xi_row[None, :], np.ones((1, 1))]])
