@@ -133,7 +133,8 @@ def discretise_density(
         return points.discretise(nodal, quad, role=role, min_density=min_density)
     msh = points.V.mesh
     bbox = global_bbox(msh.geometry.x[:, : msh.geometry.dim], msh.comm)
-    ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox)
+    # the mesh size bounds a cross-validated KDE bandwidth from below (density/evaluator.py)
+    ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox, resolution=describe(msh)["hmax"])
     return points.evaluate(ev, role=role, min_density=min_density, params=params)
 
 

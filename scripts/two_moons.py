@@ -85,9 +85,11 @@ def main() -> None:
     result: dict[str, object] = {}
     for name in ("heldout", "train_sub"):
         rep = out / f"sample_{name}.json"
+        samples = out / f"samples_{name}.npy"
+        samples.unlink(missing_ok=True)  # sample refuses to replace a file
         run(
             ["sample", str(out / "run"), "--n", str(args.n), "--seed", "1",
-             "--out", str(out / "samples.npy"), "--json-out", str(rep),
+             "--out", str(samples), "--json-out", str(rep),
              "--reference", str(out / f"{name}.npy"), *args.sample_arg],
             args.ranks,
         )  # fmt: skip

@@ -68,6 +68,10 @@ def test_cv_beats_scott_on_held_out_data():
     ll_cv = _loglik(train, test, cv.covariance)
     ll_scott = _loglik(train, test, scott.covariance)
     assert ll_cv > ll_scott + 0.3
+    # a mesh-imposed lower bound: the narrowest allowed kernel, flagged
+    wide = GaussianKDE(train, rule="cv", min_bandwidth=0.03).description
+    assert wide["resolution_limited"] and 0.03 <= wide["bandwidth"] < 0.03 * 2 ** 0.25 + 1e-12
+    assert not d["resolution_limited"]
     # the estimate itself is the KDE of that covariance (direct sum at a few points)
     pts = test[:50]
     ref = np.exp([_loglik(train, p[None, :], cv.covariance) for p in pts])

@@ -13,7 +13,9 @@ leave-one-out log-likelihood
 over ``Q = min(M, 500, max(100, 10^7 / M))`` query points drawn with a fixed seed (each left
 out of its own sum, evaluated against all other samples). The chosen kernel, its score and
 Scott's score are kept in :attr:`GaussianKDE.description`. A maximum at the end of the grid is
-flagged (``at_grid_edge``).
+flagged (``at_grid_edge``). A density on a mesh cannot hold a kernel much narrower than its
+cells (the interpolant oscillates and turns negative), so the caller may set ``min_bandwidth``:
+narrower kernels are left out and ``resolution_limited`` records that the data asked for one.
 """
 
 from __future__ import annotations
@@ -94,8 +96,12 @@ def _loo_scores(data: FloatArray, L: FloatArray, q: IntArray) -> Callable[[float
     return score
 
 
-def cv_bandwidth(data: FloatArray) -> dict[str, object]:
+def cv_bandwidth(data: FloatArray, min_bandwidth: float = 0.0) -> dict[str, object]:
     """The kernel covariance of largest leave-one-out likelihood (see the module docstring).
+
+    Kernels whose narrowest axis (standard deviation) is below ``min_bandwidth`` are left out
+    of the grid (a mesh cannot resolve them); ``resolution_limited`` says whether the best
+    kernel of the whole grid was one of them.
 
     Returns:
         ``{"covariance": (d, d) array, "shape": "scott" | "isotropic", "factor": c (times
@@ -122,18 +128,23 @@ def cv_bandwidth(data: FloatArray) -> dict[str, object]:
     best: dict[str, object] = {}
     scott_score = None
     nk = _CV_FACTORS.size
+    limited = False
     for name, H in shapes.items():
         L = np.asarray(scipy.linalg.cholesky(H, lower=True))
         score = _loo_scores(data, L, q)
+        narrow = _CV_FACTORS * np.sqrt(np.linalg.eigvalsh(H)[0]) < min_bandwidth
+        lowest = int(np.argmin(narrow)) if not narrow.all() else nk - 1
         # coarse to fine on the grid: every 4th factor, then the neighbours of the best one
         scores = np.full(nk, -np.inf)
-        for k in range(0, nk, 4):
+        for k in [*range(0, nk, 4), lowest]:
             scores[k] = score(float(_CV_FACTORS[k]))
         top = int(np.argmax(scores))
         for k in range(max(0, top - 3), min(nk, top + 4)):
             if not np.isfinite(scores[k]):
                 scores[k] = score(float(_CV_FACTORS[k]))
-        k = int(np.argmax(scores))
+        allowed = np.where(narrow & (np.arange(nk) != nk - 1), -np.inf, scores)
+        k = int(np.argmax(allowed))
+        limited = limited or (bool(narrow[top]) and k == lowest)
         if name == "scott":
             one = int(np.argmin(np.abs(_CV_FACTORS - 1.0)))
             scott_score = float(scores[one]) if np.isfinite(scores[one]) else score(1.0)
@@ -147,6 +158,8 @@ def cv_bandwidth(data: FloatArray) -> dict[str, object]:
                 "cv_score": float(scores[k]),
                 "at_grid_edge": k in (0, nk - 1),
             }
+    best["resolution_limited"] = limited
+    best["min_bandwidth"] = float(min_bandwidth)
     best["scott_score"] = scott_score
     best["scott_bandwidth"] = det ** (0.5 / d)
     best["queries"] = int(q.size)
@@ -209,6 +222,7 @@ class GaussianKDE:
             by the grid method (points outside it are clamped onto it).
         method: ``auto``, ``direct``, ``grid`` or ``tree``.
         rule: ``"scott"`` or ``"cv"`` (used when ``bandwidth = 0``).
+        min_bandwidth: ``"cv"`` only: the narrowest kernel axis allowed (e.g. from the mesh).
 
     Raises:
         ValueError: Bad bandwidth or method, or a singular sample covariance with Scott's rule.
@@ -222,6 +236,7 @@ class GaussianKDE:
         bbox: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
         method: str = "auto",
         rule: str = "scott",
+        min_bandwidth: float = 0.0,
     ) -> None:
         data = np.asarray(samples, dtype=np.float64)
         if data.ndim != 2 or data.shape[0] < 1 or not np.all(np.isfinite(data)):
@@ -245,7 +260,7 @@ class GaussianKDE:
                 "bandwidth": float(np.linalg.det(covariance)) ** (0.5 / d),
             }
         else:
-            cv = cv_bandwidth(data)
+            cv = cv_bandwidth(data, min_bandwidth)
             covariance = np.asarray(cv.pop("covariance"))
             self.description = {"bandwidth_rule": "cv", **cv}
         self.description["samples"] = int(m)

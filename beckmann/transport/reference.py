@@ -9,6 +9,8 @@ size. With ``m`` points per set (``m = min(points, n_samples, M // 2)``, data si
 
 * ``A``, ``B``: two disjoint random subsets of the data, ``m`` points each;
 * ``S``: ``m`` of the samples (a random subset);
+* every value is the mean over ``repeats`` (default 5) independent draws of ``A, B, S``: one
+  split's floor varies by a factor of several from draw to draw (the spread is reported);
 * ``samples_vs_data`` compares ``S`` with ``A``; ``data_vs_data`` (the floor) compares ``B``
   with ``A``. A value at the floor means the samples are as close to the data as fresh data is.
 
@@ -106,7 +108,8 @@ def compare_to_data(
     lo: FloatArray,
     hi: FloatArray,
     *,
-    points: int = 2500,
+    points: int = 2000,
+    repeats: int = 5,
     seed: int = 0,
     bins: int | None = None,
     bandwidth: float | None = None,
@@ -122,6 +125,7 @@ def compare_to_data(
         lo: Lower corner of the histogram box (the domain's bounding box).
         hi: Upper corner.
         points: Largest subset size ``m``.
+        repeats: Number of random draws of the subsets; values are means over them.
         seed: Seed of the subsets.
         bins: Histogram bins per axis (default ``max(2, round((m / 50)**(1/d)))``).
         bandwidth: MMD kernel bandwidth (default: median heuristic).
@@ -144,39 +148,62 @@ def compare_to_data(
         )
     if not isinstance(points, int) or points < 2:
         raise ValueError(f"the number of compared points must be an integer >= 2, got {points!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
     n, d = samples.shape
     M = data.shape[0]
     m = int(min(points, n, M // 2))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDA7A]))
-    perm = rng.permutation(M)
-    A, B = data[perm[:m]], data[perm[m : 2 * m]]
-    S = samples[np.sort(rng.choice(n, size=m, replace=False))] if m < n else samples
-    s = median_bandwidth(A) if bandwidth is None else float(bandwidth)
-    aa = _kernel_mean(A, A, s)
-    mmd_s, mmd_f = gaussian_mmd2(S, A, s, aa), gaussian_mmd2(B, A, s, aa)
     nb = bins if bins is not None else max(2, round((m / 50.0) ** (1.0 / d)))
-    if radius is None:
-        dist, _ = scipy.spatial.cKDTree(A).query(B, k=1)
-        r = float(np.quantile(dist, COVERAGE_QUANTILE))
-        r_rule = f"{COVERAGE_QUANTILE} quantile of the distance from B to its nearest point in A"
-    else:
-        r, r_rule = float(radius), "given"
-    if not r > 0:
-        raise ValueError(f"the coverage radius must be positive, got {r!r}")
-    tv_s, tv_f = _tv(S, A, lo, hi, nb), _tv(B, A, lo, hi, nb)
-    cov_s, cov_f = coverage(S, A, r), coverage(B, A, r)
+    s = r = None
+    r_rule = "given" if radius is not None else (
+        f"{COVERAGE_QUANTILE} quantile of the distance from B to its nearest point in A "
+        "(first split)"
+    )  # fmt: skip
+    vals: dict[str, list[Any]] = {
+        k: [] for k in ("mmd_s", "mmd_f", "tv_s", "tv_f", "cov_s", "cov_f")
+    }
+    for _ in range(repeats):
+        perm = rng.permutation(M)
+        A, B = data[perm[:m]], data[perm[m : 2 * m]]
+        S = samples[np.sort(rng.choice(n, size=m, replace=False))] if m < n else samples
+        if s is None:
+            s = median_bandwidth(A) if bandwidth is None else float(bandwidth)
+        if r is None:
+            if radius is None:
+                dist, _ = scipy.spatial.cKDTree(A).query(B, k=1)
+                r = float(np.quantile(dist, COVERAGE_QUANTILE))
+            else:
+                r = float(radius)
+            if not r > 0:
+                raise ValueError(f"the coverage radius must be positive, got {r!r}")
+        aa = _kernel_mean(A, A, s)
+        vals["mmd_s"].append(gaussian_mmd2(S, A, s, aa))
+        vals["mmd_f"].append(gaussian_mmd2(B, A, s, aa))
+        vals["tv_s"].append(_tv(S, A, lo, hi, nb))
+        vals["tv_f"].append(_tv(B, A, lo, hi, nb))
+        vals["cov_s"].append(coverage(S, A, r))
+        vals["cov_f"].append(coverage(B, A, r))
+    mean = {k: float(np.mean(v)) for k, v in vals.items() if not k.startswith("cov")}
+    spread = {k: float(np.std(v)) for k, v in vals.items() if not k.startswith("cov")}
+    cov_s = {k: float(np.mean([c[k] for c in vals["cov_s"]])) for k in vals["cov_s"][0]}
+    cov_f = {k: float(np.mean([c[k] for c in vals["cov_f"]])) for k in vals["cov_f"][0]}
+    mmd_s, mmd_f, tv_s, tv_f = mean["mmd_s"], mean["mmd_f"], mean["tv_s"], mean["tv_f"]
     return {
         "data_points": int(M),
         "compared_points": m,
+        "repeats": repeats,
         "sets": (
             f"A, B: disjoint random subsets of the data ({m} points each); S: {m} of the "
             "samples. samples_vs_data compares S with A; data_vs_data (the noise floor) "
-            "compares B with A"
+            f"compares B with A; each value is the mean over {repeats} random draws of A, B, S "
+            "(spread: their standard deviation)"
         ),
         "mmd2": {
             "samples_vs_data": mmd_s,
             "data_vs_data": mmd_f,
             "ratio_to_floor": _ratio(mmd_s, mmd_f),
+            "spread": {"samples_vs_data": spread["mmd_s"], "data_vs_data": spread["mmd_f"]},
             "kernel": "gaussian exp(-|x-y|^2 / (2 s^2))",
             "bandwidth": s,
             "bandwidth_rule": "median pairwise distance of A" if bandwidth is None else "given",
