@@ -31,8 +31,12 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI, PETSc, basix, fem, ufl
+from beckmann._resources import require_memory
 from beckmann.fields import Solution, gradient
 from beckmann.locate import MeshCells, cell_values
+
+MAX_PATH_TIMES = 10_001
+"""Most grid times of a time-dependent path (one Poisson solve each)."""
 
 __all__ = [
     "PATHS",
@@ -393,6 +397,22 @@ def solve_path(
         path = make_path(path)
     if not path.constant_rate and (not isinstance(n_times, int) or n_times < 2):
         raise ValueError(f"the path time grid needs at least 2 times, got {n_times!r}")
+    if not path.constant_rate and n_times > MAX_PATH_TIMES:
+        raise ValueError(
+            f"the path time grid has {n_times} times, more than {MAX_PATH_TIMES}: each time is a "
+            "Poisson solve; lower --grid (default 21)"
+        )
+    if not path.constant_rate:
+        # one stored flux per grid time: gdim DG values per flux dof
+        V = sol.V
+        local = V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+        ndofs = sol.comm.allreduce(local, op=MPI.SUM)
+        require_memory(
+            8.0 * n_times * ndofs * sol.gdim * 2,
+            f"the fluxes of a {n_times}-time path grid",
+            "lower --grid",
+            ranks=sol.comm.size,
+        )
     path.bind(sol.p0, sol.p1)
     if isinstance(path, LinearPath):
         return PathFlux(path, sol, np.zeros(1), [sol.flux()], {"solves": 0})

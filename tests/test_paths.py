@@ -119,3 +119,6 @@ def test_bad_path_arguments(sol):
         paths.make_path("geodesic")
     with pytest.raises(ValueError, match="at least 2 times"):
         paths.solve_path(sol, "fisher-rao", n_times=1)
+    # a huge time grid is refused at once, before any solve or allocation
+    with pytest.raises(ValueError, match="lower --grid"):
+        paths.solve_path(sol, "fisher-rao", n_times=10**8)
