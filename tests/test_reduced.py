@@ -190,6 +190,11 @@ def test_reduced_store_probe_reload_and_box(mpi_tmp_path, comm):
     assert 0 < err <= res["error_bound"]
     model.destroy()
     eng.destroy()
+    # the continuity report of a reduced store comes from its coefficients
+    rep = sweep.continuity_report(store, comm)
+    assert rep["energy"]["lipschitz"] == pytest.approx(
+        summary["continuity"]["energy"]["lipschitz"], rel=1e-12)
+    assert rep["pairs"] == 25 * 24 // 2
     with pytest.raises(ValueError, match="outside the parameter box"):
         sweep.probe(store, {"a": 0.8, "b": 0.5}, pts)
     ext = sweep.probe(store, {"a": 0.75, "b": 0.5}, pts, extrapolate=True)

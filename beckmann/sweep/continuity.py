@@ -26,8 +26,14 @@ import numpy.typing as npt
 
 from beckmann import holder
 from beckmann._dolfinx import MPI
+from beckmann._mpi import on_root
 from beckmann.sweep.holder_norms import holder_report
-from beckmann.sweep.modulus import anchor_positions, stream_pairs, theta_modulus
+from beckmann.sweep.modulus import (
+    anchor_positions,
+    coefficient_continuity,
+    stream_pairs,
+    theta_modulus,
+)
 from beckmann.sweep.store import SweepStore
 
 __all__ = ["continuity_report"]
@@ -73,15 +79,29 @@ def continuity_report(
     *,
     joint_points: int = 20000,
     holder: dict[str, Any] | None = None,
-    anchors: int = 8,
+    anchors: int = 4,
 ) -> dict[str, Any]:
     """Continuity in θ of φ and F from a store, in one pass; collective, same on every rank.
 
     The dofs are split over the ranks and the pair maxima reduced, so pairs of values held on
     different ranks are never needed. ``anchors`` bounds the θ held in memory (module
-    docstring). ``holder = {"k": k, "alpha": α, "pairs": n}`` adds ``out["holder"]``
+    docstring). A reduced store is reported from its coefficients
+    (:func:`beckmann.sweep.modulus.coefficient_continuity`). ``holder = {"k": k, "alpha": α,
+    "pairs": n}`` adds ``out["holder"]``
     (:func:`beckmann.sweep.holder_norms.holder_report`).
     """
+    from beckmann.sweep.reduced import REDUCED_FILE, is_reduced
+
+    if is_reduced(store.folder, comm):  # from the coefficients: no field per θ is stored
+
+        def read() -> tuple[FloatArray, FloatArray]:
+            import h5py
+
+            with h5py.File(store.folder / REDUCED_FILE, "r") as h5:
+                return np.asarray(h5["coefficients"][...]), np.asarray(h5["G"][...])
+
+        D, G = on_root(comm, read)
+        return coefficient_continuity(np.asarray(store.grid.values, dtype=np.float64), D, G)
     done = store.completed()
     theta = store.grid.values[done]
     k = len(done)

@@ -12,7 +12,13 @@ import numpy.typing as npt
 
 from beckmann import holder
 
-__all__ = ["anchor_positions", "pairs_to_compare", "stream_pairs", "theta_modulus"]
+__all__ = [
+    "anchor_positions",
+    "coefficient_continuity",
+    "pairs_to_compare",
+    "stream_pairs",
+    "theta_modulus",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -75,4 +81,24 @@ def theta_modulus(dist: FloatArray, diff: FloatArray) -> dict[str, Any]:
         "lipschitz": float(np.max(diff / dist)),
         "scales": scales.tolist(),
         "modulus": omega.tolist(),
+    }
+
+
+def coefficient_continuity(theta: FloatArray, D: FloatArray, G: FloatArray) -> dict[str, Any]:
+    """Continuity in θ of the reduced potentials, from coefficients only. Not collective.
+
+    ``‖∇(φ_M(θ) − φ_M(θ'))‖_{L²}² = Δdᵀ G Δd`` exactly for the reduced fields, over the pairs of
+    :func:`beckmann.sweep.modulus.pairs_to_compare` (all pairs up to 400 θ, else neighbours).
+    """
+    if theta.shape[0] < 2:
+        return {"note": "fewer than two θ: no continuity estimate"}
+    pairs = pairs_to_compare(theta)
+    dD = D[pairs[:, 0]] - D[pairs[:, 1]]
+    diff = np.sqrt(np.maximum(np.einsum("pm,mn,pn->p", dD, G, dD), 0.0))
+    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
+    return {
+        "pairs": int(pairs.shape[0]),
+        "thetas": int(theta.shape[0]),
+        "energy": theta_modulus(dist, diff),
+        "norm": "‖∇(φ_M(θ) − φ_M(θ'))‖_L2 from the coefficients; |θ−θ'| Euclidean",
     }
