@@ -534,3 +534,17 @@ def test_memory_estimate_refuses_huge_meshes(section, degree, fragment):
         create_mesh(section, COMM, degree=degree)
     assert len(set(COMM.allgather(str(info.value)))) == 1
 
+
+
+def test_summary_names_the_physical_groups(plate, tmp):
+    import json
+
+    from beckmann import config, pipeline
+
+    path, _ = plate
+    cfg = config.resolve(sets=["mesh.kind='file'", f"mesh.path='{path}'", "mesh.cells=['plate']",
+                               "solver.degree=1", "output.checkpoint=false"])
+    pipeline.run(cfg, COMM, out=tmp / "plate-run")
+    summary = json.loads((tmp / "plate-run" / "summary.json").read_text())
+    assert summary["physical_groups"] == [{"tag": 7, "name": "plate"}]
+    assert summary["config"]["mesh"]["cells"] == ["plate"]
