@@ -65,8 +65,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--reference-points",
         type=int,
-        default=2500,
-        help="points per compared set for --reference (default 2500)",
+        default=2000,
+        help="points per compared set for --reference (default 2000)",
+    )
+    p.add_argument(
+        "--reference-repeats",
+        type=int,
+        default=5,
+        help="random draws of the compared sets, values averaged (default 5)",
     )
     p.add_argument("--mmd-bandwidth", type=float, help="MMD kernel s (default: median heuristic)")
     p.add_argument(
@@ -116,6 +122,8 @@ def _check(args: argparse.Namespace, comm: Any) -> Path:
         raise ValueError(f"--energy-points must be an integer >= 2, got {args.energy_points!r}")
     if args.reference_points < 2:
         raise ValueError(f"--reference-points must be >= 2, got {args.reference_points!r}")
+    if args.reference_repeats < 1:
+        raise ValueError(f"--reference-repeats must be >= 1, got {args.reference_repeats!r}")
     _positive(args.mmd_bandwidth, "--mmd-bandwidth")
     _positive(args.coverage_radius, "--coverage-radius")
     _positive(args.rtol, "--rtol")
@@ -252,6 +260,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
     reference = _reference(args.reference, sol.gdim, comm)
     ref_opts = {
         "points": args.reference_points,
+        "repeats": args.reference_repeats,
         "bins": args.bins,
         "bandwidth": args.mmd_bandwidth,
         "radius": args.coverage_radius,
