@@ -1,20 +1,29 @@
-"""Benchmark: a sweep of K targets against a naive loop that rebuilds everything per θ.
+"""Benchmarks of parametric sweeps, timed as whole processes (what a user meets).
 
-Both run in the same process, interleaved (naive θ, sweep repeat, naive θ, ...) so that load from
-other users of the machine hits both alike; medians are quoted.
+Two studies, each interleaving its contestants (a, b, a, b, ...) so that load from other users of
+the machine hits both alike; medians over ``--repeats`` are quoted, with every sample.
 
-* naive: ``pipeline.solve`` per θ (mesh, spaces, densities, assembly, preconditioner or
-  factorisation, solve, cost): seconds per θ, median over ``--naive-k`` values of θ.
-* sweep: ``sweep.run_sweep`` of all K targets into a fresh store (factorisation once, MUMPS
-  block solves, each θ's potential and flux written to the store). The marginal cost per θ is
-  the solve phase (everything per θ, store writes included) divided by K; the one-off setup
-  (mesh, assembly, factorisation) is reported separately and amortised in ``total per θ``.
+``full`` (issue 11, target 1): the default ``beckmann sweep`` of K targets against a naive loop
+that runs ``beckmann solve`` once per θ (mesh, spaces, densities, assembly, preconditioner,
+solve and the run's output files, all rebuilt per θ). Per θ: the sweep's whole-process wall time
+(setup, solves, store writes and the default continuity report) over K, against the median
+whole-process time of one naive solve. Defaults: K = 64, unit square n = 512 (263k P1 dofs),
+target ``(1 + theta)*cos(pi*x)*cos(pi*y) + theta*cos(2*pi*x) + 3``, θ in linspace(0, 1, 64).
+
+``reduced`` (issue 11, targets 2-3): a full sweep over a 10 x 10 grid of the moving bump
+``0.2 + exp(-((x - a)**2 + (y - b)**2) / 0.02)``, (a, b) in [0.3, 0.7]², against the reduced
+sweep (``method = "reduced"``) over a ``--grid`` x ``--grid`` grid, every grid θ certified, at
+n = 256 P1. Then, in this process, on ``--random`` θ drawn in the box: the certified bound
+against the true error of a full solve (the sweep engine's own full path), the effectivity
+(bound / true error) and the true relative error against ``reduced_tol``. ``--tols`` adds the
+basis size per ``reduced_tol`` (greedy on the same training set).
 
 Usage::
 
-    python scripts/bench_sweep.py                 # K = 64, n = 512 (263k P1 dofs)
-    python scripts/bench_sweep.py --k 16 --n 256  # quick
-    mpirun -n 2 python scripts/bench_sweep.py --group-size 1
+    python scripts/bench_sweep.py full                      # 64 θ, n = 512
+    python scripts/bench_sweep.py full --k 16 --n 128       # quick
+    python scripts/bench_sweep.py reduced                   # 100 x 100 reduced vs 10 x 10 full
+    python scripts/bench_sweep.py reduced --n 64 --grid 30 --repeats 1 --tols 1e-1,1e-2
 """
 
 from __future__ import annotations
@@ -22,104 +31,239 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from beckmann import config, pipeline, sweep
-from beckmann._dolfinx import MPI
-
-EXPR = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.02)"
-
-
-def make_cfg(n: int, k: int, method: str, block: int, group_size: int) -> dict:
-    layer = {
-        "mesh": {"kind": "unit_square", "n": n},
-        "solver": {"degree": 1, "method": method, "rtol": 1e-10},
-        "target": {"kind": "expression", "expr": EXPR},
-        "sweep": {
-            "parameters": {"theta": {"linspace": [0.25, 0.75, k]}},
-            "block": block,
-            "group_size": group_size,
-            "continuity": False,
-        },
-    }
-    return config.merge(config.default_config(), layer, extra_sections=("sweep",))
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(ROOT / ".venv" / "bin" / "beckmann")
+FULL_EXPR = "(1 + theta)*cos(pi*x)*cos(pi*y) + theta*cos(2*pi*x) + 3"
+BUMP = "0.2 + exp(-((x - a)**2 + (y - b)**2) / 0.02)"
 
 
-def naive_one(cfg: dict, theta: float, method: str, comm: MPI.Comm) -> float:
-    c = {s: dict(v) for s, v in cfg.items() if s != "sweep"}
-    c["solver"] = {**c["solver"], "method": method}
-    c["target"] = {**c["target"], "params": {"theta": theta}}
-    comm.barrier()
+def run(cmd: list[str], timeout: float) -> float:
+    """Wall seconds of a whole process (it must succeed)."""
     t0 = time.perf_counter()
-    pipeline.solve(c, comm)
-    comm.barrier()
+    subprocess.run(cmd, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
-def sweep_once(cfg: dict, comm: MPI.Comm) -> dict:
-    out = tempfile.mkdtemp(prefix="bench-sweep-") if comm.rank == 0 else None
-    out = comm.bcast(out, root=0)
-    comm.barrier()
-    t0 = time.perf_counter()
-    summary = sweep.run_sweep(cfg, comm, out=Path(out) / "s")
-    wall = time.perf_counter() - t0
-    if comm.rank == 0:
+def full_config(n: int, k: int) -> str:
+    return f"""[mesh]
+kind = "unit_square"
+n = {n}
+[solver]
+degree = 1
+[target]
+kind = "expression"
+expr = "{FULL_EXPR}"
+[sweep.parameters]
+theta = {{ linspace = [0, 1, {k}] }}
+"""
+
+
+def bump_config(n: int, k: int, method: str, tol: float, max_size: int) -> str:
+    extra = (
+        f'method = "reduced"\nreduced_tol = {tol}\nreduced_max = {max_size}\n'
+        if method == "reduced"
+        else ""
+    )
+    return f"""[mesh]
+kind = "unit_square"
+n = {n}
+[solver]
+degree = 1
+[target]
+kind = "expression"
+expr = "{BUMP}"
+[sweep.parameters]
+a = {{ linspace = [0.3, 0.7, {k}] }}
+b = {{ linspace = [0.3, 0.7, {k}] }}
+[sweep]
+{extra}"""
+
+
+def study_full(args: argparse.Namespace, tmp: Path) -> dict:
+    cfg = tmp / "full.toml"
+    cfg.write_text(full_config(args.n, args.k))
+    thetas = np.linspace(0.0, 1.0, args.naive_k)
+    naive, sweeps, phases = [], [], []
+    chunks = np.array_split(thetas, args.repeats)
+    for r in range(args.repeats):
+        for th in chunks[r]:
+            out = tmp / "naive"
+            naive.append(run([BIN, "solve", str(cfg), "--set", f"target.params={{theta = {th}}}",
+                              "--out", str(out), "--overwrite", "-q"], args.timeout))
+            shutil.rmtree(out, ignore_errors=True)
+        out = tmp / "sweep"
         shutil.rmtree(out, ignore_errors=True)
-    t = summary["timings"]
-    k = summary["solved"]
-    return {"setup": t["setup"], "per_theta": t["solve"] / k, "total_per_theta": wall / k}
+        sweeps.append(run([BIN, "sweep", str(cfg), "--out", str(out), "-q"], args.timeout))
+        phases.append(json.loads((out / "summary.json").read_text())["timings"])
+        shutil.rmtree(out, ignore_errors=True)
+    nv = statistics.median(naive)
+    sw = statistics.median(sweeps) / args.k
+    return {
+        "study": "full",
+        "ndofs": (args.n + 1) ** 2,
+        "K": args.k,
+        "naive_s_per_theta_median": nv,
+        "naive_samples_s": naive,
+        "sweep_wall_s_samples": sweeps,
+        "sweep_s_per_theta_median": sw,
+        "sweep_phases_s": phases,
+        "continuity_over_solve": [p["continuity"] / p["solve"] for p in phases],
+        "ratio_naive_over_sweep_per_theta": nv / sw,
+    }
+
+
+def random_check(store_dir: Path, n_random: int, tol: float) -> dict:
+    """Bound vs true error at random θ in the box (full solves by the sweep engine)."""
+    from scipy.spatial import cKDTree
+
+    from beckmann import sweep
+    from beckmann._dolfinx import MPI
+    from beckmann.sweep.engine import Engine
+    from beckmann.sweep.reduced import ReducedModel
+
+    comm = MPI.COMM_SELF
+    store = sweep.SweepStore(store_dir, comm)
+    cfg = store.config
+    eng = Engine(cfg, store.grid, comm, block=1)
+    model, _ = ReducedModel.load(store)
+    _, perm = cKDTree(model.V.tabulate_dof_coordinates()).query(eng.x)
+    lo, hi = (np.asarray(a) for a in store.grid.box())
+    rng = np.random.default_rng(2026)
+    rows = []
+    for u in rng.random((n_random, lo.size)):
+        th = dict(zip(store.grid.names, map(float, lo + u * (hi - lo)), strict=True))
+        d1, d0 = eng.density("target", th, "θ"), eng.density("source", th, "θ")
+        (phi,), _ = eng.solve_rhs([eng.rhs(d0, d1)])
+        d = model.coefficients(th)
+        cert = model.certify(th, d)
+        e = phi - model.potential(d)[perm]
+
+        def energy(v: np.ndarray) -> float:
+            eng.phi.x.array[: eng.nloc] = v
+            eng.phi.x.scatter_forward()
+            eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
+            return float(np.sqrt(v @ eng.Aphi.array[: eng.nloc]))
+
+        err, norm = energy(e), energy(phi)
+        rows.append({"theta": th, "true": err, "bound": cert["error_bound"],
+                     "effectivity": cert["error_bound"] / err, "true_relative": err / norm,
+                     "cost_error": abs(0.5 * norm**2 - cert["cost"]),
+                     "cost_bound": cert["cost_bound"]})
+    model.destroy()
+    eng.destroy()
+    eff = [r["effectivity"] for r in rows]
+    return {
+        "n": n_random,
+        "bound_ge_true_every_time": all(r["bound"] >= r["true"] for r in rows),
+        "cost_bound_ge_cost_error_every_time": all(r["cost_bound"] >= r["cost_error"]
+                                                   for r in rows),
+        "effectivity_min": min(eff),
+        "effectivity_median": statistics.median(eff),
+        "effectivity_max": max(eff),
+        "true_relative_max": max(r["true_relative"] for r in rows),
+        "reduced_tol": tol,
+        "rows": rows,
+    }
+
+
+def basis_sizes(n: int, tols: list[float], max_size: int) -> list[dict]:
+    """Basis size per reduced_tol for the moving bump (the same 400-θ LHS training set)."""
+    from beckmann import config, sweep
+    from beckmann._dolfinx import MPI
+    from beckmann.sweep.engine import Engine
+    from beckmann.sweep.reduced import build_reduced, training_set
+
+    cfg = config.merge(
+        config.default_config(),
+        {"mesh": {"kind": "unit_square", "n": n}, "solver": {"degree": 1},
+         "target": {"kind": "expression", "expr": BUMP},
+         "sweep": {"parameters": {"a": {"linspace": [0.3, 0.7, 100]},
+                                  "b": {"linspace": [0.3, 0.7, 100]}}}},
+        extra_sections=("sweep",),
+    )
+    spec = sweep.parse_sweep(cfg)
+    eng = Engine(cfg, spec.grid, MPI.COMM_WORLD, block=1)
+    train = training_set(spec.grid, 400)
+    out = []
+    for tol in tols:
+        model, res = build_reduced(eng, train, spec.grid.names, tol=tol, max_size=max_size)
+        out.append({"reduced_tol": tol, "size": model.size, "stop": res.stop,
+                    "max_training_bound": res.history[-1] if res.history else None})
+        model.destroy()
+    eng.destroy()
+    return out
+
+
+def study_reduced(args: argparse.Namespace, tmp: Path) -> dict:
+    full_cfg, red_cfg = tmp / "full10.toml", tmp / "reduced.toml"
+    full_cfg.write_text(bump_config(args.n, 10, "full", args.tol, args.max_size))
+    red_cfg.write_text(bump_config(args.n, args.grid, "reduced", args.tol, args.max_size))
+    fulls, reds, red_summary = [], [], {}
+    for _ in range(args.repeats):
+        for cfg, times in ((full_cfg, fulls), (red_cfg, reds)):
+            out = tmp / cfg.stem
+            shutil.rmtree(out, ignore_errors=True)
+            times.append(run([BIN, "sweep", str(cfg), "--out", str(out), "-q"], args.timeout))
+            if cfg is red_cfg:
+                s = json.loads((out / "summary.json").read_text())
+                red_summary = {"timings": s["timings"], **{k: v for k, v in s["reduced"].items()
+                                                           if k != "history"}}
+    res = {
+        "study": "reduced",
+        "ndofs": (args.n + 1) ** 2,
+        "full_thetas": 100,
+        "reduced_thetas": args.grid**2,
+        "full_wall_s_samples": fulls,
+        "reduced_wall_s_samples": reds,
+        "full_wall_s_median": statistics.median(fulls),
+        "reduced_wall_s_median": statistics.median(reds),
+        "ratio_reduced_over_full_wall": statistics.median(reds) / statistics.median(fulls),
+        "reduced_summary": red_summary,
+    }
+    if args.random:
+        res["random"] = random_check(tmp / red_cfg.stem, args.random, args.tol)
+    if args.tols:
+        res["basis_size_vs_tol"] = basis_sizes(args.n, [float(t) for t in args.tols.split(",")],
+                                               args.max_size)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=512, help="cells per side (512: 263k P1 dofs)")
-    ap.add_argument("--k", type=int, default=64, help="number of targets θ in the sweep")
-    ap.add_argument("--naive-k", type=int, default=6, help="θ values timed in the naive loop")
-    ap.add_argument("--naive-method", default="gamg", choices=("gamg", "mumps"))
-    ap.add_argument("--method", default="mumps", choices=("gamg", "mumps"))
-    ap.add_argument("--block", type=int, default=32, help="right-hand sides per block solve")
-    ap.add_argument("--group-size", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=3, help="sweep repeats (median)")
-    ap.add_argument("--json-out", help="write the results here")
+    ap.add_argument("study", choices=("full", "reduced"))
+    ap.add_argument("--n", type=int, default=None, help="cells per side (full 512, reduced 256)")
+    ap.add_argument("--k", type=int, default=64, help="full: θ in the sweep")
+    ap.add_argument("--naive-k", type=int, default=3, help="full: θ timed in the naive loop")
+    ap.add_argument("--grid", type=int, default=100, help="reduced: grid points per axis")
+    ap.add_argument("--tol", type=float, default=1e-2, help="reduced: reduced_tol")
+    ap.add_argument("--max-size", type=int, default=96, help="reduced: reduced_max")
+    ap.add_argument("--random", type=int, default=50, help="reduced: random θ checked")
+    ap.add_argument("--tols", default="", help="reduced: comma-separated tolerances")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=7200.0)
+    ap.add_argument("--json-out", help="also write the results here")
     args = ap.parse_args()
-    comm = MPI.COMM_WORLD
-    cfg = make_cfg(args.n, args.k, args.method, args.block, args.group_size)
-    thetas = np.linspace(0.25, 0.75, args.naive_k)
-    naive: list[float] = []
-    runs: list[dict] = []
-    # interleave: naive θ's and sweep repeats alternate
-    chunks = np.array_split(thetas, args.repeats)
-    for r in range(args.repeats):
-        for th in chunks[r]:
-            naive.append(naive_one(cfg, float(th), args.naive_method, comm))
-        runs.append(sweep_once(cfg, comm))
-    per = float(np.median([r["per_theta"] for r in runs]))
-    tot = float(np.median([r["total_per_theta"] for r in runs]))
-    nv = float(np.median(naive))
-    res = {
-        "ndofs": (args.n + 1) ** 2,
-        "K": args.k,
-        "ranks": comm.size,
-        "naive_method": args.naive_method,
-        "sweep_method": args.method,
-        "block": args.block,
-        "naive_s_per_theta_median": nv,
-        "naive_samples": naive,
-        "sweep_setup_s_median": float(np.median([r["setup"] for r in runs])),
-        "sweep_marginal_s_per_theta_median": per,
-        "sweep_total_s_per_theta_median": tot,
-        "marginal_ratio": nv / per,
-        "total_ratio": nv / tot,
-        "sweep_runs": runs,
-    }
-    if comm.rank == 0:
-        print(json.dumps(res, indent=2))
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps(res, indent=2) + "\n")
+    if args.n is None:
+        args.n = 512 if args.study == "full" else 256
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    try:
+        res = study_full(args, tmp) if args.study == "full" else study_reduced(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["command"] = " ".join(sys.argv)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
