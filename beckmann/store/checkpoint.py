@@ -225,6 +225,9 @@ def read_checkpoint(
     el = index["element"]
     shape = tuple(el["shape"])
     family = el.get("family", "Lagrange")  # "DG": discontinuous Lagrange (mixed runs)
+    if family not in ("Lagrange", "DG"):  # the index is the same on every rank
+        raise RuntimeError(f"cannot read the checkpoint in {str(folder)!r}: element family "
+                           f"{family!r} is neither Lagrange nor DG")
     V = fem.functionspace(msh, (family, el["degree"], shape) if shape else
                           (family, el["degree"]))
     tdim = msh.topology.dim
