@@ -281,3 +281,18 @@ def test_solver_set_up_failure_suggests_mumps(tmp_path, ranks):
     proc = run("solve", "--set", "mesh.n=8", "--set", 'solver.petsc_options={pc_gamg_type="no"}',
                "--out", str(tmp_path / "r"), ranks=ranks)
     one_clean_line(proc, r"could not set up the gamg solver.*solver\.method = 'mumps'")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_density_files_that_are_not_arrays(tmp_path, ranks):
+    text = tmp_path / "text.npy"
+    text.write_text("1 2\n3 4\n")
+    fifo = tmp_path / "fifo.npy"
+    os.mkfifo(fifo)
+    for kind in ("image", "samples"):
+        for path, match in ((text, r"text\.npy' is not a NumPy \.npy file"),
+                            (fifo, r"fifo\.npy' is not a regular file")):
+            proc = run("solve", "--set", "mesh.n=4", "--set", f"target.kind='{kind}'",
+                       "--set", f"target.path='{path}'", "--out", str(tmp_path / "r"),
+                       ranks=ranks, timeout=60)
+            one_clean_line(proc, match)

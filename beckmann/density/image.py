@@ -52,11 +52,14 @@ def load_image(path: str | Path, gdim: int) -> FloatArray:
             non-finite values.
     """
     path = Path(path)
-    if path.suffix.lower() == ".npy":
-        try:
-            grid = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise RuntimeError(f"cannot read image array {str(path)!r}: {err}") from err
+    from beckmann._resources import read_npy, regular_file  # no FIFO, device, pickle or OOM
+
+    try:
+        regular_file(path, "image file")
+        grid = read_npy(path, "image array") if path.suffix.lower() == ".npy" else None
+    except ValueError as err:  # an unreadable file is a RuntimeError here
+        raise RuntimeError(str(err)) from err
+    if grid is not None:
         if grid.ndim != gdim or not np.issubdtype(grid.dtype, np.number):
             raise ValueError(
                 f"image array {str(path)!r} must be a {gdim}D numeric array for gdim={gdim}, "

@@ -173,10 +173,12 @@ def load_samples(path: str | Path, gdim: int) -> FloatArray:
         RuntimeError: The file is missing or unreadable (chained to the cause).
         ValueError: The array is not ``(M, gdim)`` with ``M >= 1``, or has non-finite entries.
     """
+    from beckmann._resources import read_npy  # regular file, header first: no pickle, no OOM
+
     try:
-        samples = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise RuntimeError(f"cannot read samples {str(path)!r}: {err}") from err
+        samples = read_npy(path, "samples file")
+    except ValueError as err:  # an unreadable file is a RuntimeError here
+        raise RuntimeError(str(err)) from err
     if (
         samples.ndim != 2
         or samples.shape[1] != gdim
