@@ -22,11 +22,26 @@ __all__ = ["register"]
 _BYTES_PER_SAMPLE_PER_DIM = 80
 
 
+def _count(text: str) -> int:
+    """An integer, also written as a float with an integral value (``2e4``)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not (np.isfinite(value) and value.is_integer()):
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(value)
+
+
 def register(sub: Any) -> None:
     """Add ``sample`` to the subcommands."""
     p = sub.add_parser("sample", help="transport samples of the source along v_t")
     p.add_argument("dir", help="run folder (`beckmann solve --out DIR`) or sweep store")
-    p.add_argument("--n", type=int, help="number of samples (not with --init)")
+    p.add_argument("--n", type=_count, help="number of samples, e.g. 20000 or 2e4 (not --init)")
     p.add_argument(
         "--init", metavar="POINTS", help="move these points (.npy/.csv, N x d) instead of samples"
     )
@@ -45,6 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument("--grid", type=int, default=21, help="time grid of the Fisher-Rao path")
     p.add_argument("--reverse", action="store_true", help="target -> source (t from 1 to 0)")
     p.add_argument("--out", required=True, help="final samples (.npy)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing samples files")
     p.add_argument("--json-out", help="write the JSON report here")
     p.add_argument(
         "--save-every",
@@ -85,6 +101,11 @@ def register(sub: Any) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="θ of a sweep store's member or of --model (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="sweep store, θ between grid values: interpolate the stored potentials (as probe)",
+    )
     p.add_argument(
         "--extrapolate",
         action="store_true",
@@ -203,7 +224,9 @@ def _source(args: argparse.Namespace, comm: Any) -> tuple[Any, Any, dict[str, fl
                 f"{str(args.dir)!r} is not a sweep store"
             )
         return load_run(args.dir, comm), None, None
+    from beckmann.fields import Solution
     from beckmann.sweep import SweepStore, parse_params, theta_solution
+    from beckmann.sweep.probe import interpolation_weights
 
     st = SweepStore(args.dir, comm)
     if not args.param:
@@ -215,19 +238,29 @@ def _source(args: argparse.Namespace, comm: Any) -> tuple[Any, Any, dict[str, fl
     i = comm.bcast(st.index_of(theta) if comm.rank == 0 else None, root=0)
     label = ", ".join(f"{k}={v:g}" for k, v in theta.items())
     err = None
-    if i is None:
-        lo, hi = st.grid.box()
-        box = {n: (float(lo[j]), float(hi[j])) for j, n in enumerate(st.grid.names)}
-        err = _theta_box_check(theta, box, "the sweep's grid") or ""
+    weights: dict[int, float] = {}
+    if i is None and not args.interpolate:
         err = (
-            f"θ ({label}) is not a grid point of the sweep in {str(args.dir)!r}; the "
-            "finite-element sample runs at stored members (or use --model for other θ)"
-            + (f"; also: {err}" if err else "")
+            f"θ ({label}) is not a grid point of the sweep in {str(args.dir)!r}; pass "
+            "--interpolate to use the potential interpolated between grid values"
         )
-    elif i not in set(st.completed()):
-        err = f"θ ({label}) is on the grid but not stored yet; resume the sweep"
+    elif i is None:
+        try:
+            weights = interpolation_weights(st, theta, order=2)
+        except ValueError as e:
+            err = f"cannot interpolate the sweep at θ ({label}): {e}"
+    done = set(st.completed())
+    missing = sorted(({i} if i is not None else set(weights)) - done)
+    if err is None and missing:
+        err = f"{st.grid.label(missing[0])} is needed but not stored yet; resume the sweep"
     agree(comm, err)
-    return theta_solution(st, i, theta), None, theta
+    if i is not None:
+        return theta_solution(st, i, theta), None, theta
+    sol = theta_solution(st, None, theta)
+    # φ(θ) = Σ_j w_j φ(θ_j): the tensor-product Lagrange interpolant of `beckmann probe`
+    for j, w in weights.items():
+        sol.phi.x.array[:] += w * st.potential(j).x.array
+    return Solution(sol.msh, sol.phi, sol.p0, sol.p1), None, theta
 
 
 def _reference(path: str | None, gdim: int, comm: Any) -> Any:
@@ -255,6 +288,11 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann.transport import sample_transport
 
     out = _check(args, comm)
+    from beckmann.store.files import check_outputs, publish_arrays
+
+    stems = [".npy"] + [".traj.npy"] * bool(args.save_every) + [".logp.npy"] * args.log_density
+    outs = [out.with_name(out.stem + s) for s in stems]
+    check_outputs(comm, "samples", outs, overwrite=args.overwrite, what="--out")
     init = on_root(comm, lambda: read_points(args.init)) if args.init else None
     sol, velocity, theta = _source(args, comm)
     reference = _reference(args.reference, sol.gdim, comm)
@@ -295,16 +333,15 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         report["reference"]["data"] = str(args.reference)
     report["out"] = str(out)
 
-    def write() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, res["samples"])
+    def arrays() -> dict[Path, Any]:
+        a = {out: res["samples"]}
         if args.save_every:
-            tpath = out.with_name(out.stem + ".traj.npy")
-            np.save(tpath, np.stack(res["trajectory"]))
+            a[out.with_name(out.stem + ".traj.npy")] = np.stack(res["trajectory"])
         if args.log_density:
-            np.save(out.with_name(out.stem + ".logp.npy"), res["log_density"])
+            a[out.with_name(out.stem + ".logp.npy")] = res["log_density"]
+        return a
 
-    on_root(comm, write)
+    publish_arrays(comm, "samples", arrays)  # atomic, its outcome on every rank
     if args.save_every:
         tpath = out.with_name(out.stem + ".traj.npy")
         report["trajectory"] = {"path": str(tpath), "times": res["trajectory_times"]}
