@@ -236,9 +236,12 @@ def field_norms(
             rd["exponent"] = {"estimate": None, "low": None, "high": None}
     else:
         rd["estimator"] = res.estimator
+    # one multi-index (k = 0): its seminorm is the tensor's, already measured by estimate
     seminorms = {
-        "".join(str(i) for i in t) or "0": seminorm(
-            X, top[:, cols], comm, res.alpha, delta_min=dmin, method=method
+        "".join(str(i) for i in t) or "0": (
+            res.seminorm
+            if len(betas) == 1
+            else seminorm(X, top[:, cols], comm, res.alpha, delta_min=dmin, method=method)
         )
         for t, cols in betas
     }

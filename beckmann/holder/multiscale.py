@@ -25,10 +25,14 @@ import numpy.typing as npt
 from beckmann._dolfinx import MPI
 from beckmann.holder.exact import CHUNK_PAIRS, ratio
 
-__all__ = ["Tree", "branch_and_bound", "gather", "tree_modulus"]
+__all__ = ["Tree", "branch_and_bound", "gather", "grid_seed", "tree_modulus"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+#: Up to this many candidate cell pairs, every pair of representatives gives a lower bound;
+#: beyond, only a component's largest value in one cell against its smallest in the other.
+REP_PAIRS_ALL = 4096
 
 
 def _morton(q: IntArray, bits: int) -> IntArray:
@@ -173,10 +177,13 @@ def branch_and_bound(
         keep = (dmin2 <= dhi2) & (dmax2 >= dlo2) & (dmax2 > 0.0)
         A, B, dmin2, dmax2 = A[keep], B[keep], dmin2[keep], dmax2[keep]
         # lower bound from representative points (real pairs)
-        nrep = lev.reps.shape[1]
-        for i in range(nrep):
-            for j in range(nrep):
-                lb = max(lb, _pairs_best(tree, lev.reps[A, i], lev.reps[B, j], dlo2, dhi2, alpha))
+        nrep = lev.reps.shape[1] if k < tree.depth else 0  # leaves are compared exactly
+        if A.size <= REP_PAIRS_ALL:
+            combos = [(i, j) for i in range(nrep) for j in range(nrep)]
+        else:  # many pairs: a component's max in one cell against its min in the other
+            combos = [(i, i ^ 1) for i in range(nrep)]
+        for i, j in combos:
+            lb = max(lb, _pairs_best(tree, lev.reps[A, i], lev.reps[B, j], dlo2, dhi2, alpha))
         dv = np.maximum(lev.vmax[A] - lev.vmin[B], lev.vmax[B] - lev.vmin[A])
         ub = np.sqrt(np.einsum("ij,ij->i", dv, dv))
         if tree.m == 1 and alpha == 0.0:
@@ -185,7 +192,9 @@ def branch_and_bound(
             if np.any(full):
                 lb = max(lb, float(ub[full].max()))
                 ub[full] = 0.0
-        if alpha > 0.0:
+        if alpha == 1.0:
+            ub = ub / np.sqrt(np.maximum(np.maximum(dmin2, dlo2), tiny))
+        elif alpha > 0.0:
             ub = ub / np.power(np.maximum(np.maximum(dmin2, dlo2), tiny), 0.5 * alpha)
         if split and P > 1:
             lb = float(comm.allreduce(lb, op=MPI.MAX))
@@ -204,6 +213,46 @@ def branch_and_bound(
     if P > 1:
         lb = float(comm.allreduce(lb, op=MPI.MAX))
     return lb
+
+
+def grid_seed(tree: Tree, dlo: float, dhi: float, alpha: float) -> float:
+    """A lower bound of ``max diff / d^alpha`` over pairs ``dlo <= d <= dhi``: real pairs only.
+
+    One point per cell of a grid of step ``dlo / 4`` (the first in Morton order), compared with
+    the points of the cells between ``dlo`` and ``2 dlo`` away. The pairs near the window's lower
+    end are where a seminorm of a smooth field is attained, so :func:`branch_and_bound` starts
+    with a bound that prunes from the top level (a smooth potential at 150k points: several
+    times faster). Not collective (every rank has the same tree).
+    """
+    if dlo <= 0.0 or tree.X.shape[0] < 2:
+        return 0.0
+    b = dlo / 4.0
+    lo = tree.X.min(axis=0)
+    q = np.floor((tree.X - lo) / b).astype(np.int64)
+    nb = q.max(axis=0) + 1
+    if float(np.prod(nb.astype(np.float64))) > 2.0**62:
+        return 0.0
+    keys = np.ravel_multi_index(tuple(q.T), tuple(nb))
+    uniq, first = np.unique(keys, return_index=True)
+    cell = q[first]
+    reach = int(math.ceil(2.0 * dlo / b)) + 1
+    rng = np.arange(-reach, reach + 1)
+    offs = np.stack(np.meshgrid(*([rng] * tree.d), indexing="ij"), axis=-1).reshape(-1, tree.d)
+    dist = np.linalg.norm(offs, axis=1) * b
+    offs = offs[(dist >= dlo - 1.5 * b * math.sqrt(tree.d)) & (dist <= min(2 * dlo, dhi))]
+    offs = offs[[tuple(o) > (0,) * tree.d for o in offs]] if offs.size else offs
+    best = 0.0
+    dlo2, dhi2 = dlo * dlo, dhi * dhi
+    for o in offs:
+        nbr = cell + o
+        ok = np.all((nbr >= 0) & (nbr < nb), axis=1)
+        k = np.ravel_multi_index(tuple(nbr[ok].T), tuple(nb))
+        j = np.searchsorted(uniq, k)
+        j = np.minimum(j, uniq.size - 1)
+        hit = uniq[j] == k
+        ia, ib = first[ok][hit], first[j[hit]]
+        best = max(best, _pairs_best(tree, ia, ib, dlo2, dhi2, alpha))
+    return best
 
 
 def gather(X: FloatArray, V: FloatArray, comm: MPI.Comm) -> tuple[FloatArray, FloatArray]:
