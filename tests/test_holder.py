@@ -302,7 +302,9 @@ def test_cli_holder(tmp_path, ranks):
     assert v["time"] == 1.0 and v["alpha"] == 0.5
     # errors: one line, non-zero exit
     for args, match in ((["--alpha", "2"], "alpha"), (["--time", "0.5"], "velocity only"),
-                        (["--k", "-1"], "--k")):
+                        (["--k", "-1"], "--k"),
+                        # the default degree is 2: D²φ is cellwise constant, one order beyond
+                        (["--field", "hessian", "--k", "2"], "more than the space supports")):
         bad = run_cli("holder", str(run), *args, check=False, ranks=ranks)
         assert bad.returncode == 2
         assert match in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

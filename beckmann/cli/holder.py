@@ -13,7 +13,7 @@ from beckmann._mpi import on_root
 from beckmann.holder.fe import FIELDS, solution_norms
 from beckmann.holder.pointcloud import check_alpha
 
-__all__ = ["plot_modulus", "register"]
+__all__ = ["add_window_arguments", "plot_modulus", "register"]
 
 
 def parse_alpha(text: str) -> float | Literal["auto"]:
@@ -73,15 +73,18 @@ Estimate sup norms of D^j u (j <= k), the seminorm [D^k u]_alpha, the C^{k,alpha
 modulus of continuity omega(delta) and the headline Hoelder exponent of a field of a run folder.
 Prints strict JSON (rank 0).
 
-Window: delta_min = 3h (h the largest cell diameter), delta_max = 8 delta_min (capped at a
-quarter of the bounding-box diagonal): the smallest scales the discrete field resolves, a few
-octaves wide so that saturation of omega cannot drive the estimate. Pair distances are compared
+Window: delta_min = 3h (6h for a field constant in each cell; h the largest cell
+diameter), delta_max = 8 delta_min (capped at a quarter of the bounding-box diagonal): the
+smallest scales the discrete field resolves, a few octaves wide so that saturation of omega
+cannot drive the estimate. Pair distances are compared
 with the edges to a relative 1e-9, so the result does not depend on the number of ranks.
 
-Headline exponent ("estimator" in the JSON): if omega fits an offset power law B + C delta^a
-much better than C delta^a (a cusp smoothed by the discretisation), the increment fit of
-omega(2 delta) - omega(delta); otherwise the plain log-log slope on the lowest two octaves.
-The band is the range of octave-local slopes. "verdict": holder, constant, unbounded (the sup
+Headline exponent ("estimator": "oscillation"): the log-log slope of the mean oscillation
+(Campanato: the rms residual of the best affine fit in cubes of side s), clipped to 1. It
+removes the smooth part's linear trend and dilutes the cells where a cusp is smoothed, which
+bias the slope of omega. "exponent_oscillation" is the unclipped index (1 + b for C^{1,b}).
+The band is the range of octave-local slopes. The JSON also has the slopes of omega
+("exponent_plain", "exponent_increment"). "verdict": holder, constant, unbounded (the sup
 grows toward its peak like rho^-b), or "exponent <= 0 at this resolution".
 
 Derivatives: cellwise exact up to the degree, averaged at the nodes; beyond, patch-local
@@ -92,6 +95,16 @@ the JSON). See docs/holder.md.
 
 #: Highest derivative order measured: the potential is at most cubic per cell.
 MAX_K = 3
+
+
+def max_order(field: str, degree: int) -> int:
+    """The largest ``--k`` for ``field`` of a ``P_degree`` solution.
+
+    The cellwise derivatives (``degree − order(field)``) and one patch-recovered order beyond,
+    at most :data:`MAX_K`.
+    """
+    order = {"flux": 1, "velocity": 1, "hessian": 2}.get(field, 0)
+    return max(0, min(MAX_K, int(degree) - order + 1))
 
 
 def handler(args: argparse.Namespace, comm: Any) -> int:
@@ -115,6 +128,13 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
         except ValueError as err:
             raise ValueError(f"--center must be X,Y[,Z], got {args.center!r}") from err
     sol = store.load_run(args.dir, comm)
+    top = max_order(args.field, int(sol.degree))
+    if args.k > top:
+        raise ValueError(
+            f"--k {args.k} is more than the space supports: {args.field} of a P{sol.degree} "
+            f"solution has cellwise derivatives up to order {top - 1}, and one patch-recovered "
+            f"order beyond; use --k <= {top}"
+        )
     result = solution_norms(
         sol,
         args.field,
@@ -147,6 +167,18 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     return 0
 
 
+def add_window_arguments(p: argparse.ArgumentParser) -> None:
+    """``--method``, ``--delta-min``, ``--delta-max``: shared by ``holder`` and ``study``."""
+    p.add_argument("--method", choices=("exact", "fast"), default="fast", help="algorithm")
+    p.add_argument(
+        "--delta-min",
+        type=float,
+        default=None,
+        help="window start (default 3h; 6h for a field constant in each cell)",
+    )
+    p.add_argument("--delta-max", type=float, default=None, help="window end (default 8 delta_min)")
+
+
 def register(sub: Any) -> None:
     """Add ``holder`` to the subcommands."""
     p = sub.add_parser(
@@ -160,9 +192,7 @@ def register(sub: Any) -> None:
     p.add_argument("--time", type=float, default=0.0, help="time t of the velocity")
     p.add_argument("--k", type=int, default=0, help="derivative order k of C^{k,alpha}")
     p.add_argument("--alpha", default="auto", help="Hölder exponent in [0, 1] or 'auto'")
-    p.add_argument("--method", choices=("exact", "fast"), default="fast", help="algorithm")
-    p.add_argument("--delta-min", type=float, default=None, help="window start (default 3h)")
-    p.add_argument("--delta-max", type=float, default=None, help="window end (default 8 delta_min)")
+    add_window_arguments(p)
     p.add_argument(
         "--margin",
         type=float,

@@ -10,6 +10,7 @@ from typing import Any
 
 from beckmann._mpi import on_root
 from beckmann.cli.common import add_set_option
+from beckmann.cli.holder import add_window_arguments
 from beckmann.holder.fe import FIELDS
 from beckmann.holder.studies import DEFAULT_FIELDS, parse_expectation, study
 
@@ -17,7 +18,8 @@ __all__ = ["format_table", "plot_study", "register"]
 
 HELP = """\
 Solve CONFIG on N mesh levels (halving mesh.h, or doubling mesh.n with --refine n), measure
-each field on ONE fixed window (the coarsest level's [3h, 24h] unless --delta-min/--delta-max),
+each field on ONE fixed window (the coarsest level's [3h, 24h], [6h, 48h] for a field constant
+in each cell, unless --delta-min/--delta-max),
 and report per level the headline exponent with its band, the seminorm at a fixed alpha, the
 sup norm and the verdict, and the observed rates across levels (q ~ h^-rate). A field whose sup
 norm grows at a rate >= 0.1 is reported "unbounded". Prints a table; writes DIR/study.json and,
@@ -162,9 +164,7 @@ def register(sub: Any) -> None:
         help="expected exponent at the finest level (ASCII +- accepted; repeatable)",
     )
     p.add_argument("--alpha", type=float, default=None, help="fixed seminorm exponent")
-    p.add_argument("--delta-min", type=float, default=None, help="window start")
-    p.add_argument("--delta-max", type=float, default=None, help="window end")
-    p.add_argument("--method", choices=("exact", "fast"), default="fast", help="algorithm")
+    add_window_arguments(p)
     p.add_argument("--out", required=True, help="folder for study.json and study.png")
     add_set_option(p)
     p.set_defaults(func=handler)
