@@ -238,7 +238,7 @@ def test_cli_fit_sweep_and_sample_with_model(store, tmp_path):
     assert arch["field"] == "velocity" and arch["info"]["parameters"] == ["theta"]
     samples = tmp_path / "s.npy"
     args = ("sample", str(store), "--model", str(out), "--n", "500", "--steps", "10",
-            "--out", str(samples))  # fmt: skip
+            "--out", str(samples), "--overwrite")  # fmt: skip
     rep = json.loads(run_cli(*args, "--param", f"theta={OFF}").stdout)
     assert rep["model"] == str(out) and rep["grid_times"] == 0
     d = rep["distances"]
@@ -250,6 +250,12 @@ def test_cli_fit_sweep_and_sample_with_model(store, tmp_path):
     assert bad.returncode != 0 and "'s' is not a sweep parameter" in bad.stderr
     bad = run_cli(*args, "--param", f"theta={OFF}", "--path", "fisher-rao", check=False)
     assert bad.returncode != 0 and "linear path" in bad.stderr
+    # A prompt outside the θ trained on (GRID) is refused in one line, unless --extrapolate.
+    bad = run_cli(*args, "--param", "theta=0.9", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "theta=0.9 (trained on [0.35, 0.65])" in bad.stderr and "--extrapolate" in bad.stderr
+    rep = json.loads(run_cli(*args, "--param", "theta=0.9", "--extrapolate").stdout)
+    assert np.load(samples).shape == (500, 2) and rep["model"] == str(out)
 
 
 @pytest.mark.serial

@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
         p.add_argument(flag, **kw)
     p.add_argument("--out", required=True, help="model path: writes MODEL.json and MODEL.npz")
     p.add_argument("--json-out", help="also write the report here (not a model file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     p.set_defaults(func=handler)
 
 
@@ -57,15 +58,11 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     settings = FitSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(FitSettings)}
     )
-    from beckmann._resources import fit_bytes, require_memory
+    # FitSettings.check refuses bad values, fit_field estimates the memory before allocating
+    from beckmann.requ.model_io import model_files
+    from beckmann.store.files import check_outputs
 
-    if settings.seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {settings.seed}")
-    require_memory(
-        fit_bytes(settings.width, settings.depth, settings.points, settings.batch_size),
-        f"fit --width {settings.width} --depth {settings.depth} --points {settings.points}",
-        "lower --width, --depth or --points",
-    )
+    check_outputs(comm, "model", model_files(args.out), overwrite=args.overwrite, what="--out")
     report = fit_field(args.source, args.out, settings, comm, json_out=args.json_out)
     if comm.rank == 0:
         from beckmann.store import dumps_json

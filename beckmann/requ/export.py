@@ -49,11 +49,30 @@ def load_export(path: Any, xp: Any = None) -> Any:
         shared by all points, ``(p,)``, or ``(N, p)``). Returns ``(N,)`` for a scalar field,
         else ``(N, m)``. ``f.input_names`` and ``f.field`` describe it.
     """
+    import math
+    import zipfile
+
     import numpy
 
     xp = numpy if xp is None else xp
+    # Every header is read before any data: no pickle, no allocation from a declared shape.
+    fmt = numpy.lib.format
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not an exported network (not a .npz archive)")
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as fh:
+                version = fmt.read_magic(fh)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(fh)
+            if dtype.hasobject or math.prod(shape) > 2**25:
+                what = f"array {info.filename!r} ({dtype}, shape {shape})"
+                raise ValueError(f"{str(path)!r}: {what} is refused (object or too large)")
     with numpy.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
+    for k, a in arrays.items():
+        if a.dtype.kind == "f" and not numpy.all(numpy.isfinite(a)):
+            raise ValueError(f"{str(path)!r}: array {k!r} contains NaN or inf")
     n_layers = sum(1 for k in arrays if k.startswith("W"))
     layers = [(xp.asarray(arrays[f"W{i}"]), xp.asarray(arrays[f"b{i}"])) for i in range(n_layers)]
     lower, upper = xp.asarray(arrays["lower"]), xp.asarray(arrays["upper"])

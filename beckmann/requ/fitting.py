@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from beckmann._mpi import on_root
+from beckmann._resources import fit_bytes, require_memory
 from beckmann.requ.data import FIELDS, SAMPLINGS, is_sweep_store, training_set
 from beckmann.requ.model_io import model_files, save
 from beckmann.requ.network import ACTIVATIONS, Network
 from beckmann.requ.norms import errors
 from beckmann.requ.train import DTYPES, INSTALL_HINT, fit, require_jax
 from beckmann.store import jsonable, write_json
+from beckmann.store.writes import before_collective_write, described_write
 
 if TYPE_CHECKING:
     from beckmann._dolfinx import MPI
@@ -81,6 +83,8 @@ class FitSettings:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.seed < 0:
+            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -151,6 +155,13 @@ def fit_field(
     t0 = time.perf_counter()
     settings.check()
     check_outputs(out, json_out)
+    s = settings
+    # Before any data or JAX array is allocated: `--width 1000000` is refused in one line.
+    require_memory(
+        fit_bytes(s.width, s.depth, s.points + s.test_points, s.batch_size),
+        f"fit --width {s.width} --depth {s.depth} --points {s.points}",
+        "lower --width, --depth or --points",
+    )
 
     def probe_jax() -> bool:
         try:
@@ -161,7 +172,6 @@ def fit_field(
 
     if not on_root(comm, probe_jax):
         raise RuntimeError(INSTALL_HINT)
-    s = settings
     sweep = comm.bcast(is_sweep_store(source) if comm.rank == 0 else None, root=0)
     velocity_t = s.field == "velocity" and (sweep or s.time_input)
     fixed = None if velocity_t else s.time
@@ -189,9 +199,10 @@ def fit_field(
             time=fixed, test_points=len(test["x"]), test_measure=measure, errors=err,
             settings=dataclasses.asdict(s),
         )  # fmt: skip
-        save(model, out)
+        described_write("model", lambda: save(model, out))  # BECKMANN_FAIL_WRITE=0:model
         return jsonable(_report(model, s, err, train, test, fixed, measure, out, t0))
 
+    before_collective_write(comm, "model")  # a failure injected on any rank, agreed on first
     report = on_root(comm, finish)
     if json_out is not None:
         write_json(json_out, report, comm)

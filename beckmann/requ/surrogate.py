@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from beckmann._dolfinx import MPI
     from beckmann.fields import Solution
 
-__all__ = ["NetworkVelocity", "model_velocity", "velocity_inputs"]
+__all__ = ["NetworkVelocity", "check_prompt", "model_velocity", "prompt_box", "velocity_inputs"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -43,6 +43,48 @@ def velocity_inputs(model: Network, d: int) -> list[str]:
     if model.scalar or model.output_dim != d:
         raise ValueError(f"--model must have {d} outputs, this one has {model.output_dim}")
     return names[d + 1 :]
+
+
+def prompt_box(model: Network) -> dict[str, tuple[float, float]]:
+    """The θ inputs' training range of a model: name -> ``(low, high)``.
+
+    The range of the θ the model was fitted on (``info["thetas"]``, written by ``beckmann fit``);
+    for a model without it, the θ part of its input box. Space and time inputs are not prompts.
+    """
+    names = list(model.input_names)
+    idx = [i for i, n in enumerate(names) if n not in (*SPACE_NAMES, "t")]
+    thetas = np.asarray(model.info.get("thetas") or [], dtype=np.float64)
+    params = list(model.info.get("parameters") or [])
+    box = {}
+    for i in idx:
+        n = names[i]
+        if thetas.ndim == 2 and n in params and thetas.shape[1] == len(params) and len(thetas):
+            col = thetas[:, params.index(n)]
+            box[n] = (float(col.min()), float(col.max()))
+        else:
+            box[n] = (float(model.lower[i]), float(model.upper[i]))
+    return box
+
+
+def check_prompt(
+    model: Network, theta: dict[str, float], extrapolate: bool = False, name: str = "the model"
+) -> bool:
+    """Whether ``theta`` lies outside :func:`prompt_box`; raise a ValueError unless ``extrapolate``.
+
+    The message is one line naming the parameter, its value and the box. Not collective.
+    """
+    outside = []
+    for n, (lo, hi) in prompt_box(model).items():
+        v = theta.get(n)
+        tol = 1e-9 * max(abs(lo), abs(hi), 1.0)
+        if v is not None and not lo - tol <= v <= hi + tol:
+            outside.append(f"{n}={v:g} (trained on [{lo:g}, {hi:g}])")
+    if outside and not extrapolate:
+        raise ValueError(
+            f"--param {', '.join(outside)} lies outside the training box of {name}; "
+            "pass --extrapolate to use the network there anyway"
+        )
+    return bool(outside)
 
 
 class NetworkVelocity:
@@ -92,12 +134,19 @@ class NetworkVelocity:
 
 
 def model_velocity(
-    source: str | Path, model_path: str | Path, params: list[str], comm: MPI.Comm
+    source: str | Path,
+    model_path: str | Path,
+    params: list[str],
+    comm: MPI.Comm,
+    *,
+    extrapolate: bool = False,
 ) -> tuple[Solution, Any, dict[str, float]]:
     """The solution (densities) and the evaluator factory for ``beckmann sample --model``.
 
     ``source`` is a run folder or a sweep store; a store needs ``--param`` for each of its
-    parameters and supplies ``p0, p1(θ)`` recomputed at θ (also off the grid). Collective.
+    parameters and supplies ``p0, p1(θ)`` recomputed at θ (also off the grid). A θ outside the
+    model's training box (:func:`prompt_box`) is refused (on every rank, before any density is
+    built) unless ``extrapolate``. Collective.
 
     Returns:
         ``(sol, factory, theta)`` with ``factory(cells) -> NetworkVelocity``.
@@ -112,6 +161,17 @@ def model_velocity(
         err = str(e)
     agree(comm, err)
     assert model is not None
+    if params:
+        err = None
+        try:
+            asked = parse_params(params, list(prompt_box(model)))
+        except ValueError:
+            asked = {}  # bad names or values: reported below, where the sweep's names are known
+        try:
+            check_prompt(model, asked, extrapolate, repr(str(model_path)))
+        except ValueError as e:
+            err = str(e)
+        agree(comm, err)
     if comm.bcast(is_sweep_store(source) if comm.rank == 0 else None, root=0):
         store = SweepStore(source, comm)
         theta: dict[str, float] | None = parse_params(params, list(store.grid.names))

@@ -168,6 +168,7 @@ def fit(
     width: int = 32,
     depth: int = 2,
     steps: int = 2000,
+    lbfgs_steps: int = 0,
     learning_rate: float = 1e-2,
     batch_size: int | None = None,
     derivative_weight: float = 1.0,
@@ -196,6 +197,7 @@ def fit(
         width: Neurons per hidden layer.
         depth: Number of hidden layers.
         steps: Optimiser steps (Adam, warm-up then cosine decay to ``learning_rate / 1000``).
+        lbfgs_steps: Full-batch L-BFGS steps (optax, zoom line search) after Adam.
         learning_rate: Peak learning rate.
         batch_size: Points per step; ``None`` uses all points (full batch, deterministic).
         derivative_weight: ``λ`` in the loss (0 fits values only).
@@ -226,7 +228,7 @@ def fit(
         RuntimeError: The training diverged, or the platform is not available.
     """
     opts = dict(
-        activation=activation, width=width, depth=depth, steps=steps,
+        activation=activation, width=width, depth=depth, steps=steps, lbfgs_steps=lbfgs_steps,
         learning_rate=learning_rate, batch_size=batch_size, derivative_weight=derivative_weight,
         derivative_inputs=derivative_inputs, seed=seed, dtype=dtype, platform=platform,
         bounds=bounds, input_names=input_names, field=field, validation=validation,
@@ -248,6 +250,28 @@ def fit(
     return _fit(x, y, jac, **opts)  # type: ignore[arg-type]
 
 
+def _lbfgs(
+    jax: Any, optax: Any, loss_fn: Callable[..., Any], params: Any, data: tuple[Any, ...], n: int
+) -> tuple[Any, float]:
+    """``n`` full-batch L-BFGS steps on ``loss_fn(params, *data)``, compiled as one scan."""
+
+    def f(p: Any) -> Any:
+        return loss_fn(p, *data)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def step(carry: Any, _: Any) -> tuple[Any, Any]:
+        p, state = carry
+        value, grad = value_and_grad(p, state=state)
+        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=f)
+        return (optax.apply_updates(p, updates), state), value
+
+    run = jax.jit(lambda carry: jax.lax.scan(step, carry, None, length=n))
+    (params, _), _ = run((params, opt.init(params)))
+    return params, float(jax.jit(f)(params))
+
+
 def _fit(
     x: npt.ArrayLike,
     y: npt.ArrayLike,
@@ -257,6 +281,7 @@ def _fit(
     width: int,
     depth: int,
     steps: int,
+    lbfgs_steps: int,
     learning_rate: float,
     batch_size: int | None,
     derivative_weight: float,
@@ -279,6 +304,8 @@ def _fit(
         activation, width, depth, steps, learning_rate, derivative_weight, dtype, check_every,
         batch_size,
     )  # fmt: skip
+    if not isinstance(lbfgs_steps, int) or isinstance(lbfgs_steps, bool) or lbfgs_steps < 0:
+        raise ValueError(f"lbfgs_steps must be a non-negative integer, got {lbfgs_steps!r}")
     X, Y, J = check_data(None, x, y, jac)
     scalar = np.asarray(y).ndim == 1
     N, d = X.shape
@@ -374,7 +401,7 @@ def _fit(
             lambda carry, n: jax.lax.scan(step, carry, None, length=n), static_argnums=1
         )
         carry = (params, opt_state, jax.random.key(seed))
-        done = 0
+        done, stop = 0, False
         while done < steps:
             n = min(check_every, steps - done)
             carry, losses = run_chunk(carry, n)
@@ -400,11 +427,19 @@ def _fit(
             bar.update(n, postfix=note)
             if stop:
                 break
-        model = make_model(carry[0])
+        params = carry[0]
+        if lbfgs_steps and not stop:
+            params, lb_loss = _lbfgs(jax, optax, loss_fn, params, (zt, yt, jt), lbfgs_steps)
+            if math.isfinite(lb_loss) and lb_loss <= history[-1][1]:
+                history.append([done + lbfgs_steps, lb_loss])
+            else:  # a failed line search: keep the Adam weights
+                params = carry[0]
+        model = make_model(params)
     model.info = {
         "seed": seed,
         "steps": done,
         "max_steps": steps,
+        "lbfgs_steps": lbfgs_steps,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
         "derivative_weight": derivative_weight,
