@@ -112,16 +112,15 @@ class NeumannPoisson:
         msh = V.mesh
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
         self.a = fem.form(ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
-        # The right-hand side is ∫ f w dx with f = p1 - p0 (or -∂_t p_t) held in ``self.f``.
+        # The right-hand side is ∫ f w dx with f = p1 - p0 (or -∂_t p_t) held in ``self.f``;
+        # its form is compiled on first use (``solve`` from a function, not from a vector).
         self.f = fem.Function(V, name="rhs")
-        self.L = fem.form(self.f * w * ufl.dx)
+        self._L: fem.Form | None = None
         self._mass_form = fem.form(fem.Constant(msh, PETSc.ScalarType(1.0)) * w * ufl.dx)
-        self.volume = self.comm.allreduce(
-            fem.assemble_scalar(fem.form(fem.Constant(msh, PETSc.ScalarType(1.0)) * ufl.dx)),
-        )
-        # m_i = ∫ w_i dx, so that ∫ φ dx = m·φ.
+        # m_i = ∫ w_i dx, so that ∫ φ dx = m·φ; the basis sums to one, so Σ m_i = |Ω|.
         self._m = dolfinx.fem.petsc.assemble_vector(self._mass_form)
         self._m.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        self.volume = float(self._m.sum())
 
         self.A = dolfinx.fem.petsc.assemble_matrix(self.a)
         self.A.assemble()
@@ -170,6 +169,13 @@ class NeumannPoisson:
         """Global number of degrees of freedom."""
         im = self.V.dofmap.index_map
         return int(im.size_global * self.V.dofmap.index_map_bs)
+
+    @property
+    def L(self) -> fem.Form:  # noqa: N802 - math name
+        """The compiled right-hand side form ``∫ f w dx`` of :attr:`f`."""
+        if self._L is None:
+            self._L = fem.form(self.f * ufl.TestFunction(self.V) * ufl.dx)
+        return self._L
 
     def assemble_rhs(self, f: fem.Function | None = None) -> PETSc.Vec:
         """Assemble ``b_i = ∫ f w_i dx`` (``f`` defaults to :attr:`f`) into :attr:`b`."""

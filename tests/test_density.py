@@ -858,3 +858,11 @@ def test_quadrature_points_and_cell_values_match_dolfinx(cell, k):
     np.testing.assert_allclose(
         p.x.array[V.dofmap.list[:ncells]], u.x.array[dg.dofmap.list[:ncells]], atol=1e-13
     )
+    # the mass by the cell Jacobians equals DOLFINx's assembly with the same rule
+    q = fem.Function(pts.Q)
+    gdim = msh.geometry.dim
+    section = {"kind": "expression", "expr": "2 + sin(3*x)*y + z"}
+    ev = make_evaluator(section, gdim=gdim, bbox=UNIT3 if gdim == 3 else UNIT2)
+    pts.quadrature_values(ev, out=q.x.array)
+    reference = COMM.allreduce(fem.assemble_scalar(fem.form(q * pts.dx)), op=MPI.SUM)
+    assert pts.integrate(q) == pytest.approx(reference, rel=1e-13)
