@@ -125,8 +125,8 @@ def format_point(point: Sequence[float] | npt.ArrayLike, scale: float = 1.0) -> 
     digits = max(0, -round(math.log10(quantum)))
     parts = []
     for c in np.asarray(point, dtype=np.float64).ravel():
-        if not math.isfinite(c):
-            parts.append(str(c))
+        if not math.isfinite(c) or abs(c) > 1e6 / 1e-9 * quantum:
+            parts.append(f"{c:.6g}")  # far outside the domain: its size, not its last digits
             continue
         text = f"{round(c / quantum) * quantum:.{digits}f}".rstrip("0").rstrip(".")
         parts.append("0" if text in ("-0", "") else text)

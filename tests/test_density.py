@@ -650,6 +650,8 @@ def test_format_point_scale_relative():
     assert format_point([5.38557e-18, 5.38557e-18]) == "(0, 0)"
     assert format_point([1.0000005, 0.5]) == "(1.0000005, 0.5)"
     assert format_point([2e-7, 0.0], scale=1e-6) == "(0.0000002, 0)"
+    # far outside (a hostile probe point): no overflow, a short number
+    assert format_point([1e308, -3e7, float("inf")]) == "(1e+308, -3e+07, inf)"
 
 
 # --------------------------------------------------------------------------- on a mesh
