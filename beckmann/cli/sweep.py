@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from beckmann.cli.common import add_set_option
@@ -47,24 +46,4 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         brief["phi_theta_exponent"] = (phi.get("exponent") or {}).get("estimate")
         brief["out"] = str(args.out)
         print(json.dumps(brief))
-    return 0
-
-
-def probe_param(args: argparse.Namespace, comm: Any) -> int:
-    """``beckmann probe STORE --param NAME=VALUE ... --points FILE``; collective."""
-    from beckmann import sweep
-    from beckmann._mpi import on_root
-    from beckmann.cli.common import read_points
-
-    store = sweep.SweepStore(args.dir, comm)
-    theta, pts = on_root(
-        comm,
-        lambda: (sweep.parse_params(args.param, store.grid.names), read_points(args.points)),
-    )
-    res = sweep.probe(store, theta, pts, t=args.time, interpolate=args.interpolate)
-    text = json.dumps(res)
-    if comm.rank == 0:
-        if args.json_out:
-            Path(args.json_out).write_text(text + "\n")
-        print(text)
     return 0

@@ -18,10 +18,10 @@ outcome broadcast:
 
 :func:`publish_files` writes every file into a hidden temporary sibling
 (``.NAME.part-HOST-PID.SUFFIX``) and renames them into place at the end, the first (main) file
-last, so that ``kill -9`` leaves old files or new ones, never half a file. It is collective and reports
-its outcome to every rank (:func:`beckmann.store.writes.write_on_root`, ``what`` is the name of
-the write for ``BECKMANN_FAIL_WRITE``). :func:`described_write` is the non-collective form for a
-write already running on rank 0 inside :func:`beckmann._mpi.on_root`.
+last, so that ``kill -9`` leaves old files or new ones, never half a file. It is collective and
+reports its outcome to every rank (:func:`beckmann.store.writes.write_on_root`, ``what`` is the
+name of the write for ``BECKMANN_FAIL_WRITE``). :func:`described_write` is the non-collective form
+for a write already running on rank 0 inside :func:`beckmann._mpi.on_root`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from beckmann._dolfinx import MPI
 from beckmann._mpi import on_root
-from beckmann.store.folder import MANIFEST, read_manifest
+from beckmann.store.folder import MANIFEST, check_parent_writable, read_manifest
 from beckmann.store.writes import described_write, write_on_root
 
 __all__ = [
@@ -120,13 +120,7 @@ def _check_one(path: Path, kind: str, overwrite: bool, what: str) -> None:
     where = str(path)
     if path.is_dir():
         raise ValueError(f"{what} {where!r} is a folder")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {what} {where!r}: {str(parent)!r} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {what} {where!r}: {str(parent)!r} is not writable")
+    check_parent_writable(path, f"cannot write {what}")
     owner = folder_owning(path)
     if owner is not None:
         raise ValueError(

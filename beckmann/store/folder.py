@@ -60,6 +60,7 @@ __all__ = [
     "FOLDER_VERSION",
     "MANIFEST",
     "check_destination",
+    "check_parent_writable",
     "config_hash",
     "read_manifest",
     "require_kind",
@@ -115,6 +116,20 @@ def write_manifest(folder: str | Path, kind: str, config: Any = None) -> None:
     os.replace(tmp, path)
 
 
+def check_parent_writable(path: Path, action: str) -> None:
+    """Raise ``ValueError`` (``"ACTION 'path': ..."``) unless ``path`` can be created.
+
+    The nearest existing ancestor of ``path`` must be a folder this process may write. Serial.
+    """
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{action} {str(path)!r}: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{action} {str(path)!r}: {str(parent)!r} is not writable")
+
+
 def check_destination(dest: str | Path, kind: str, *, overwrite: bool = False) -> None:
     """Refuse ``dest`` as the output folder of a ``kind`` unless the rules allow it. Serial.
 
@@ -125,13 +140,7 @@ def check_destination(dest: str | Path, kind: str, *, overwrite: bool = False) -
     where = str(dest)
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"output folder {where!r} exists and is not a folder")
-    parent = dest.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot create output folder {where!r}: {str(parent)!r} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot create output folder {where!r}: {str(parent)!r} is not writable")
+    check_parent_writable(dest, "cannot create output folder")
     if not dest.is_dir():
         return
     manifest = read_manifest(dest)
