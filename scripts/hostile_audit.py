@@ -449,6 +449,7 @@ def main() -> int:
     ap.add_argument("--only", help="regex on case names")
     ap.add_argument("--stride", type=int, default=1, help="run every STRIDE-th case only")
     ap.add_argument("--keep", action="store_true", help="keep the workspace")
+    ap.add_argument("--log", help="write the output of every run that is not clean here")
     ap.add_argument("--json", action="store_true", help="print the counts as JSON too")
     args = ap.parse_args()
     w = Path(tempfile.mkdtemp(prefix="beckmann-audit-"))
@@ -479,6 +480,12 @@ def main() -> int:
             if kind not in ("clean", "valid"):
                 tail = "" if proc is None else (proc.stderr.strip().splitlines() or [""])[-1][:200]
                 findings.append(f"{kind:9s} -n {ranks} {name}: {tail}")
+                if args.log and proc is not None:
+                    log = Path(args.log) / f"{i:04d}-n{ranks}.txt"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    log.write_text(f"{name}\n{' '.join(argv)}\nexit {proc.returncode}\n"
+                                   f"--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n"
+                                   f"{proc.stderr[-20000:]}")  # fmt: skip
             done = sum(counts.values())
             print(f"[{done}/{len(todo)}] {kind:9s} {secs:5.1f}s -n {ranks} {name}",
                   file=sys.stderr, flush=True)
