@@ -130,12 +130,17 @@ def discretise_density(
     min_density = section["min_density"]
     if section["kind"] == "function":
         nodal, quad = _interpolate_stored(section, role, points)
-        return points.discretise(nodal, quad, role=role, min_density=min_density)
+        d = points.discretise(nodal, quad, role=role, min_density=min_density)
+        d.description = {"kind": "function", "path": str(section["path"]),
+                         "field": section["field"]}  # fmt: skip
+        return d
     msh = points.V.mesh
     bbox = global_bbox(msh.geometry.x[:, : msh.geometry.dim], msh.comm)
     # the mesh size bounds a cross-validated KDE bandwidth from below (density/evaluator.py)
     ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox, resolution=describe(msh)["hmax"])
-    return points.evaluate(ev, role=role, min_density=min_density, params=params)
+    d = points.evaluate(ev, role=role, min_density=min_density, params=params)
+    d.description = dict(ev.description)  # summary.json "densities" (a KDE's bandwidth, score)
+    return d
 
 
 def _interpolate_stored(
@@ -197,6 +202,7 @@ def solve(
         # quadrature values are dropped before the operator and its AMG hierarchy are built
         b = QuadratureRHS(points).assemble(d0, d1)
         p0, m0, p1, m1 = d0.p, d0.mass, d1.p, d1.mass
+        densities = {"source": d0.description, "target": d1.description}
         qdeg = points.degree
         del d0, d1, points
     with timer("assemble"):
@@ -232,6 +238,7 @@ def solve(
             "cells": info["cells"],
             "physical_groups": info.get("physical_groups"),
             "volume": poisson.volume,
+            "densities": densities,
             "petsc_options": {k: _plain(v) for k, v in poisson.options.items()},
         }
     )

@@ -1,178 +1,167 @@
-"""Conditional generation: fit v(x, t, θ) on a sweep, transport samples for θ off the grid.
+"""The ring task of issue 16, through the CLI: prompt r, a 9-member sweep, default `fit`.
 
-A sweep over the centre ``theta`` of a Gaussian target on the unit square (P2, MUMPS) is solved
-into a store; a ReQu network is fitted to the velocity ``v_t = F/p_t`` on inputs ``(x, t, θ)``
-(Sobolev loss with ``D_x v`` and ``∂_t v``; :mod:`beckmann.requ`). For every θ in ``--theta``
-(not on the grid) an independent FE solve at θ gives the reference transport, and the same start
-samples of ``p0`` are moved by RK4 with
+The target is a ring of radius ``r`` (the prompt) around the centre of the unit square, the
+source uniform; everything else is at its default (mesh 32 x 32, P2, GAMG). Steps, each a
+``beckmann`` subprocess (what a user runs):
 
-- ``network``: the fitted ``v(x, t, θ)``,
-- ``network@grid``: the network at the nearest grid θ (what ignoring θ would give),
-- ``FE``: the finite-element velocity of the solve at θ,
+1. ``beckmann sweep`` over ``r`` in ``linspace(0.15, 0.35, 9)``;
+2. ``beckmann fit STORE --field velocity --out vnet`` **with the default network settings**,
+   timed as a whole process (wall clock, and the CPU seconds of the process);
+3. at an unseen prompt ``r*`` (default 0.2625, half-way between two grid values):
+   ``beckmann solve`` at ``r*`` (the FE reference), ``beckmann sample`` of that run twice with
+   independent seeds (FE set A, FE set B), and ``beckmann sample STORE --model vnet --param
+   r=r*`` (the network's samples, another seed);
+4. MMD² (Gaussian kernel, bandwidth stated) of network vs A and of B vs A, on all samples, the
+   same kernel for both; the target is ``MMD²(net, A) <= 3 MMD²(B, A)``. Also printed: the
+   network's held-out relative L² error of the fit report (at the grid's members), the relative
+   L² error of the velocity at ``r*`` against the FE velocity of the solve at ``r*`` (points
+   from ``p_t``, ``t`` uniform), and the mean ring radius of each sample set.
 
-then compared with the target ``p1(θ)``: energy distance against exact samples of ``p1(θ)``,
-histogram total variation against its bin masses, and the mean distance of the network's end
-points from the FE end points relative to the mean FE displacement. ``exact`` (fresh exact
-samples of the target) is the noise floor of both distances; ``start`` the untransported
-samples. Collective: runs under ``mpirun -n 2`` with the same numbers.
+Usage::
 
-    python scripts/conditional_generation.py                       # about a minute on one core
-    python scripts/conditional_generation.py --steps 300 --n 8      # a smoke run
+    nice -n 5 .venv/bin/python scripts/conditional_generation.py --out /tmp/ring [--ranks 2]
+
+Prints the figures and one JSON line (``--json-out`` also writes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import shutil
+import resource
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import beckmann._dolfinx  # noqa: E402, F401 - loads MPI the wheel's way
-
-# isort: split
-from beckmann import config, pipeline, requ, sweep, transport  # noqa: E402
-from beckmann._dolfinx import MPI  # noqa: E402
-
-TARGET = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
+BIN = Path(sys.executable).parent
+RING = "0.05 + exp(-(sqrt((x - 0.5)**2 + (y - 0.5)**2) - r)**2 / 0.005)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=16, help="mesh cells per side")
-    ap.add_argument("--grid", default="0.3,0.7,5", help="theta linspace: start,stop,count")
-    ap.add_argument("--theta", default="0.35,0.45,0.58", help="θ values off the grid")
-    ap.add_argument("--steps", type=int, default=3000, help="Adam steps")
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--points", type=int, default=6000, help="training points (all θ)")
-    ap.add_argument("--samples", type=int, default=5000)
-    ap.add_argument("--rk-steps", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", help="keep the sweep store and model in this folder")
-    ap.add_argument("--json-out", help="write the results here")
-    args = ap.parse_args(argv)
-    comm = MPI.COMM_WORLD
-    a, b, k = (float(v) for v in args.grid.split(","))
-    grid = np.linspace(a, b, int(k))
-    thetas = [float(v) for v in args.theta.split(",")]
-    if comm.rank == 0:
-        on = [t for t in thetas if np.isclose(grid, t).any()]
-        if on:
-            print(f"note: θ {on} lie on the grid {grid.tolist()}", file=sys.stderr)
-    layer = {
-        "mesh": {"kind": "unit_square", "n": args.n},
-        "solver": {"degree": 2, "method": "mumps", "rtol": 1e-12},
-        "target": {"kind": "expression", "expr": TARGET, "params": {}},
-        "sweep": {"parameters": {"theta": {"linspace": [a, b, int(k)]}}, "continuity": False},
-    }
-    cfg = config.merge(config.default_config(), layer, extra_sections=("sweep",))
-    folder = args.keep or (tempfile.mkdtemp(prefix="beckmann-cond-") if comm.rank == 0 else None)
-    folder = Path(comm.bcast(folder, root=0))
-    store = folder / "store"
+def run(cmd: list[str], ranks: int = 1) -> tuple[str, float, float]:
+    """Run ``beckmann CMD``; its stdout, wall seconds and CPU seconds (user + system)."""
+    full = [str(BIN / "beckmann"), *cmd]
+    if ranks > 1:
+        full = [str(BIN / "mpirun"), "-n", str(ranks), *full]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tic = time.perf_counter()
-    if comm.bcast((store / "sweep.json").is_file() if comm.rank == 0 else None, root=0):
-        sweep.run_sweep(cfg, comm, out=store, resume=True, progress=False)
-    else:
-        sweep.run_sweep(cfg, comm, out=store, progress=False)
-    t_sweep = time.perf_counter() - tic
+    proc = subprocess.run(full, check=True, capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - tic
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc.stdout, wall, cpu
 
-    tic = time.perf_counter()
-    tr = requ.training_set(store, "velocity", args.points, args.seed, comm)
-    model = requ.fit(
-        tr["x"], tr["y"], tr["jac"], width=args.width, depth=args.depth, steps=args.steps,
-        seed=args.seed, derivative_inputs=tr["derivative_inputs"], bounds=tr["bounds"],
-        input_names=tr["input_names"], field="velocity", comm=comm,
+
+def mmd2(x: np.ndarray, y: np.ndarray, s: float) -> float:
+    from beckmann.transport.reference import gaussian_mmd2
+
+    return gaussian_mmd2(x, y, s)
+
+
+def config(path: Path, grid: tuple[float, float, int] | None, r: float | None) -> Path:
+    lines = ['[target]', 'kind = "expression"', f'expr = "{RING}"']
+    if r is not None:
+        lines.append(f"params = {{ r = {r!r} }}")
+    if grid is not None:
+        lines += ["[sweep]", "continuity = false", "[sweep.parameters]",
+                  f"r = {{ linspace = [{grid[0]!r}, {grid[1]!r}, {grid[2]}] }}"]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def velocity_error_at(run_dir: Path, model: Path, r: float, n: int) -> float:
+    """Relative L² error of the network at ``r`` against the FE velocity of ``run_dir``."""
+    import beckmann._dolfinx  # noqa: F401 - loads MPI the wheel's way
+    from beckmann import requ
+    from beckmann._dolfinx import MPI
+
+    comm = MPI.COMM_SELF
+    data = requ.training_set(run_dir, "velocity", n, 99, comm, sampling="path")
+    net = requ.load(model, field="velocity")
+    z = np.hstack([data["x"], np.full((len(data["x"]), 1), r)])
+    e = net(z) - data["y"]
+    return float(np.sqrt(np.mean(np.sum(e**2, axis=1)) / np.mean(np.sum(data["y"] ** 2, axis=1))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="working folder (replaced)")
+    ap.add_argument("--grid", default="0.15,0.35,9", help="r linspace: start,stop,count")
+    ap.add_argument("--r", type=float, default=0.2625, help="the unseen prompt")
+    ap.add_argument("--n", type=int, default=4000, help="samples per set")
+    ap.add_argument("--ranks", type=int, default=1, help="ranks of sweep/solve/sample")
+    ap.add_argument("--fit-ranks", type=int, default=1, help="ranks of fit")
+    ap.add_argument("--mmd-bandwidth", type=float, default=0.05, help="MMD kernel width s")
+    ap.add_argument("--fit-arg", action="append", default=[], help="extra fit options")
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    a, b, k = args.grid.split(",")
+    grid = (float(a), float(b), int(k))
+    store, vnet, fe_run = out / "store", out / "vnet", out / "fe"
+    _, t_sweep, _ = run(["sweep", str(config(out / "sweep.toml", grid, None)), "--out",
+                         str(store), "--overwrite", "-q"], args.ranks)  # fmt: skip
+    fit_out, t_fit, cpu_fit = run(
+        ["fit", str(store), "--field", "velocity", "--out", str(vnet), "--overwrite",
+         *args.fit_arg], args.fit_ranks,
     )  # fmt: skip
-    t_fit = time.perf_counter() - tic
-    if comm.rank == 0:
-        requ.save(model, folder / "velocity")
+    fit = json.loads(fit_out)
+    run(["solve", str(config(out / "fe.toml", None, args.r)), "--out", str(fe_run),
+         "--overwrite", "-q"], args.ranks)  # fmt: skip
+    sets = {}
+    for name, src, seed, extra in (
+        ("fe_a", fe_run, 1, []),
+        ("fe_b", fe_run, 2, []),
+        ("net", store, 3, ["--model", str(vnet), "--param", f"r={args.r!r}"]),
+    ):
+        path = out / f"{name}.npy"
+        run(["sample", str(src), "--n", str(args.n), "--seed", str(seed), "--out", str(path),
+             "--overwrite", "--json-out", str(out / f"{name}.json"), *extra],
+            args.ranks)  # fmt: skip
+        sets[name] = np.load(path)
+    s = args.mmd_bandwidth
+    from beckmann.transport.reference import median_bandwidth
 
-    rows = []
-    kw = {"steps": args.rk_steps, "seed": args.seed + 1, "path_report": False}
-    for theta in thetas:
-        c = copy.deepcopy(cfg)
-        c.pop("sweep")
-        c["target"]["params"] = {"theta": theta}
-        sol = pipeline.solve(c, comm)
-        near = float(grid[np.argmin(np.abs(grid - theta))])
-        x = requ.sample_domain(sol.msh, 2000, 12345)
-        t = np.random.default_rng(7).uniform(0.0, 1.0, len(x))
-        y, J = requ.field_values(requ.member_data(sol, x), "velocity", t)
-        z = np.hstack([x, t[:, None], np.full((len(x), 1), theta)])
-        err = requ.errors(model, z, y, J, derivative_inputs=[0, 1, 2], holder_points=0)
-        runs = {
-            "FE": transport.sample_transport(sol, args.samples, **kw),
-            "network": transport.sample_transport(
-                sol, args.samples, velocity=_net(model, theta), **kw
-            ),
-            "network@grid": transport.sample_transport(
-                sol, args.samples, velocity=_net(model, near), **kw
-            ),
-        }
-        row = {"theta": theta, "nearest_grid_theta": near, "velocity_l2_error": err["l2_error"],
-               "velocity_c0_rel": err["c0_rel"]}  # fmt: skip
-        fe = runs["FE"]["report"]["distances"]
-        row["exact"] = fe["exact"]
-        row["start"] = fe["untransported"]
-        for name, r in runs.items():
-            row[name] = r["report"]["distances"]["transported"]
-        if comm.rank == 0:
-            x0, xf = runs["FE"]["start"], runs["FE"]["samples"]
-            move = float(np.linalg.norm(xf - x0, axis=1).mean())
-            for name in ("network", "network@grid"):
-                gap = float(np.linalg.norm(runs[name]["samples"] - xf, axis=1).mean())
-                row[name]["gap_to_FE"] = gap / move
-        rows.append(comm.bcast(row, root=0))
-
-    if comm.rank == 0:
-        print(
-            f"sweep: θ in {grid.round(4).tolist()}, mesh {args.n}x{args.n} P2, {t_sweep:.1f} s; "
-            f"fit: ReQu {model.widths}, {model.parameters} parameters, {args.steps} steps, "
-            f"{len(tr['x'])} points, {t_fit:.1f} s; {args.samples} samples, "
-            f"RK4 {args.rk_steps} steps, {comm.size} rank(s)"
-        )
-        print()
-        head = ["θ", "v L2 err", "samples", "energy dist", "TV hist", "gap to FE"]
-        print(f"{head[0]:>6} {head[1]:>9} {head[2]:>14} {head[3]:>12} {head[4]:>8} {head[5]:>9}")
-        for r in rows:
-            first = True
-            for name in ("network", "FE", "network@grid", "exact", "start"):
-                gap = r[name].get("gap_to_FE")
-                print(
-                    f"{r['theta']:>6.3f} {r['velocity_l2_error']:>9.3g} " if first else " " * 17,
-                    end="",
-                )
-                label = f"net@θ={r['nearest_grid_theta']:g}" if name == "network@grid" else name
-                print(
-                    f"{label:>14} {r[name]['energy']:>12.3e} {r[name]['tv_histogram']:>8.4f} "
-                    f"{'' if gap is None else f'{gap:.3f}':>9}"
-                )
-                first = False
-        result = {
-            "rows": rows,
-            "sweep_seconds": t_sweep,
-            "fit_seconds": t_fit,
-            "parameters": model.parameters,
-            "ranks": comm.size,
-            "args": vars(args),
-        }
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps(result) + "\n")
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
-    comm.barrier()
-    return 0
-
-
-def _net(model: requ.Network, theta: float):  # noqa: ANN202 - a factory for sample_transport
-    return lambda mc: requ.NetworkVelocity(model, mc, [theta])
+    s_med = median_bandwidth(sets["fe_a"])
+    res = {
+        "r": args.r,
+        "grid": list(np.linspace(*grid[:2], grid[2]).round(6)),
+        "sweep_seconds": round(t_sweep, 2),
+        "fit_wall_seconds": round(t_fit, 2),
+        "fit_cpu_seconds": round(cpu_fit, 2),
+        "fit_train_seconds": fit["train_seconds"],
+        "fit_settings": {key: fit[key] for key in ("width", "depth", "steps", "training_points",
+                                                   "sampling", "test_measure")},  # fmt: skip
+        "fit_heldout_l2_error": fit["l2_error"],
+        "velocity_l2_error_at_r": velocity_error_at(fe_run, vnet, args.r, 4000),
+        "samples": args.n,
+    }
+    for label, width in (("mmd", s), ("mmd_median", s_med)):
+        net, floor = mmd2(sets["net"], sets["fe_a"], width), mmd2(sets["fe_b"], sets["fe_a"], width)
+        res[label] = {"bandwidth": width, "net_vs_fe": net, "fe_vs_fe": floor,
+                      "ratio": net / floor}  # fmt: skip
+    for name, pts in sets.items():
+        res[f"mean_radius_{name}"] = float(np.linalg.norm(pts - 0.5, axis=1).mean())
+    print(
+        f"ring r* = {args.r}: sweep {grid[2]} members {t_sweep:.1f} s; fit (defaults "
+        f"{fit['width']}x{fit['depth']}, {fit['steps']} steps, {fit['training_points']} points "
+        f"from {fit['test_measure']}) {t_fit:.1f} s wall, {cpu_fit:.1f} s CPU\n"
+        f"held-out rel. L2 error (grid members) {fit['l2_error']:.4f}; at r* "
+        f"{res['velocity_l2_error_at_r']:.4f}\n"
+        f"MMD² (s = {s:g}): net vs FE {res['mmd']['net_vs_fe']:.3e}, FE vs FE "
+        f"{res['mmd']['fe_vs_fe']:.3e}, ratio {res['mmd']['ratio']:.2f} (target <= 3)\n"
+        f"MMD² (median s = {s_med:.3g}): ratio {res['mmd_median']['ratio']:.2f}\n"
+        f"mean radius: net {res['mean_radius_net']:.4f}, FE {res['mean_radius_fe_a']:.4f}",
+        file=sys.stderr,
+    )
+    line = json.dumps(res)
+    print(line)
+    if args.json_out:
+        Path(args.json_out).write_text(line + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -436,9 +436,14 @@ def test_cli_fit_help_shows_defaults():
     from conftest import run_cli
 
     text = " ".join(run_cli("fit", "--help").stdout.split())
-    for flag, default in (("--width", "32"), ("--steps", "2000"), ("--dtype", "float32")):
-        assert f"{flag} " in text
-        assert f"(default: {default})" in text
+    defaults = (
+        ("--width", "64"), ("--depth", "2"), ("--steps", "4000"), ("--points", "16384"),
+        ("--batch-size", "512"), ("--sampling", "path"), ("--dtype", "float32"),
+    )  # fmt: skip
+    for flag, default in defaults:
+        # the first "(default: ...)" after the flag in the option list is its own
+        entry = text.split("options:", 1)[1].split(f" {flag} ", 1)[1]
+        assert entry.split("(default: ", 1)[1].startswith(f"{default})"), (flag, entry[:200])
 
 
 @pytest.mark.serial

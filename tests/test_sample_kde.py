@@ -92,3 +92,39 @@ def test_evaluator_rule_and_description(tmp_path):
                                  "bandwidth": 0.02, "samples": 1500}  # fmt: skip
     with pytest.raises(ValueError, match="bandwidth rule"):
         make_evaluator({**section, "bandwidth_rule": "silverman"}, gdim=2, bbox=UNIT2)
+
+
+@pytest.mark.serial
+def test_summary_reports_the_chosen_bandwidth_and_its_score(tmp_path):
+    """`solve` with target.kind = samples writes the KDE's rule, bandwidth and CV score into
+    summary.json["densities"]; the score is the brute-force leave-one-out log-likelihood of the
+    recorded kernel, and the bandwidth is the CV choice on those data."""
+    import json
+
+    from conftest import run_cli
+
+    rng = np.random.default_rng(11)
+    x = _ring(400, rng, noise=0.06)  # 400 points: the CV score is the full leave-one-out mean
+    np.save(tmp_path / "ring.npy", x)
+    run_cli("solve", "--set", "mesh.n=32", "--set", "target.kind=samples", "--set",
+            f"target.path={tmp_path / 'ring.npy'}", "--set", "target.floor=0.05", "--out",
+            str(tmp_path / "run"), "-q")  # fmt: skip
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    dens = summary["densities"]
+    assert dens["source"] == {"kind": "uniform", "floor": 0.0}
+    d = dens["target"]
+    assert d["kind"] == "samples" and d["floor"] == 0.05 and d["samples"] == 400
+    assert d["bandwidth_rule"] == "cv" and not d["resolution_limited"]
+    # the recorded kernel: Scott's covariance n^(-2/(d+4)) Σ (or its isotropic version) x c²
+    scott = len(x) ** (-1.0 / 3.0) * np.cov(x.T)
+    shape = scott if d["shape"] == "scott" else np.sqrt(np.linalg.det(scott)) * np.eye(2)
+    H = d["factor"] ** 2 * shape
+    assert np.linalg.det(H) ** 0.25 == pytest.approx(d["bandwidth"], rel=1e-9)
+    L = np.linalg.cholesky(H)
+    y = np.linalg.solve(L, x.T).T
+    d2 = ((y[:, None, :] - y[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(d2, np.inf)
+    loo = logsumexp(-0.5 * d2, axis=1) - np.log(len(x) - 1) - np.log(np.diag(L)).sum()
+    assert d["cv_score"] == pytest.approx(float((loo - np.log(2 * np.pi)).mean()), abs=1e-3)
+    assert d["cv_score"] > d["scott_score"]
+    assert d["bandwidth"] == pytest.approx(cv_bandwidth(x)["bandwidth"], rel=1e-9)

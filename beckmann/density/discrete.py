@@ -25,7 +25,8 @@ collective over the mesh's communicator.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -92,12 +93,16 @@ class DiscreteDensity:
         mass: The raw mass ``∫ ρ dx`` by the quadrature, before normalisation.
         cell_minimum: The smallest Bernstein lower bound of the raw interpolant over all cells
             (``nan`` on meshes that are not simplices, where no bound is computed).
+        description: How the density was given (``Evaluator.description``: for ``samples`` the
+            KDE's bandwidth rule, bandwidth and cross-validation score), for ``summary.json``.
     """
 
     p: fem.Function
     q: fem.Function
     mass: float
     cell_minimum: float
+    #: How the density was given (kind, floor; a KDE's bandwidth rule, bandwidth and scores).
+    description: dict[str, Any] = field(default_factory=dict)
 
 
 def _affine_jacobians(vertices: FloatArray) -> FloatArray:

@@ -221,28 +221,25 @@ def member_data(sol: Solution, x: FloatArray) -> dict[str, FloatArray]:
     """φ, F, D²φ, p0, p1, ∇p0, ∇p1 of a solution at points ``x`` (same on every rank).
 
     The Hessian is that of the discrete potential inside each cell (DG_{k-2}; zero for
-    ``k = 1``); the density gradients are exact for the DG_{k-1} interpolation of the Lagrange
-    densities. Collective.
+    ``k = 1``) and the density gradients those of the Lagrange densities inside each cell
+    (DG_{k-1}): both are :func:`beckmann.holder.derivatives.cellwise`, the one definition of a
+    discrete field's derivative that the Hölder estimators use. Collective.
     """
-    from beckmann._dolfinx import fem, ufl
+    from beckmann._dolfinx import ufl
+    from beckmann.holder.derivatives import cellwise
 
     d, k = sol.gdim, sol.degree
     vals = sol.evaluate(x, 0.0, what=("potential", "flux", "source", "target"))
     out = {"phi": vals["potential"], "F": vals["flux"], "p0": vals["source"], "p1": vals["target"]}
     F_rt = getattr(sol, "flux_rt", None)  # a mixed run: the Jacobian of its RT_k flux
     if k >= 2 or F_rt is not None:
-        W = fem.functionspace(sol.msh, ("DG", k - 2 if F_rt is None else k - 1, (d, d)))
-        H = fem.Function(W)
+        # the cellwise exact derivative, the definition the Hölder estimators use
         DF = ufl.grad(ufl.grad(sol.phi)) if F_rt is None else ufl.grad(F_rt)
-        H.interpolate(fem.Expression(DF, W.element.interpolation_points))
-        out["H"] = eval_function(sol, H, x)
+        out["H"] = eval_function(sol, cellwise(DF, sol.msh, k - 2 if F_rt is None else k - 1), x)
     else:
         out["H"] = np.zeros((len(x), d, d))
-    G = fem.functionspace(sol.msh, ("DG", max(k - 1, 0), (d,)))
     for name, p in (("g0", sol.p0), ("g1", sol.p1)):
-        g = fem.Function(G)
-        g.interpolate(fem.Expression(ufl.grad(p), G.element.interpolation_points))
-        out[name] = eval_function(sol, g, x)
+        out[name] = eval_function(sol, cellwise(ufl.grad(p), sol.msh, max(k - 1, 0)), x)
     return out
 
 

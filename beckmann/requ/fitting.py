@@ -43,16 +43,18 @@ class FitSettings:
 
     field: str = _opt("potential", f"field to fit: {', '.join(FIELDS)}")
     activation: str = _opt("requ", f"activation: {', '.join(ACTIVATIONS)}")
-    width: int = _opt(32, "neurons per hidden layer")
+    width: int = _opt(64, "neurons per hidden layer")
     depth: int = _opt(2, "hidden layers")
-    steps: int = _opt(2000, "Adam steps")
+    steps: int = _opt(4000, "Adam steps")
     learning_rate: float = _opt(1e-2, "peak learning rate (warm-up, then cosine decay)", "--lr")
-    batch_size: int | None = _opt(None, "points per step (default: full batch)")
+    batch_size: int | None = _opt(
+        512, "points per step (minibatches drawn without replacement; 0: full batch)"
+    )
     derivative_weight: float = _opt(1.0, "weight λ of the derivative term of the loss")
-    points: int = _opt(2048, "training points (spread over the sweep's θ)")
+    points: int = _opt(16384, "training points (spread over the sweep's θ)")
     test_points: int = _opt(1000, "held-out points, drawn like the training points")
     sampling: str = _opt(
-        "uniform",
+        "path",
         "where points are drawn: 'path' (x from p_t, t uniform; with --uniform-fraction "
         "uniform points mixed in) or 'uniform' (uniform in the mesh)",
     )
@@ -85,8 +87,8 @@ class FitSettings:
                 )
         if self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 0:
+            raise ValueError(f"--batch-size must be >= 0 (0: full batch), got {self.batch_size}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"--lr must be positive, got {self.learning_rate}")
         if not self.derivative_weight >= 0:
@@ -158,7 +160,7 @@ def fit_field(
     s = settings
     # Before any data or JAX array is allocated: `--width 1000000` is refused in one line.
     require_memory(
-        fit_bytes(s.width, s.depth, s.points + s.test_points, s.batch_size),
+        fit_bytes(s.width, s.depth, s.points + s.test_points, s.batch_size or None),
         f"fit --width {s.width} --depth {s.depth} --points {s.points}",
         "lower --width, --depth or --points",
     )
@@ -181,7 +183,8 @@ def fit_field(
     k = train["derivative_inputs"]
     model = fit(
         train["x"], train["y"], train["jac"], activation=s.activation, width=s.width,
-        depth=s.depth, steps=s.steps, learning_rate=s.learning_rate, batch_size=s.batch_size,
+        depth=s.depth, steps=s.steps, learning_rate=s.learning_rate,
+        batch_size=s.batch_size or None,
         derivative_weight=s.derivative_weight, derivative_inputs=k, seed=s.seed, dtype=s.dtype,
         platform=s.platform, bounds=train["bounds"], input_names=train["input_names"],
         field=s.field, progress=progress, comm=comm,
