@@ -284,7 +284,9 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
     d = sol.gdim
     q0, q1 = vertex["source"].x.array, vertex["target"].x.array
     vtx = NativeSeries(out / "vtx" / "velocity.bp", "velocity") if native else nullcontext()
-    with XdmfSeries(out / "velocity.xdmf", sol.msh) as xdmf, vtx as bp:
+    # the mesh is in solution.h5 already: velocity.xdmf refers to it there
+    velocity = XdmfSeries(out / "velocity.xdmf", sol.msh, mesh_of=out / "solution.xdmf")
+    with velocity as xdmf, vtx as bp:
         for t in times:
             v.x.array[:] = (F.x.array.reshape(-1, d) / ((1 - t) * q0 + t * q1)[:, None]).ravel()
             xdmf.write({"velocity": v}, t)

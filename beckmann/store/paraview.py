@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from beckmann._dolfinx import dmesh, dolfinx, fem, la
-from beckmann.store.writes import before_collective_write
+from beckmann.store.writes import before_collective_write, write_on_root
 
 __all__ = ["NativeSeries", "XdmfSeries", "to_vertex_function"]
 
@@ -83,18 +83,23 @@ class XdmfSeries:
     Args:
         path: The ``.xdmf`` file (its ``.h5`` companion is written beside it).
         msh: The mesh, written once when the file is opened.
+        mesh_of: Another XDMF file of the same folder that already holds ``msh`` (written by an
+            :class:`XdmfSeries`). The mesh is then not written again: this file's XML refers to
+            the other file's HDF5 datasets (``solution.h5:/Mesh/...``).
     """
 
-    def __init__(self, path: Path, msh: dmesh.Mesh) -> None:
+    def __init__(self, path: Path, msh: dmesh.Mesh, *, mesh_of: Path | None = None) -> None:
         self.path = Path(path)
         self.msh = msh
+        self.mesh_of = None if mesh_of is None else Path(mesh_of)
         self._file: Any = None
         self._spaces: dict[tuple[int, ...], fem.FunctionSpace] = {}
 
     def __enter__(self) -> XdmfSeries:
         before_collective_write(self.msh.comm, self.path.name)
         self._file = dolfinx.io.XDMFFile(self.msh.comm, str(self.path), "w")
-        self._file.write_mesh(self.msh)
+        if self.mesh_of is None:
+            self._file.write_mesh(self.msh)
         return self
 
     def write(
@@ -113,10 +118,14 @@ class XdmfSeries:
                 self._spaces[shape] = fem.functionspace(self.msh, ("Lagrange", 1, shape))
             q = to_vertex_function(u, name, self._spaces.get(shape))
             old, q.name = q.name, name  # XDMF names the attribute after the function
+            level = dolfinx.log.get_log_level()
+            if self.mesh_of is not None:  # DOLFINx warns of the mesh added at the end
+                dolfinx.log.set_log_level(dolfinx.log.LogLevel.ERROR)
             try:
                 self._file.write_function(q, float(t))
             finally:
                 q.name = old
+                dolfinx.log.set_log_level(level)
             written[name] = q
         return written
 
@@ -129,6 +138,31 @@ class XdmfSeries:
         if self._file is not None:
             self._file.close()
             self._file = None
+            if self.mesh_of is not None and exc_type is None:
+                mesh_of = self.mesh_of
+                write_on_root(self.msh.comm, self.path.name, lambda: _link_mesh(self.path, mesh_of))
+
+
+def _link_mesh(path: Path, mesh_of: Path) -> None:
+    """Put ``mesh_of``'s mesh grid (its XML, referring to its HDF5 file) at the top of ``path``.
+
+    Both files are DOLFINx XDMF of one folder. Every step of ``path`` refers to the first
+    uniform grid of its domain (an XInclude xpointer), which is then this grid.
+    """
+    other = mesh_of.read_text()
+    start = other.find('<Grid Name="mesh" GridType="Uniform">')
+    end = other.find("</Grid>", start)
+    if start < 0 or end < 0:
+        raise RuntimeError(f"{str(mesh_of)!r} holds no mesh grid")
+    grid = other[start : end + len("</Grid>")]
+    text = path.read_text()
+    at = text.find("<Domain>")
+    if at < 0:
+        raise RuntimeError(f"{str(path)!r} is not an XDMF file of DOLFINx")
+    at += len("<Domain>")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text[:at] + "\n    " + grid + text[at:])
+    tmp.replace(path)
 
 
 class NativeSeries:
