@@ -60,9 +60,10 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     )
     # FitSettings.check refuses bad values, fit_field estimates the memory before allocating
     from beckmann.requ.model_io import model_files
-    from beckmann.store.files import check_outputs
+    from beckmann.store.files import check_outputs, check_report
 
     check_outputs(comm, "model", model_files(args.out), overwrite=args.overwrite, what="--out")
+    check_report(comm, args.json_out)
     report = fit_field(args.source, args.out, settings, comm, json_out=args.json_out)
     if comm.rank == 0:
         from beckmann.store import dumps_json

@@ -110,6 +110,8 @@ def max_order(field: str, degree: int) -> int:
 def handler(args: argparse.Namespace, comm: Any) -> int:
     """Estimate, write ``--json-out`` and ``--plot`` on rank 0, print the JSON."""
     from beckmann import store
+    from beckmann.store.files import check_report, described_write
+    from beckmann.store.jsonio import write_text_atomic
 
     alpha = parse_alpha(args.alpha)
     if not 0 <= args.k <= MAX_K:
@@ -127,6 +129,7 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             center = [float(c) for c in args.center.split(",")]
         except ValueError as err:
             raise ValueError(f"--center must be X,Y[,Z], got {args.center!r}") from err
+    check_report(comm, args.json_out)
     sol = store.load_run(args.dir, comm)
     top = max_order(args.field, int(sol.degree))
     if args.k > top:
@@ -153,11 +156,7 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
 
     def write() -> None:
         if args.json_out:
-            try:
-                with open(args.json_out, "w") as f:
-                    f.write(text + "\n")
-            except OSError as err:
-                raise RuntimeError(f"cannot write {args.json_out!r}: {err.strerror}") from err
+            described_write("--json-out", lambda: write_text_atomic(args.json_out, text + "\n"))
         if args.plot:
             plot_modulus(result, args.plot)
 

@@ -20,9 +20,11 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann.paths import compare_paths, solver_options
+    from beckmann.store.files import check_report
     from beckmann.store.jsonio import dumps_json, write_json
     from beckmann.store.run import load_run
 
+    check_report(comm, args.json_out)
     sol = load_run(args.dir, comm)
     res = compare_paths(sol, n_times=args.grid, solver=solver_options(sol))
     if args.json_out:

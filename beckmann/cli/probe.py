@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from beckmann._mpi import on_root
+from beckmann.store.files import check_report
+from beckmann.store.jsonio import dumps_json, write_json
 from beckmann.store.points import read_points
 from beckmann.store.run import load_run
 
@@ -38,21 +39,27 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace, comm: Any) -> int:
     if args.param:
         return _probe_param(args, comm)
+    check_report(comm, args.json_out)
     pts = on_root(comm, lambda: read_points(args.points))
     sol = load_run(args.dir, comm)
     res = sol.evaluate(pts, t=args.time)
-    text = json.dumps({k: v.tolist() for k, v in res.items()})
-    if comm.rank == 0:
-        if args.json_out:
-            Path(args.json_out).write_text(text + "\n")
-        print(text)
+    _report(comm, {k: v.tolist() for k, v in res.items()}, args.json_out)
     return 0
+
+
+def _report(comm: Any, res: Any, json_out: str | None) -> None:
+    """Write ``--json-out`` (atomically, outcome on every rank) and print the JSON on rank 0."""
+    if json_out:
+        write_json(Path(json_out), res, comm)
+    if comm.rank == 0:
+        print(dumps_json(res, indent=None))
 
 
 def _probe_param(args: argparse.Namespace, comm: Any) -> int:
     """``beckmann probe STORE --param NAME=VALUE ... --points FILE``; collective."""
     from beckmann import sweep
 
+    check_report(comm, args.json_out)
     store = sweep.SweepStore(args.dir, comm)
     theta, pts = on_root(
         comm,
@@ -66,9 +73,5 @@ def _probe_param(args: argparse.Namespace, comm: Any) -> int:
         interpolate=args.interpolate,
         extrapolate=args.extrapolate,
     )
-    text = json.dumps(res)
-    if comm.rank == 0:
-        if args.json_out:
-            Path(args.json_out).write_text(text + "\n")
-        print(text)
+    _report(comm, res, args.json_out)
     return 0

@@ -273,11 +273,12 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann.transport import sample_transport
 
     out = _check(args, comm)
-    from beckmann.store.files import check_outputs, publish_arrays
+    from beckmann.store.files import check_outputs, check_report, publish_arrays
 
     stems = [".npy"] + [".traj.npy"] * bool(args.save_every) + [".logp.npy"] * args.log_density
     outs = [out.with_name(out.stem + s) for s in stems]
     check_outputs(comm, "samples", outs, overwrite=args.overwrite, what="--out")
+    check_report(comm, args.json_out)
     init = on_root(comm, lambda: read_points(args.init)) if args.init else None
     sol, velocity, theta = _source(args, comm)
     reference = _reference(args.reference, sol.gdim, comm)

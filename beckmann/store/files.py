@@ -44,6 +44,7 @@ from beckmann.store.writes import described_write, write_on_root
 __all__ = [
     "FILE_KINDS",
     "check_outputs",
+    "check_report",
     "described_write",
     "folder_owning",
     "publish_arrays",
@@ -164,6 +165,54 @@ def check_outputs(
                 raise ValueError(f"{what} {str(p)!r} is named twice")
             seen.add(key)
             _check_one(Path(p), kind, overwrite, what)
+
+    on_root(comm, check)
+
+
+def _is_report(path: Path) -> bool:
+    """An existing file that a JSON report may replace: strict JSON, not a model's header."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(256 * 2**20 + 1)
+        data = json.loads(raw)
+    except (OSError, ValueError):
+        return False
+    return len(raw) <= 256 * 2**20 and not (
+        isinstance(data, dict) and data.get("format") == "beckmann-network"
+    )
+
+
+def check_report(comm: MPI.Comm, path: str | Path | None, what: str = "--json-out") -> None:
+    """Check on rank 0 that the JSON report ``path`` may be written; collective.
+
+    Call it before any computation. ``None`` (no report asked for) passes. A report replaces an
+    earlier report (any strict-JSON file that is not a model's header) without ``--overwrite``,
+    as a re-run would expect; it never replaces a file of a beckmann folder (``summary.json``, a
+    manifest, anything in ``checkpoint/`` or ``theta/``, ...), a model or a file that is not
+    JSON, and its folder must exist and be writable.
+
+    Raises:
+        ValueError: On every rank, naming the file and the reason.
+    """
+    if path is None or str(path) == "":
+        return
+
+    def check() -> None:
+        p = Path(path)
+        where = str(p)
+        if p.is_dir():
+            raise ValueError(f"{what} {where!r} is a folder")
+        check_parent_writable(p, f"cannot write {what}")
+        owner = folder_owning(p)
+        if owner is not None:
+            raise ValueError(
+                f"{what} {where!r} would overwrite a file of the beckmann {owner[1]} folder "
+                f"{str(owner[0])!r}; choose another name"
+            )
+        if p.exists() and not (p.is_file() and _is_report(p)):
+            raise ValueError(
+                f"{what} {where!r} exists and is not a JSON report; refusing to replace it"
+            )
 
     on_root(comm, check)
 

@@ -60,6 +60,7 @@ def dumps_json(data: Any, *, indent: int | None = 2) -> str:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a ``.part`` sibling and a rename. Not collective."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # like a run folder's missing parents
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
