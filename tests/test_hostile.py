@@ -296,3 +296,27 @@ def test_density_files_that_are_not_arrays(tmp_path, ranks):
                        "--set", f"target.path='{path}'", "--out", str(tmp_path / "r"),
                        ranks=ranks, timeout=60)
             one_clean_line(proc, match)
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line usage errors and damaged inputs (issue 12 leftovers)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize("args", [["solve", "--bogus"], ["sample"], ["nosuchcommand"]])
+def test_usage_errors_print_once(args, ranks):
+    # argparse runs on every rank; only rank 0 may print its usage block and error line
+    proc = run(*args, ranks=ranks, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert sum(ln.startswith("usage:") for ln in lines) == 1, proc.stderr
+    errors = [ln for ln in lines if re.match(r"beckmann( \w+)?: error: ", ln)]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_help_prints_once(ranks):
+    proc = run("probe", "--help", ranks=ranks, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("usage: beckmann probe") == 1, proc.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -37,11 +38,43 @@ COMMANDS = (
 )
 
 
+#: Environment variables in which MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm) pass the rank.
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def launcher_rank() -> int:
+    """This process's MPI rank, known before MPI is initialised (0 when not launched by MPI).
+
+    Argument parsing runs before DOLFINx is imported (``--help`` stays fast), so the rank comes
+    from the launcher's environment; if MPI is already loaded, from ``COMM_WORLD``.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized():
+        return int(mpi.COMM_WORLD.rank)
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that prints usage, help and errors on rank 0 only.
+
+    Every rank parses the same command line and exits with the same code; without this an
+    ``mpirun -n 4`` usage error printed four usage blocks and four ``beckmann: error:`` lines.
+    """
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if launcher_rank() == 0:
+            super()._print_message(message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``beckmann`` argument parser, with every available subcommand."""
     from beckmann._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="beckmann",
         description="Beckmann optimal transport with squared flux: solve, probe and analyse.",
     )
