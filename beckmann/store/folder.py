@@ -52,7 +52,7 @@ from typing import Any
 from beckmann._dolfinx import MPI
 from beckmann._mpi import on_root
 from beckmann._version import __version__
-from beckmann.store.jsonio import dumps_json, jsonable
+from beckmann.store.jsonio import dumps_json, jsonable, read_json
 from beckmann.store.writes import write_on_root
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "check_parent_writable",
     "config_hash",
     "read_manifest",
+    "read_stamped_json",
     "require_kind",
     "staged_folder",
     "write_manifest",
@@ -90,11 +91,20 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RuntimeError(f"cannot read {str(path)!r}: {err}") from err
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise RuntimeError(f"{str(path)!r} is not a beckmann folder manifest")
+        return read_stamped_json(path, _FORMAT, "a beckmann folder manifest")
+    except ValueError as err:
+        raise RuntimeError(str(err)) from err
+
+
+def read_stamped_json(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` whose ``"format"`` is ``fmt``. Not collective.
+
+    Raises:
+        ValueError: ``path`` is unreadable, not JSON, or not ``what`` (another ``"format"``).
+    """
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{str(path)!r} is not {what}")
     return data
 
 

@@ -18,7 +18,13 @@ import numpy.typing as npt
 
 from beckmann._dolfinx import MPI
 from beckmann._version import __version__
-from beckmann.store.folder import check_destination, config_hash, read_manifest, write_manifest
+from beckmann.store.folder import (
+    check_destination,
+    config_hash,
+    read_manifest,
+    read_stamped_json,
+    write_manifest,
+)
 from beckmann.store.jsonio import dumps_json, write_text_atomic
 from beckmann.store.lock import acquire_lock, release_lock
 from beckmann.store.writes import write_on_root
@@ -211,11 +217,9 @@ def _check_resume(
     """Check ``sweep.json``, drop interrupted writes and entries that fail; the rejected ones."""
     meta_path = folder / "sweep.json"
     try:
-        old = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{str(meta_path)!r} is unreadable ({e}); cannot --resume") from e
-    if not isinstance(old, dict) or old.get("format") != STORE_FORMAT:
-        raise ValueError(f"{str(meta_path)!r} is not a beckmann sweep store")
+        old = read_stamped_json(meta_path, STORE_FORMAT, "a beckmann sweep store")
+    except ValueError as e:
+        raise ValueError(f"{e}; cannot --resume") from e
     if comparable(old["config"]) != comparable(cfg):
         raise ValueError(
             f"--resume: the config differs from the one the sweep in {str(folder)!r} "
