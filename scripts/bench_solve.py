@@ -7,7 +7,8 @@ beckmann, writing the run folder), and their peak memory is the child's ``ru_max
 * beckmann: ``beckmann solve CONFIG --out DIR`` with default settings except
   ``solver.degree = 1`` (unit square, p0 = 1, p1 = 1 + ½ cos(πx) cos(πy)); optionally also
   under ``mpirun -n 2`` (peak memory is then the largest rank's);
-* the peer: scikit-fem + pyamg (smoothed aggregation, CG, rtol 1e-10) on the same P1 problem,
+* the peer: scikit-fem + pyamg (smoothed aggregation, CG, rtol 1e-10, one value fixed:
+  ``skfem_peer.py``) on the same P1 problem,
   writing nothing.
 
 Printed: each run's wall time and peak memory, the medians, the ratio beckmann / peer, the
@@ -68,7 +69,7 @@ def worker_peer(n: int, rtol: float) -> None:
     """The peer, as a user would write it: everything from import to the mean-zero potential."""
     from skfem_peer import solve_neumann, unit_square
 
-    sol = solve_neumann(unit_square(n), rtol, pin=False)
+    sol = solve_neumann(unit_square(n), rtol)
     print(json.dumps({"ndofs": int(sol.u.size), "iterations": sol.iterations,
                       "residual": sol.residual}))
 

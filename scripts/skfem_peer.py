@@ -6,10 +6,10 @@ write it: f at scikit-fem's default P1 quadrature points, the stiffness matrix, 
 aggregation + CG, then φ shifted to mean zero. Used by ``bench_solve.py`` (timing) and
 ``bench_l2.py`` (the L² error against beckmann on the same mesh).
 
-The Neumann matrix is singular (A 1 = 0). With ``pin=False`` the right-hand side is projected
-onto its range (b − mean b) and CG runs on the singular system; pyamg's CG may then stop early
-("indefinite", relative residual ~1e-8) at tight tolerances. With ``pin=True`` u[0] = 0 is fixed
-instead: an SPD system with the same φ up to a constant, which CG solves to any tolerance.
+The Neumann matrix is singular (A 1 = 0), and pyamg's CG on it (with b projected onto the
+range) stops early, "indefinite", at a relative residual of 1e-8 to 1e-6 that depends on its random
+initial guess. So u[0] = 0 is fixed instead: an SPD system with the same φ up to a constant, which
+CG solves from a zero initial guess to the tolerance asked for.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def from_triangles(points: np.ndarray, cells: np.ndarray):
     return MeshTri(np.ascontiguousarray(points[:, :2].T), np.ascontiguousarray(cells.T))
 
 
-def solve_neumann(mesh, rtol: float, pin: bool) -> PeerSolution:
+def solve_neumann(mesh, rtol: float) -> PeerSolution:
     """The mean-zero P1 solution of −Δφ = p1 − p0 (see the module docstring) on ``mesh``."""
     import pyamg
     from skfem import Basis, ElementTriP1, LinearForm, asm
@@ -63,12 +63,11 @@ def solve_neumann(mesh, rtol: float, pin: bool) -> PeerSolution:
     A = asm(laplace, basis).tocsr()
     b = asm(rhs, basis)
     b -= b.mean()  # onto the range of the singular Neumann matrix
-    K, c = (A[1:, 1:].tocsr(), b[1:]) if pin else (A, b)
+    K = A[1:, 1:].tocsr()  # u[0] = 0: SPD (see the module docstring)
     ml = pyamg.smoothed_aggregation_solver(K, B=np.ones((K.shape[0], 1)), symmetry="symmetric")
     res: list[float] = []
-    u = ml.solve(c, tol=rtol, accel="cg", residuals=res)
-    if pin:
-        u = np.concatenate([[0.0], u])
+    x0 = np.zeros(K.shape[0])
+    u = np.concatenate([[0.0], ml.solve(b[1:], x0=x0, tol=rtol, accel="cg", residuals=res)])
     residual = float(np.linalg.norm(b - A @ u) / np.linalg.norm(b))
     mass = asm(one, basis)
     u -= mass @ u / mass.sum()
