@@ -146,6 +146,27 @@ def test_linear_field_is_lipschitz(comm, method):
     assert np.all(r.modulus >= 0.8 * np.linalg.norm(a) * r.scales)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_affine_bound_prunes_exactly(comm, alpha, offset):
+    """Smooth fields, where the cells' affine bounds prune most: fast equals exact, also on a
+    large constant offset (rounding of the affine models) and for a vector field."""
+    rng = np.random.default_rng(11)
+    X = rng.random((2500, 2))
+    V = np.stack(
+        [offset + np.sin(3 * X[:, 0]) * np.cos(2 * X[:, 1]), X[:, 0] ** 2 - 0.3 * X[:, 1]], axis=1
+    )
+    Xl, Vl = split(comm, X, V)
+    for v in (Vl[:, 0], Vl):
+        kw = {"delta_min": 0.03}
+        fast = holder.seminorm(Xl, v, comm, alpha, method="fast", **kw)
+        ref = holder.seminorm(Xl, v, comm, alpha, method="exact", **kw)
+        assert fast == pytest.approx(ref, rel=1e-12)
+        om = holder.modulus(Xl, v, comm, [0.01, 0.05, 0.2], method="fast")
+        om_ref = holder.modulus(Xl, v, comm, [0.01, 0.05, 0.2], method="exact")
+        np.testing.assert_allclose(om, om_ref, rtol=1e-12)
+
+
 def test_fit_exponent_synthetic():
     s = np.geomspace(0.01, 1.0, 21)
     e = holder.fit_exponent(s, 3.0 * s**0.37)

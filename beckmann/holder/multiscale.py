@@ -34,6 +34,11 @@ IntArray = npt.NDArray[np.int64]
 #: beyond, only a component's largest value in one cell against its smallest in the other.
 REP_PAIRS_ALL = 4096
 
+#: Relative slack added to the affine models' residuals and centre terms (see
+#: :func:`_affine_bound`): far above the rounding of the float64 sums that compute them, far
+#: below anything that changes how much is pruned.
+RESID_SLACK = 1e-10
+
 
 def _morton(q: IntArray, bits: int) -> IntArray:
     n, d = q.shape
@@ -53,6 +58,11 @@ class _Level:
     vmin: FloatArray
     vmax: FloatArray
     reps: IntArray  # (n_cells, n_reps) point indices
+    center: FloatArray  # (n_cells, d) mean of the cell's points
+    radius: FloatArray  # (n_cells,) largest distance of a point to the centre
+    offset: FloatArray  # (n_cells, m) affine model a + slope (x − centre)
+    slope: FloatArray  # (n_cells, m, d)
+    resid: FloatArray  # (n_cells,) largest |g(x) − model(x)| over the cell's points
     child_start: IntArray | None = None
     child_count: IntArray | None = None
 
@@ -91,6 +101,9 @@ class Tree:
                 for ext_v in (vmax, vmin):
                     hit = np.where(self.V[:, k] == ext_v[cell_of, k], ar, n)
                     reps.append(np.minimum.reduceat(hit, start))
+            center, radius, offset, slope, resid = _affine_models(
+                self.X, self.V, start, count, cell_of
+            )
             level = _Level(
                 start=start,
                 count=count,
@@ -99,6 +112,11 @@ class Tree:
                 vmin=vmin,
                 vmax=vmax,
                 reps=np.stack(reps, axis=1),
+                center=center,
+                radius=radius,
+                offset=offset,
+                slope=slope,
+                resid=resid,
             )
             if codes_prev is not None:
                 parent = c[start] >> d
@@ -109,6 +127,85 @@ class Tree:
                 )
             codes_prev = c[start]
             self.levels.append(level)
+
+
+def _affine_models(
+    X: FloatArray, V: FloatArray, start: IntArray, count: IntArray, cell_of: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Per cell: centre, radius, least-squares affine model of ``V`` and its exact residual.
+
+    The model only has to be good, not exact: ``resid`` is measured on the cell's points, so
+    :func:`_affine_bound` is a valid bound whatever the fit (a cell whose points are collinear
+    gets the ridge-regularised fit).
+    """
+    n, d = X.shape
+    cnt = count.astype(np.float64)
+    center = np.add.reduceat(X, start, axis=0) / cnt[:, None]
+    Y = X - center[cell_of]
+    radius = np.sqrt(np.maximum.reduceat(np.einsum("ij,ij->i", Y, Y), start))
+    vmean = np.add.reduceat(V, start, axis=0) / cnt[:, None]
+    W = V - vmean[cell_of]
+    C = np.add.reduceat(np.einsum("ni,nj->nij", Y, Y).reshape(n, d * d), start, axis=0)
+    Cyg = np.add.reduceat(np.einsum("ni,nk->nik", Y, W).reshape(n, d * V.shape[1]), start, axis=0)
+    C = C.reshape(-1, d, d)
+    scale = np.maximum(np.einsum("cii->c", C) / d, np.finfo(np.float64).tiny)
+    Cn = C / scale[:, None, None] + 1e-9 * np.eye(d)
+    coef = np.linalg.solve(Cn, Cyg.reshape(-1, d, V.shape[1]) / scale[:, None, None])
+    slope = np.ascontiguousarray(np.swapaxes(coef, 1, 2))  # (cells, m, d)
+    PY = np.einsum("nkd,nd->nk", slope[cell_of], Y)
+    E = W - PY
+    # the residual as computed carries the rounding of W and P y; RESID_SLACK covers it
+    size = np.sqrt(np.einsum("ij,ij->i", W, W)) + np.sqrt(np.einsum("ij,ij->i", PY, PY))
+    size += np.sqrt(np.einsum("ij,ij->i", V, V))
+    E2 = np.sqrt(np.einsum("ij,ij->i", E, E)) + RESID_SLACK * size
+    resid = np.maximum.reduceat(E2, start)
+    return center, radius, vmean, slope, resid
+
+
+def _affine_bound(
+    lev: _Level, A: IntArray, B: IntArray, dmin: FloatArray, dmax: FloatArray, alpha: float
+) -> FloatArray:
+    """An upper bound of ``|g(x) − g(y)| / |x − y|^α`` over ``x ∈ A``, ``y ∈ B``, per pair.
+
+    With the cells' affine models ``g = a + P (x − c) + e`` (``|e| <= ε``) and ``P̄`` the mean
+    of the two slopes,
+
+        g(x) − g(y) = P̄ (x − y) + [a_A − a_B − P̄ (c_A − c_B)]
+                      + ½ (P_A − P_B) [(x − c_A) + (y − c_B)] + e_A(x) − e_B(y),
+
+    so ``|g(x) − g(y)| <= |P̄| |x − y| + R`` with ``R = |a_A − a_B − P̄ (c_A − c_B)|
+    + ½ |P_A − P_B| (r_A + r_B) + ε_A + ε_B`` (Frobenius norms). Divided by ``|x − y|^α`` on
+    ``dmin <= |x − y| <= dmax``: ``|P̄| dmax^{1−α} + R / dmin^α``. For a smooth field ``R`` is
+    of second order in the cells' size, against first order for the value ranges' bound, which
+    is what prunes the seminorm of a smooth potential at ``α = 1``.
+    """
+    PA, PB = lev.slope[A], lev.slope[B]
+    Pm = 0.5 * (PA + PB)
+    dP = PA - PB
+    dc = lev.center[A] - lev.center[B]
+    res = lev.offset[A] - lev.offset[B] - np.einsum("nkd,nd->nk", Pm, dc)
+    nP = np.sqrt(np.einsum("nkd,nkd->n", Pm, Pm))
+    # rounding of the centre term: a slack relative to the magnitudes that enter it
+    mag = (
+        np.sqrt(np.einsum("nk,nk->n", lev.offset[A], lev.offset[A]))
+        + np.sqrt(np.einsum("nk,nk->n", lev.offset[B], lev.offset[B]))
+        + nP * np.sqrt(np.einsum("nd,nd->n", dc, dc))
+    )
+    R = (
+        np.sqrt(np.einsum("nk,nk->n", res, res))
+        + RESID_SLACK * mag
+        + 0.5 * np.sqrt(np.einsum("nkd,nkd->n", dP, dP)) * (lev.radius[A] + lev.radius[B])
+        + lev.resid[A]
+        + lev.resid[B]
+    )
+    if alpha == 1.0:
+        ub = nP + R / dmin
+    elif alpha == 0.0:
+        ub = nP * dmax + R
+    else:
+        ub = nP * dmax ** (1.0 - alpha) + R / dmin**alpha
+    # rounding of the bound itself must not prune a pair whose best is the bound
+    return ub * (1.0 + 1e-12)
 
 
 def _expand(
@@ -192,10 +289,14 @@ def branch_and_bound(
             if np.any(full):
                 lb = max(lb, float(ub[full].max()))
                 ub[full] = 0.0
+        dlow = np.sqrt(np.maximum(np.maximum(dmin2, dlo2), tiny))
         if alpha == 1.0:
-            ub = ub / np.sqrt(np.maximum(np.maximum(dmin2, dlo2), tiny))
+            ub = ub / dlow
         elif alpha > 0.0:
-            ub = ub / np.power(np.maximum(np.maximum(dmin2, dlo2), tiny), 0.5 * alpha)
+            ub = ub / dlow**alpha
+        if A.size:
+            dhigh = np.sqrt(np.minimum(dmax2, dhi2))
+            ub = np.minimum(ub, _affine_bound(lev, A, B, dlow, dhigh, alpha))
         if split and P > 1:
             lb = float(comm.allreduce(lb, op=MPI.MAX))
         keep = ub > lb
