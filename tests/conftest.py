@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -63,17 +64,45 @@ def comm():
     return MPI.COMM_WORLD
 
 
-@pytest.fixture
-def mpi_tmp_path(request):
+@contextlib.contextmanager
+def shared_folder(prefix: str = "beckmann-test-"):
     """A temporary folder shared by all ranks: rank 0 creates it, broadcasts it, barrier."""
     comm = MPI.COMM_WORLD
-    path = tempfile.mkdtemp(prefix="beckmann-test-") if comm.rank == 0 else None
+    path = tempfile.mkdtemp(prefix=prefix) if comm.rank == 0 else None
     path = comm.bcast(path, root=0)
     comm.barrier()
     yield Path(path)
-    comm.barrier()
+    comm.barrier()  # not reached when the body raises: no barrier a failed rank would miss
     if comm.rank == 0:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def mpi_tmp_path():
+    """A temporary folder shared by all ranks (see :func:`shared_folder`), one per test."""
+    with shared_folder() as path:
+        yield path
+
+
+BUMP = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
+
+
+def sweep_toml(thetas, *, target: str = BUMP, extra: str = "") -> str:
+    """A small P1 MUMPS sweep of ``target`` over θ in ``thetas`` (n = 6, no continuity report)."""
+    return f"""
+[mesh]
+n = 6
+[solver]
+degree = 1
+method = "mumps"
+[target]
+kind = "expression"
+expr = "{target}"
+[sweep.parameters]
+theta = {list(thetas)}
+[sweep]
+continuity = false
+{extra}"""
 
 
 def run_cli(*args: str, ranks: int = 1, check: bool = True, timeout: float = 300, cwd=None):

@@ -1,12 +1,11 @@
 """Tests for beckmann.mesh; the same suite runs serially and under mpirun."""
 
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_folder
 
 from beckmann._dolfinx import MPI, dmesh, dolfinx, fem, ufl
 from beckmann.mesh import create_mesh, describe
@@ -20,15 +19,10 @@ MESHES = Path(__file__).resolve().parent.parent / "meshes"
 
 
 @pytest.fixture(scope="module")
-def tmp(request):
-    """A folder shared by all ranks: rank 0 creates it, broadcasts the path, barrier."""
-    path = tempfile.mkdtemp(prefix="beckmann-mesh-") if COMM.rank == 0 else None
-    path = Path(COMM.bcast(path, root=0))
-    COMM.barrier()
-    yield path
-    COMM.barrier()
-    if COMM.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
+def tmp():
+    """A folder shared by all ranks (:func:`conftest.shared_folder`), one for the module."""
+    with shared_folder("beckmann-mesh-") as path:
+        yield path
 
 
 def write_text(path: Path, text: str) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, shared_folder
 
 from beckmann import config, pipeline, requ, sweep, transport
 from beckmann._dolfinx import MPI
@@ -49,14 +46,8 @@ def _single(theta: float, comm) -> pipeline.Solution:
 
 @pytest.fixture(scope="module")
 def folder():
-    comm = MPI.COMM_WORLD
-    path = tempfile.mkdtemp(prefix="beckmann-requ-sweep-") if comm.rank == 0 else None
-    path = Path(comm.bcast(path, root=0))
-    comm.barrier()
-    yield path
-    comm.barrier()
-    if comm.rank == 0:
-        shutil.rmtree(path, ignore_errors=True)
+    with shared_folder("beckmann-requ-sweep-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")

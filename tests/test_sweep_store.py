@@ -17,7 +17,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sweep_toml
 
 from beckmann import config, pipeline, sweep
 from beckmann._dolfinx import MPI
@@ -33,20 +33,7 @@ from beckmann.sweep.writer import LOCK
 THETAS = [0.3, 0.4, 0.5, 0.6, 0.7]
 TARGET = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
 
-CONFIG = f"""
-[mesh]
-n = 6
-[solver]
-degree = 1
-method = "mumps"
-[target]
-kind = "expression"
-expr = "{TARGET}"
-[sweep.parameters]
-theta = {THETAS[:3]}
-[sweep]
-continuity = false
-"""
+CONFIG = sweep_toml(THETAS[:3], target=TARGET)
 
 
 def small_cfg(thetas=THETAS) -> dict:

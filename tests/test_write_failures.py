@@ -14,28 +14,14 @@ import json
 import time
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sweep_toml
 
 from beckmann.store.writes import FAIL_ENV
 from beckmann.sweep.writer import LOCK
 
 pytestmark = pytest.mark.serial
 
-SWEEP = """
-[mesh]
-n = 6
-[solver]
-degree = 1
-method = "mumps"
-[target]
-kind = "expression"
-expr = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
-[sweep.parameters]
-theta = [0.3, 0.5, 0.7, 0.4]
-[sweep]
-continuity = false
-block = 1
-"""
+SWEEP = sweep_toml([0.3, 0.5, 0.7, 0.4], extra="block = 1\n")
 
 
 def error_lines(proc) -> list[str]:
