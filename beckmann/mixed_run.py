@@ -1,4 +1,4 @@
-r"""``solver.formulation = "mixed"`` in a run: the solve from a config, its checkpoint, its reload.
+r"""``solver.formulation = "mixed"`` in a run: the solve from a resolved config.
 
 :func:`solve_mixed` is what :func:`beckmann.pipeline.solve` calls for a mixed run: the same
 densities as the primal solve (P_k interpolants certified positive, quadrature values for the
@@ -9,32 +9,24 @@ right-hand side, :mod:`beckmann.density.discrete`), then the Raviart-Thomas solv
 :math:`\max |\nabla\cdot F_h - \Pi(p_0 - p_1)|` (Π the L²-projection onto DG\ :sub:`k-1` with
 the same quadrature) and ``boundary_flux`` :math:`\|F_h\cdot n\|_{L^2(\partial\Omega)}`.
 
-A mixed run folder is a run folder (:mod:`beckmann.store.run`) whose checkpoint holds the
-densities (P_k) in ``checkpoint/``, the flux in ``checkpoint/flux/`` as a vector DG_k function
-(``RT_k ⊂ [P_k]^d`` on each cell, so the copy is exact) and the potential in
-``checkpoint/potential/`` (DG_{k-1}); all three refer to ``solution.xdmf``'s mesh and reload on
-any number of ranks. :func:`load_mixed` rebuilds the :class:`~beckmann.mixed.MixedSolution`,
-interpolating the DG_k flux back into RT_k (exact: the moments defining the RT dofs are
-integrated exactly for polynomials of degree k).
+Its run folder is written and read back by :mod:`beckmann.store.mixed` (the storage layer does
+not import this module: ``store`` sits below the solves). :func:`write_mixed_checkpoint` is
+re-exported here for :func:`beckmann.pipeline.run`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from beckmann._dolfinx import MPI, fem, ufl
 from beckmann._version import __version__
 from beckmann.density.discrete import DensityPoints
 from beckmann.mesh import describe
-from beckmann.mixed import MixedPoisson, MixedSolution, flux_spaces
-from beckmann.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from beckmann.mixed import MixedPoisson, MixedSolution
+from beckmann.store.mixed import write_mixed_checkpoint
 
-__all__ = ["MIXED_FIELDS", "load_mixed", "solve_mixed", "write_mixed_checkpoint"]
-
-#: Sub-folders of a mixed run's checkpoint, one per space: field name -> folder.
-MIXED_FIELDS = {"flux": "flux", "potential": "potential"}
+__all__ = ["solve_mixed", "write_mixed_checkpoint"]
 
 
 def _describe_solver(mp: MixedPoisson) -> str:
@@ -122,40 +114,3 @@ def solve_mixed(
     )
     mp.destroy()
     return sol
-
-
-def write_mixed_checkpoint(
-    folder: Path, sol: MixedSolution, meta: dict[str, Any], *, mesh_file: Path
-) -> None:
-    """The checkpoint of a mixed run (see the module doc); collective."""
-    meta = {**meta, "formulation": "mixed", "mixed_fields": MIXED_FIELDS}
-    write_checkpoint(folder, {"source": sol.p0, "target": sol.p1}, meta, mesh_file=mesh_file)
-    fields = {"flux": sol.flux(), "potential": sol.phi}
-    for name, sub in MIXED_FIELDS.items():
-        write_checkpoint(
-            folder / sub, {name: fields[name]}, {"formulation": "mixed"}, mesh_file=mesh_file
-        )
-
-
-def load_mixed(folder: Path, ck: Checkpoint, info: dict[str, Any]) -> MixedSolution:
-    """Rebuild the :class:`~beckmann.mixed.MixedSolution` of a mixed checkpoint; collective.
-
-    Args:
-        folder: The run's ``checkpoint`` folder.
-        ck: Its main checkpoint (densities and mesh), already read.
-        info: The solution's ``info``.
-    """
-    msh = ck.msh
-    comm = msh.comm
-    subs = ck.meta.get("mixed_fields", MIXED_FIELDS)
-    got = {
-        name: read_checkpoint(Path(folder) / sub, comm, msh=msh).functions[name]
-        for name, sub in subs.items()
-    }
-    k = int(ck.meta["degree"])
-    V, _ = flux_spaces(msh, k)
-    F = fem.Function(V, name="flux")
-    F.interpolate(fem.Expression(got["flux"], V.element.interpolation_points))
-    F.x.scatter_forward()
-    f = ck.functions
-    return MixedSolution(msh, got["potential"], f["source"], f["target"], info, flux_rt=F, order=k)

@@ -1,12 +1,18 @@
 """The package's shape: an acyclic import graph, no private names across modules, small files.
 
 Imports are read with ``ast`` from every module of ``beckmann/``, those inside functions
-included, so a cycle hidden in a function body fails here too.
+included, so a cycle hidden in a function body fails here too. The graph is acyclic twice over:
+between modules, and between *rooms* (a sub-package such as ``beckmann.store`` counts as one
+room, a top-level module as another), so the rooms stack in floors and no import runs from a
+lower floor back up to a higher one, not even between different modules of two rooms
+(``store/run.py`` importing ``mixed_run`` while ``mixed_run`` imports ``store/checkpoint.py``
+was such an arrow).
 """
 
 from __future__ import annotations
 
 import ast
+from itertools import permutations
 from pathlib import Path
 
 import pytest
@@ -67,6 +73,24 @@ def imports(mod: str) -> list[tuple[str, str | None, int]]:
 GRAPH = {m: sorted({t for t, _, _ in imports(m) if t != m}) for m in MODULES}
 
 
+def room(mod: str) -> str:
+    """The room of a module: its sub-package (``beckmann.store``) or itself (``beckmann.mesh``)."""
+    return ".".join(mod.split(".")[:2])
+
+
+def rooms(graph: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``graph`` with each module replaced by its room (arrows inside one room dropped)."""
+    out: dict[str, set[str]] = {}
+    for mod, targets in graph.items():
+        out.setdefault(room(mod), set()).update(room(t) for t in targets if room(t) != room(mod))
+    return {r: sorted(ts) for r, ts in out.items()}
+
+
+def arrows(graph: dict[str, list[str]], a: str, b: str) -> list[str]:
+    """The module imports that make the room arrow ``a -> b``."""
+    return [f"{m} -> {t}" for m, ts in graph.items() for t in ts if room(m) == a and room(t) == b]
+
+
 def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     """Tarjan's strongly connected components; any of two or more modules is a cycle."""
     index: dict[str, int] = {}
@@ -107,6 +131,18 @@ def test_import_graph_is_acyclic():
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
+def test_rooms_stack_in_floors():
+    """No import runs back up: the graph of rooms (sub-packages, top-level modules) is acyclic."""
+    cycles = find_cycles(rooms(GRAPH))
+    why = []
+    for c in cycles:
+        made_of = (x for a, b in permutations(c, 2) for x in arrows(GRAPH, a, b))
+        why.append(" <-> ".join(c) + ": " + "; ".join(made_of))
+    assert not cycles, "import cycles between rooms:\n" + "\n".join(why)
+    # the mixed run's checkpoint is storage: store reads it without importing the solve above it
+    assert "beckmann.mixed_run" not in rooms(GRAPH)["beckmann.store"]
+
+
 def test_no_private_names_across_modules():
     bad = []
     for mod in MODULES:
@@ -132,3 +168,8 @@ def test_the_checks_can_fail():
     assert find_cycles({"a": ["b"], "b": []}) == []
     assert resolve("beckmann.cli.solve") == "beckmann.cli.solve"
     assert resolve("beckmann.cli.nonexistent") == "beckmann.cli"
+    # modules in two rooms importing each other's rooms: no module cycle, yet a room cycle
+    graph = {"beckmann.s.run": ["beckmann.m"], "beckmann.m": ["beckmann.s.ck"], "beckmann.s.ck": []}
+    assert find_cycles(graph) == []
+    assert find_cycles(rooms(graph)) == [["beckmann.m", "beckmann.s"]]
+    assert arrows(graph, "beckmann.s", "beckmann.m") == ["beckmann.s.run -> beckmann.m"]

@@ -59,8 +59,8 @@ def load_run(run_dir: str | Path, comm: MPI.Comm) -> Solution:
     ck = read_checkpoint(run / "checkpoint", comm)
     f = ck.functions
     info = {**ck.meta, "summary": summary}
-    if ck.meta.get("formulation") == "mixed":  # RT flux, DG potential (beckmann.mixed_run)
-        from beckmann.mixed_run import load_mixed
+    if ck.meta.get("formulation") == "mixed":  # RT flux, DG potential (beckmann.store.mixed)
+        from beckmann.store.mixed import load_mixed
 
         return load_mixed(run / "checkpoint", ck, info)
     return Solution(ck.msh, f["potential"], f["source"], f["target"], info=info)
