@@ -13,7 +13,7 @@ from beckmann._mpi import on_root
 from beckmann.holder.fe import FIELDS, solution_norms
 from beckmann.holder.pointcloud import check_alpha
 
-__all__ = ["add_window_arguments", "plot_modulus", "register"]
+__all__ = ["add_window_arguments", "plot_modulus", "plot_path", "register", "run_fields"]
 
 
 def parse_alpha(text: str) -> float | Literal["auto"]:
@@ -107,6 +107,24 @@ def max_order(field: str, degree: int) -> int:
     return max(0, min(MAX_K, int(degree) - order + 1))
 
 
+def run_fields(sol: Any) -> list[str]:
+    """The fields ``--field all`` measures: every one of :data:`FIELDS` the run has.
+
+    A mixed run's potential is DG: no ``potential`` or ``hessian``.
+    """
+    if getattr(sol, "flux_rt", None) is not None:
+        return [f for f in FIELDS if f not in ("potential", "hessian")]
+    return list(FIELDS)
+
+
+def plot_path(path: str, field: str) -> str:
+    """``h.png`` -> ``h-flux.png``: one picture per field with ``--field all``."""
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{field}{p.suffix or '.png'}"))
+
+
 def handler(args: argparse.Namespace, comm: Any) -> int:
     """Estimate, write ``--json-out`` and ``--plot`` on rank 0, print the JSON."""
     from beckmann import store
@@ -119,8 +137,8 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             f"--k must be between 0 and {MAX_K} (derivatives of a P1-P3 solution beyond the "
             f"third carry no information), got {args.k}"
         )
-    if args.time != 0.0 and args.field != "velocity":
-        raise ValueError("--time applies to --field velocity only")
+    if args.time != 0.0 and args.field not in ("velocity", "all"):
+        raise ValueError("--time applies to --field velocity only (or all)")
     if (args.center is None) != (args.radius is None):
         raise ValueError("--center and --radius go together")
     center = None
@@ -131,34 +149,42 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             raise ValueError(f"--center must be X,Y[,Z], got {args.center!r}") from err
     check_report(comm, args.json_out)
     sol = store.load_run(args.dir, comm)
-    top = max_order(args.field, int(sol.degree))
-    if args.k > top:
-        raise ValueError(
-            f"--k {args.k} is more than the space supports: {args.field} of a P{sol.degree} "
-            f"solution has cellwise derivatives up to order {top - 1}, and one patch-recovered "
-            f"order beyond; use --k <= {top}"
+    names = run_fields(sol) if args.field == "all" else [args.field]
+    for name in names:
+        top = max_order(name, int(sol.degree))
+        if args.k > top:
+            raise ValueError(
+                f"--k {args.k} is more than the space supports: {name} of a P{sol.degree} "
+                f"solution has cellwise derivatives up to order {top - 1}, and one "
+                f"patch-recovered order beyond; use --k <= {top}"
+            )
+    results = {}
+    for name in names:
+        results[name] = solution_norms(
+            sol,
+            name,
+            args.k,
+            alpha,
+            t=args.time,
+            method=args.method,
+            margin=args.margin,
+            delta_min=args.delta_min,
+            delta_max=args.delta_max,
+            center=center,
+            radius=args.radius,
         )
-    result = solution_norms(
-        sol,
-        args.field,
-        args.k,
-        alpha,
-        t=args.time,
-        method=args.method,
-        margin=args.margin,
-        delta_min=args.delta_min,
-        delta_max=args.delta_max,
-        center=center,
-        radius=args.radius,
+        results[name]["run"] = str(args.dir)
+    result: dict[str, Any] = (
+        {"run": str(args.dir), "fields": results} if args.field == "all" else results[names[0]]
     )
-    result["run"] = str(args.dir)
     text = json.dumps(result, indent=2, allow_nan=False)
 
     def write() -> None:
         if args.json_out:
             described_write("--json-out", lambda: write_text_atomic(args.json_out, text + "\n"))
         if args.plot:
-            plot_modulus(result, args.plot)
+            for name, res in results.items():
+                plot_modulus(res, plot_path(args.plot, name) if len(names) > 1 else args.plot)
 
     on_root(comm, write)
     if comm.rank == 0:
@@ -187,7 +213,13 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", help="run folder written by `beckmann solve`")
-    p.add_argument("--field", choices=FIELDS, default="potential", help="field to measure")
+    p.add_argument(
+        "--field",
+        choices=(*FIELDS, "all"),
+        default="potential",
+        help="field to measure; 'all': every field of the run in one process, JSON "
+        '{"run", "fields": {FIELD: result}}, --plot P writes P-FIELD.png',
+    )
     p.add_argument("--time", type=float, default=0.0, help="time t of the velocity")
     p.add_argument("--k", type=int, default=0, help="derivative order k of C^{k,alpha}")
     p.add_argument("--alpha", default="auto", help="Hölder exponent in [0, 1] or 'auto'")

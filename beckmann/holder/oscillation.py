@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from beckmann._dolfinx import MPI
 from beckmann.holder.fit import Exponent, fit_exponent
-from beckmann.holder.multiscale import gather
+from beckmann.holder.multiscale import gather, solve_spd
 
 __all__ = [
     "BINS_PER_SCALE",
@@ -91,7 +91,7 @@ def _residuals(S: FloatArray, d: int, m: int) -> FloatArray:
     # line) explains what its pseudo-inverse can
     scale = np.maximum(np.einsum("wii->w", C) / d, np.finfo(np.float64).tiny)
     Cn = C / scale[:, None, None] + 1e-12 * np.eye(d)
-    coef = np.linalg.solve(Cn, Cyg) / scale[:, None, None]
+    coef = solve_spd(Cn, Cyg) / scale[:, None, None]
     explained = np.einsum("wim,wim->w", coef, Cyg)
     return np.maximum(var - explained, 0.0)
 

@@ -40,7 +40,7 @@ from beckmann.holder.fit import (
     headline_exponent,
     profile_slopes,
 )
-from beckmann.holder.multiscale import Tree, branch_and_bound, gather, grid_seed, tree_modulus
+from beckmann.holder.multiscale import Tree, branch_and_bound, gather, tree_modulus
 
 __all__ = [
     "HolderResult",
@@ -242,7 +242,7 @@ def seminorm(
     if Xg.shape[0] < 2:
         return 0.0
     tree = Tree(Xg, Vg)
-    return branch_and_bound(tree, dlo, dhi, a, grid_seed(tree, dlo, dhi, a), comm)
+    return branch_and_bound(tree, dlo, dhi, a, 0.0, comm)
 
 
 def estimate(
@@ -320,7 +320,7 @@ def estimate(
         if fixed is None:
             semi = exact_pairs(X, V, comm, np.zeros(0), a, dlo, shi, chunk_pairs)[1]
     elif tree is not None:
-        semi = branch_and_bound(tree, dlo, shi, a, grid_seed(tree, dlo, shi, a), comm)
+        semi = branch_and_bound(tree, dlo, shi, a, 0.0, comm)
     peak, profile = sup_profile(X, V, comm, s)
     window = (s >= dmin * (1 - 1e-12)) & (s <= dmax * (1 + 1e-12))
     slopes = profile_slopes(s[window], profile[window])
