@@ -42,6 +42,7 @@ estimated (:func:`beckmann._resources.solve_bytes`); a request larger than the m
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -66,6 +67,7 @@ KINDS: tuple[str, ...] = ("unit_square", "unit_cube", "disk", "lshape", "file")
 _GHOST_MODE = dmesh.GhostMode.shared_facet
 #: Physical groups a mesh was built from ({"tag", "name"} dicts), for :func:`describe`.
 _GROUPS: weakref.WeakKeyDictionary[Any, list[dict[str, Any]] | None] = weakref.WeakKeyDictionary()
+_DESCRIBED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 #: Areas of the gmsh domains, for the cell-count estimate.
 _AREA = {"disk": math.pi, "lshape": 3.0}
 
@@ -239,7 +241,12 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
         (``[[lower corner], [upper corner]]`` over all ranks); plain Python numbers. For a
         ``.msh`` file also ``physical_groups``: the groups whose cells form the domain, as
         ``[{"tag": ..., "name": ...}]``, or ``None`` when the file has none.
+
+    The result is computed once per mesh (a mesh's geometry is never moved here) and a copy is
+    returned: every rank calls this the same number of times, so the cache stays collective.
     """
+    if msh in _DESCRIBED:
+        return copy.deepcopy(_DESCRIBED[msh])
     comm = msh.comm
     tdim = msh.topology.dim
     gdim = msh.geometry.dim
@@ -258,4 +265,5 @@ def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:
     }
     if msh in _GROUPS:
         info["physical_groups"] = _GROUPS[msh]
-    return info
+    _DESCRIBED[msh] = info
+    return copy.deepcopy(info)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
-from beckmann._mpi import global_bbox
 from beckmann._version import __version__
 from beckmann.density.discrete import DensityPoints, QuadratureRHS
 from beckmann.fields import Solution
@@ -135,9 +134,10 @@ def discretise_density(
                          "field": section["field"]}  # fmt: skip
         return d
     msh = points.V.mesh
-    bbox = global_bbox(msh.geometry.x[:, : msh.geometry.dim], msh.comm)
+    info = describe(msh)  # computed once per mesh
+    bbox = (np.asarray(info["bbox"][0]), np.asarray(info["bbox"][1]))
     # the mesh size bounds a cross-validated KDE bandwidth from below (density/evaluator.py)
-    ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox, resolution=describe(msh)["hmax"])
+    ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox, resolution=info["hmax"])
     d = points.evaluate(ev, role=role, min_density=min_density, params=params)
     d.description = dict(ev.description)  # summary.json "densities" (a KDE's bandwidth, score)
     return d
