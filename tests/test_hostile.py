@@ -320,3 +320,55 @@ def test_help_prints_once(ranks):
     proc = run("probe", "--help", ranks=ranks, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("usage: beckmann probe") == 1, proc.stdout
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_plot_holder_files_that_are_not_holder_json(run_dir, tmp_path, ranks):
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(np.random.default_rng(3).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\x00\x01\x02 binary")
+    other = tmp_path / "other.json"
+    other.write_text("[1, 2]")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    expected = r"expected the JSON that `beckmann holder --json-out` writes"
+    for path, match in ((garbage, r"--holder file '.*garbage\.json' is not UTF-8 text; "),
+                        (binary, r"--holder file '.*binary\.json' is not JSON .*; "),
+                        (other, r"--holder: no 'scales'/'modulus' pairs found in .*other\.json; "),
+                        (fifo, r"--holder file '.*fifo\.json' is not a regular file"),
+                        ("/dev/zero", r"--holder file '/dev/zero' is not a regular file")):
+        out = tmp_path / "figs"
+        proc = run("plot", str(run_dir), "--holder", str(path), "--backend", "matplotlib",
+                   "--out", str(out), ranks=ranks, timeout=60)
+        line = one_clean_line(proc, match)
+        assert "regular file" in line or re.search(expected, line), line
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_plot_samples_that_are_not_npy_arrays(run_dir, tmp_path, ranks):
+    text = tmp_path / "text.npy"
+    text.write_text("0.5 0.5\n0.2 0.3\n")
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([[0.5, np.nan]]))
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros(4))
+    huge = tmp_path / "huge.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2)))
+    header["shape"] = (10**11, 2)
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+    for path, match in ((text, r"--samples file '.*text\.npy' is not a NumPy \.npy file"),
+                        (obj, r"--samples file '.*obj\.npy' holds Python objects"),
+                        (nan, r"--samples file '.*nan\.npy' holds NaN"),
+                        (flat, r"--samples file '.*flat\.npy' must hold N x 2 points"),
+                        (huge, r"--samples file '.*huge\.npy' \(shape \(100000000000, 2\)\)"
+                               r".*GiB")):
+        out = tmp_path / "figs"
+        proc = run("plot", str(run_dir), "--samples", str(path), "--backend", "matplotlib",
+                   "--out", str(out), ranks=ranks, timeout=60)
+        one_clean_line(proc, match)
+        assert not out.exists()

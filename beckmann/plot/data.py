@@ -148,22 +148,28 @@ def _time(item: tuple[float, FloatArray]) -> float:
     return item[0]
 
 
-def read_samples(path: str | Path, gdim: int) -> FloatArray:
+def read_samples(path: str | Path, gdim: int, what: str = "samples file") -> FloatArray:
     """Read transported samples: ``N x d`` points or ``T x N x d`` paths, as ``T x N x 3``.
 
+    The file is read by :func:`beckmann._resources.read_npy`: a regular file whose ``.npy``
+    header is checked before its data are read (no pickle, no FIFO, no huge allocation).
+
     Raises:
-        ValueError: The file is missing, unreadable or of the wrong shape.
+        ValueError: The file is missing, not a ``.npy`` array of real numbers, too large, or of
+            the wrong shape; the message names ``what`` and the file.
     """
+    from beckmann._resources import read_npy
+
     p = Path(path)
-    try:
-        arr = np.asarray(np.load(p, allow_pickle=False), dtype=np.float64)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read samples from {str(p)!r}: {err}") from err
+    arr = np.asarray(read_npy(p, what), dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} {str(p)!r} holds NaN or infinite coordinates")
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[-1] != gdim or arr.shape[1] == 0:
         raise ValueError(
-            f"samples in {str(p)!r} must be N x {gdim} or T x N x {gdim}, got {arr.shape}"
+            f"{what} {str(p)!r} must hold N x {gdim} points or T x N x {gdim} paths, "
+            f"got shape {arr.shape}"
         )
     out = np.zeros(arr.shape[:2] + (3,))
     out[..., :gdim] = arr

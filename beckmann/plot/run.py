@@ -27,9 +27,38 @@ BACKENDS = ("auto", "pyvista", "matplotlib")
 SAMPLE_FILES = ("samples.traj.npy", "samples.npy")
 
 
-def _holder_files(run: Path, extra: list[str]) -> list[Path]:
+#: What a Hölder results file must be, said in every message about one.
+HOLDER_EXPECTED = "expected the JSON that `beckmann holder --json-out` writes"
+
+
+def _holder_files(run: Path, extra: list[str]) -> list[tuple[Path, str]]:
+    """Hölder JSON files to draw, each with how messages name it."""
     files = sorted(run.glob("holder*.json")) + sorted(run.glob("holder/*.json"))
-    return files + [Path(f) for f in extra]
+    return [(f, "Hölder results") for f in files] + [(Path(f), "--holder file") for f in extra]
+
+
+def read_moduli(path: Path, what: str) -> list[Modulus]:
+    """The moduli in one Hölder JSON file (serial).
+
+    The file must be a regular file of bounded size (no FIFO, device or folder) holding UTF-8
+    JSON; anything else is a ``ValueError`` naming ``what``, the file and what was expected.
+    """
+    from beckmann._resources import regular_file
+
+    p = regular_file(path, what, max_bytes=256 * 1024**2)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(p)!r} is not UTF-8 text; {HOLDER_EXPECTED}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {what} {str(p)!r}: {err.strerror}") from err
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} {str(p)!r} is not JSON ({err}); {HOLDER_EXPECTED}") from None
+    except RecursionError:
+        raise ValueError(f"{what} {str(p)!r} is nested too deeply; {HOLDER_EXPECTED}") from None
+    return find_moduli(obj, p.stem)
 
 
 def draw_run(
@@ -55,18 +84,18 @@ def draw_run(
     data = read_run_fields(run)
     X = None
     if samples:
-        X = read_samples(samples, data.gdim)
+        X = read_samples(samples, data.gdim, "--samples file")
     else:
         found = [run / name for name in SAMPLE_FILES if (run / name).is_file()]
         X = read_samples(found[0], data.gdim) if found else None
     moduli: list[Modulus] = []
-    for f in _holder_files(run, list(holder or [])):
-        try:
-            moduli += find_moduli(json.loads(f.read_text()), f.stem)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read Hölder results from {str(f)!r}: {err}") from err
+    for f, what in _holder_files(run, list(holder or [])):
+        moduli += read_moduli(f, what)
     if holder and not moduli:
-        raise ValueError(f"no 'scales'/'modulus' pairs found in {', '.join(holder)}")
+        raise ValueError(
+            f"--holder: no 'scales'/'modulus' pairs found in {', '.join(holder)}; "
+            f"{HOLDER_EXPECTED}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if backend == "auto":
         backend = "pyvista" if render_available() else "matplotlib"
