@@ -372,3 +372,19 @@ def test_plot_samples_that_are_not_npy_arrays(run_dir, tmp_path, ranks):
                    "--out", str(out), ranks=ranks, timeout=60)
         one_clean_line(proc, match)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_free_name_in_a_set_expression_is_an_error(tmp_path, ranks):
+    # the built-in example's params (a, b, s) belong to its own expression, not to a new one
+    for expr in ("a", "1 + a*x"):
+        out = tmp_path / "r"
+        proc = run("solve", "--set", "mesh.n=4", "--set", f'target.expr="{expr}"',
+                   "--out", str(out), ranks=ranks, timeout=90)
+        one_clean_line(proc, r"expression '.*' uses 'a', which has no value")
+        assert not out.exists()
+    out = tmp_path / "given"
+    proc = run("solve", "--set", "mesh.n=4", "--set", 'target.expr="1 + a*x"',
+               "--set", "target.params.a=1", "--out", str(out), ranks=ranks, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json((out / "summary.json").read_text())["mass_target"] == pytest.approx(1.5)

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann import config, pipeline
 
-    base = None if args.config else pipeline.BUILTIN_EXAMPLE
+    base = None if args.config else _example_base(args.set)
     cfg = config.resolve(args.config, args.set, base=base)
     out = Path(args.out) if args.out else Path(cfg["output"]["dir"])
     sol = pipeline.run(cfg, comm, out=out, overwrite=args.overwrite)
@@ -43,3 +43,21 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         brief["out"] = str(out)
         print(json.dumps(brief))
     return 0
+
+
+def _example_base(assignments: list[str]) -> dict[str, Any]:
+    """The built-in example as the base layer, minus what a ``--set`` makes meaningless.
+
+    The example's ``target.params`` (a, b, s) belong to its own expression: a ``--set
+    target.expr=...`` without ``target.params`` gets none of them, so a free name such as ``a``
+    in the new expression is an error naming it instead of silently meaning 0.3.
+    """
+    import copy
+
+    from beckmann import config, pipeline
+
+    base = copy.deepcopy(pipeline.BUILTIN_EXAMPLE)
+    target = config.parse_set(assignments).get("target")
+    if isinstance(target, dict) and "expr" in target and "params" not in target:
+        base["target"].pop("params", None)
+    return base
