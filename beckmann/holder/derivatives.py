@@ -210,8 +210,37 @@ def nodal_values(w: Any) -> tuple[FloatArray, FloatArray]:
     return np.ascontiguousarray(X), np.ascontiguousarray(w.x.array[: n * bs].reshape(n, bs))
 
 
-def interior_mask(w: Any, margin: float) -> npt.NDArray[np.bool_]:
-    """Owned nodes of ``w``'s space at distance ``>= margin`` from the boundary; collective."""
+def quadrature_values(w: Any, degree: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(points, values, weights)`` of ``w`` at the quadrature points of the owned cells.
+
+    ``degree`` is the degree of the cell's quadrature rule (basix's default scheme); the weights
+    are the rule's times ``|det J|``, so that sums over the points are integrals. Not collective.
+    """
+    import basix
+
+    from beckmann._dolfinx import fem, ufl
+
+    msh = w.function_space.mesh
+    tdim = msh.topology.dim
+    cell = getattr(basix.CellType, msh.topology.cell_name())
+    pts, wts = basix.make_quadrature(cell, int(degree))
+    ncell = msh.topology.index_map(tdim).size_local
+    cells = np.arange(ncell, dtype=np.int32)
+    nq = len(wts)
+    X = fem.Expression(ufl.SpatialCoordinate(msh), pts).eval(msh, cells)
+    V = fem.Expression(w, pts).eval(msh, cells)
+    J = fem.Expression(abs(ufl.JacobianDeterminant(msh)), pts).eval(msh, cells)
+    X = np.asarray(X).reshape(ncell * nq, -1)
+    V = np.asarray(V).reshape(ncell * nq, -1)
+    W = (np.asarray(J).reshape(ncell, nq) * wts[None, :]).ravel()
+    return np.ascontiguousarray(X), np.ascontiguousarray(V), W
+
+
+def interior_mask(w: Any, margin: float, points: FloatArray | None = None) -> npt.NDArray[np.bool_]:
+    """Owned nodes of ``w``'s space (or ``points``) at distance ``>= margin`` from the boundary.
+
+    The distance is to the nearest boundary vertex. Collective.
+    """
     from scipy.spatial import cKDTree
 
     from beckmann._dolfinx import dmesh
@@ -227,7 +256,7 @@ def interior_mask(w: Any, margin: float) -> npt.NDArray[np.bool_]:
     xb = dmesh.entities_to_geometry(msh, 0, verts).ravel()
     local = msh.geometry.x[np.unique(xb), :d]
     allb = np.concatenate(comm.allgather(local), axis=0)
-    X, _ = nodal_values(w)
+    X = nodal_values(w)[0] if points is None else points
     if allb.shape[0] == 0:
         return np.ones(X.shape[0], dtype=bool)
     dist, _ = cKDTree(allb).query(X)

@@ -103,6 +103,7 @@ def oscillation(
     scales: npt.ArrayLike,
     *,
     bins_per_scale: int = BINS_PER_SCALE,
+    weights: npt.ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """``(sides, osc)``: the mean oscillation at the cube sides nearest to ``scales``.
 
@@ -114,19 +115,22 @@ def oscillation(
     V = np.asarray(values, dtype=np.float64)
     X = X.reshape(X.shape[0], -1)
     V = V.reshape(V.shape[0], -1)
-    X, V = gather(X, V, comm)
+    W = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    X, VW = gather(X, np.c_[V, W], comm)
+    V, W = VW[:, :-1], VW[:, -1]
     s = np.asarray(scales, dtype=np.float64).ravel()
     n, d = X.shape
     m = V.shape[1]
     if n < d + 2:
         return s, np.full(s.size, math.nan)
     order = np.lexsort(X.T[::-1])
-    X, V = X[order], V[order]
+    X, V, W = X[order], V[order], W[order]
     lo, hi = X.min(axis=0), X.max(axis=0)
     # remove the global affine fit first: it changes no cube's residual, and smaller values
     # lose fewer digits in the summed-area tables
     A = np.c_[np.ones(n), X - lo]
-    V = V - A @ np.linalg.lstsq(A, V, rcond=None)[0]
+    sw = np.sqrt(W)[:, None]
+    V = V - A @ np.linalg.lstsq(A * sw, V * sw, rcond=None)[0]
     ext = np.maximum(hi - lo, 0.0)
     b = float(s[0]) / int(bins_per_scale)
     pos = ext[ext > 0]
@@ -135,9 +139,14 @@ def oscillation(
     nb = np.ceil(ext / b).astype(np.int64) + 1
     idx = np.minimum(((X - lo) / b).astype(np.int64), nb - 1)
     flat = np.ravel_multi_index(tuple(idx.T), tuple(nb))
-    mom = _moments(X - lo, V)
+    mom = _moments(X - lo, V) * W[:, None]
     nbins = int(np.prod(nb))
     T = np.stack([np.bincount(flat, weights=c, minlength=nbins) for c in mom.T], axis=-1)
+    # the cube's count: points (unweighted) for the fill test, weight for the means
+    C = np.bincount(flat, minlength=nbins).astype(np.float64).reshape(*nb)
+    for ax in range(d):
+        C = np.cumsum(C, axis=ax)
+    C = np.pad(C, [(1, 0)] * d)
     T = T.reshape(*nb, mom.shape[1])
     for ax in range(d):
         T = np.cumsum(T, axis=ax)
@@ -151,14 +160,16 @@ def oscillation(
         if np.any(w > nb):
             continue
         S = np.zeros((*(nb - w + 1), mom.shape[1]))
+        N = np.zeros(tuple(nb - w + 1))
         for corner in itertools.product((0, 1), repeat=d):
             sl = tuple(
                 slice(w, None) if c else slice(0, T.shape[a] - w) for a, c in enumerate(corner)
             )
             S += (-1) ** (d - sum(corner)) * T[sl + (slice(None),)]
+            N += (-1) ** (d - sum(corner)) * C[sl]
         S = S.reshape(-1, mom.shape[1])
         full = density * float(sides[i]) ** pos.size
-        S = S[S[:, 0] >= max(d + 2.0, MIN_FILL * full) - 0.5]
+        S = S[N.ravel() >= max(d + 2.0, MIN_FILL * full) - 0.5]
         if S.shape[0]:
             osc[i] = float(np.sqrt(_residuals(S, d, m).max()))
     return sides, osc

@@ -25,7 +25,7 @@ Tolerances, and why:
   mean zero), measured by the estimators, which are checked against brute force in
   tests/test_holder.py. Tolerance 5 %: measured FE/exact 0.972, 0.989, 0.989; the ratio must
   stay bounded (change between levels no more than the exact field's, + 2 %).
-* L-shape: ``φ ~ r^{2/3}``; exponent of φ (h = 0.05) measured 0.665, tolerance 0.1;
+* L-shape: ``φ ~ r^{2/3}``; exponent of φ (h = 0.05) measured 0.650, tolerance 0.05;
   ``sup |∇φ| ~ h^{−1/3}``: measured rate 0.33–0.35, tolerance [0.2, 0.5].
 * Velocity with source floor c: ``‖v_0‖_{C^{0,1/2}}`` measured 0.80, 1.36, 2.45 for c = 0.2,
   0.1, 0.05: must increase, with log-log slope in [−1.1, −0.5] (the quotient predicts → −1).
@@ -258,10 +258,10 @@ def test_lshape_corner_singularity():
         r1 = holder.solution_norms(sol, "potential", 1)
         h_sup.append((r1["h"], r1["sup_tensor"][1]))
     r0 = holder.solution_norms(sol, "potential", 0)
-    # φ ~ r^{2/3} at the re-entrant corner. On these coarse meshes the mean-oscillation headline
-    # reads 0.54 (h = 0.1 and 0.05) and approaches 2/3 only on finer levels (0.61, 0.62 at
-    # h = 0.025, 0.0125: docs/holder.md), so the band here is wider than a study's
-    assert r0["exponent"]["estimate"] == pytest.approx(2 / 3, abs=0.15)
+    # φ ~ r^{2/3} at the re-entrant corner: the band. The mean oscillation sampled at
+    # quadrature points reads 0.655, 0.650 at h = 0.1, 0.05 (at the nodes it read 0.54: the
+    # node at the corner's tip weighs on the smallest cubes)
+    assert r0["exponent"]["estimate"] == pytest.approx(2 / 3, abs=0.05)
     (h1, s1), (h2, s2) = h_sup
     rate = math.log(s2 / s1) / math.log(h1 / h2)  # sup|∇φ| ~ h^{-rate}, theory 1/3
     assert 0.2 <= rate <= 0.5, h_sup
