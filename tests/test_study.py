@@ -81,12 +81,18 @@ def test_lshape_study_flags_unbounded_flux():
         "source": {"kind": "expression", "expr": "0.1 + exp(-((x-0.5)**2 + (y-0.5)**2)/0.05)"},
         "target": {"kind": "expression", "expr": "0.1 + exp(-((x+0.5)**2 + (y+0.5)**2)/0.05)"},
     }
-    res = holder.study(cfg, 3, fields=["potential", "flux"])
+    # φ ~ r^{2/3}: the band at the finest level, and a band moved by 0.2 fails
+    expect = ["potential=0.6667+-0.05", "potential=0.8667+-0.05", "potential=0.4667+-0.05"]
+    res = holder.study(cfg, 3, fields=["potential", "flux"], expect=expect)
     flux, phi = res["fields"]["flux"], res["fields"]["potential"]
     assert flux["verdict"] == "unbounded"
     assert flux["sup_rates"][-1] == pytest.approx(1 / 3, abs=0.05)
     assert phi["verdict"] == "holder"
     assert abs(phi["sup_rates"][-1]) < 0.02
+    # every level reads 2/3 ± 0.05 (measured 0.655, 0.692, 0.672 at h = 0.1, 0.05, 0.025)
+    assert phi["exponents"] == pytest.approx([2 / 3] * 3, abs=0.05)
+    assert [c["ok"] for c in res["expectations"]] == [True, False, False]
+    assert not res["ok"]
     json.dumps(res, allow_nan=False)  # strict JSON
 
 
