@@ -80,7 +80,8 @@ cannot drive the estimate. Pair distances are compared
 with the edges to a relative 1e-9, so the result does not depend on the number of ranks.
 
 Headline exponent ("estimator": "oscillation"): the log-log slope of the mean oscillation
-(Campanato: the rms residual of the best affine fit in cubes of side s), clipped to 1. It
+(Campanato: the rms residual of the best affine fit in cubes of side s, an integral mean over
+cell quadrature points), clipped to 1. It
 removes the smooth part's linear trend and dilutes the cells where a cusp is smoothed, which
 bias the slope of omega. "exponent_oscillation" is the unclipped index (1 + b for C^{1,b}).
 The band is the range of octave-local slopes. The JSON also has the slopes of omega

@@ -3,8 +3,9 @@
 The point cloud of a field is the owned nodes of continuous Lagrange spaces holding the field
 and its derivatives (:func:`beckmann.holder.derivatives.recover_derivatives`), distributed like
 the mesh. The scale window comes from the mesh (:func:`beckmann.holder.fit.mesh_window`), the
-exponent is the increment fit (:func:`beckmann.holder.pointcloud.headline_exponent`), and every
-result carries a verdict (:func:`beckmann.holder.fit.classify`). See docs/holder.md.
+headline exponent is the slope of the mean oscillation of the field sampled at cell quadrature
+points (:mod:`beckmann.holder.oscillation`, :data:`OSC_QUADRATURE`), and every result carries
+a verdict (:func:`beckmann.holder.fit.classify`). See docs/holder.md.
 """
 
 from __future__ import annotations
