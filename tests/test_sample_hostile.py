@@ -23,6 +23,8 @@ def run(tmp_path_factory):
         (["--n", "1e12"], "lower --n"),
         (["--n", "-5"], "--n must be a positive integer"),
         (["--n", "10", "--steps", "0"], "--steps must be a positive integer"),
+        (["--n", "10", "--steps", "1e8"], "--steps 100000000 is more than the 100000"),
+        (["--n", "10", "--steps", "100001"], "lower --steps"),
         (["--n", "10", "--reference-points", "1"], "--reference-points"),
         (["--n", "10", "--mmd-bandwidth", "-1"], "--mmd-bandwidth must be positive"),
         (["--n", "10", "--rtol", "nan"], "--rtol must be positive"),
