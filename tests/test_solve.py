@@ -278,3 +278,28 @@ def test_image_and_samples_densities(mpi_tmp_path):
     # the KDE target is largest in the middle of the sample box and > floor everywhere
     mid = sol.evaluate(np.array([[0.5, 0.5], [0.02, 0.02]]), what=("target",))["target"]
     assert mid[0] > 3 * mid[1] > 0
+
+
+@pytest.mark.serial
+def test_one_blas_thread_per_rank_under_mpirun():
+    """Under `mpirun -n 2` importing beckmann sets one BLAS thread per rank unless the user set
+    one; a serial process is left alone."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import beckmann, os; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("NUM_THREADS")}
+
+    def threads(ranks: int, **extra: str) -> list[str]:
+        cmd = [sys.executable, "-c", code]
+        if ranks > 1:
+            cmd = [str(Path(sys.executable).parent / "mpirun"), "-n", str(ranks), *cmd]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True,
+                             env={**env, **extra})  # fmt: skip
+        return out.stdout.split()
+
+    assert threads(2) == ["1", "1"]
+    assert threads(2, OPENBLAS_NUM_THREADS="2") == ["2", "2"]
+    assert threads(1) == ["None"]
