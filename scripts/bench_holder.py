@@ -9,6 +9,13 @@ under ``mpirun -n 2`` for the 2-rank figures (points are split over the ranks):
     .venv/bin/mpirun -n 2 .venv/bin/python scripts/bench_holder.py
 
 Target (issue 3): fast >= 20x faster than exact at n = 5e4, within 1% on smooth fields.
+
+With ``--run DIR`` it times instead whole processes ``beckmann holder DIR --field F`` for every
+field and for ``--field all`` (median of ``--repeats-fast``), serially; issue 15's target is
+every field of a 150k-dof P3 run in under 10 s:
+
+    .venv/bin/beckmann solve CONFIG --out /tmp/sq128   # unit square, P3, mesh.n = 128
+    .venv/bin/python scripts/bench_holder.py --run /tmp/sq128 --repeats-fast 3
 """
 
 from __future__ import annotations
@@ -34,8 +41,30 @@ def field(X: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown field {kind!r}")
 
 
+def bench_run(run: str, repeats: int, json_out: str) -> None:
+    """Median wall time of ``beckmann holder RUN --field F`` as a whole process, per field."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).with_name("beckmann"))
+    out = {"run": run, "repeats": repeats, "seconds": {}}
+    for f in (*holder.FIELDS, "all"):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([exe, "holder", run, "--field", f], check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        out["seconds"][f] = statistics.median(times)
+        print(f"{f:>20}: {out['seconds'][f]:.2f} s (median of {repeats})", flush=True)
+    if json_out:
+        with open(json_out, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="", help="time `beckmann holder RUN --field F` instead")
     ap.add_argument("--n", type=int, default=50_000, help="global number of points")
     ap.add_argument("--field", default="smooth", choices=["smooth", "holder", "vector"])
     ap.add_argument("--alpha", type=float, default=0.5, help="seminorm exponent")
@@ -44,6 +73,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", default="", help="also write the figures to this JSON file")
     args = ap.parse_args()
+    if args.run:
+        bench_run(args.run, args.repeats_fast, args.json_out)
+        return
 
     comm = MPI.COMM_WORLD
     rng = np.random.default_rng(args.seed)
