@@ -10,8 +10,7 @@ right-hand side, :mod:`beckmann.density.discrete`), then the Raviart-Thomas solv
 the same quadrature) and ``boundary_flux`` :math:`\|F_h\cdot n\|_{L^2(\partial\Omega)}`.
 
 Its run folder is written and read back by :mod:`beckmann.store.mixed` (the storage layer does
-not import this module: ``store`` sits below the solves). :func:`write_mixed_checkpoint` is
-re-exported here for :func:`beckmann.pipeline.run`.
+not import this module: ``store`` sits below the solves).
 """
 
 from __future__ import annotations
@@ -24,9 +23,8 @@ from beckmann._version import __version__
 from beckmann.density.discrete import DensityPoints
 from beckmann.mesh import describe
 from beckmann.mixed import MixedPoisson, MixedSolution
-from beckmann.store.mixed import write_mixed_checkpoint
 
-__all__ = ["solve_mixed", "write_mixed_checkpoint"]
+__all__ = ["solve_mixed"]
 
 
 def _describe_solver(mp: MixedPoisson) -> str:

@@ -223,6 +223,8 @@ def solve(
     sol.info.update(
         {
             "version": __version__,
+            "formulation": "primal",  # the mixed solve writes "mixed" (beckmann.mixed_run)
+            "elements": f"P_{degree}",
             "ndofs": poisson.ndofs,
             "ranks": comm.size,
             "degree": degree,
@@ -295,7 +297,7 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
     if cfg["output"]["checkpoint"]:
         meta = {"degree": sol.degree, "config": cfg, "info": sol.info}
         if sol.info.get("formulation") == "mixed":  # one checkpoint per space
-            from beckmann.mixed_run import write_mixed_checkpoint
+            from beckmann.store.mixed import write_mixed_checkpoint
 
             write_mixed_checkpoint(out / "checkpoint", sol, meta, mesh_file=out / "solution.xdmf")
             return

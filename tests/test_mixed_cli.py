@@ -15,6 +15,7 @@ from conftest import run_cli
 
 from beckmann import config, pipeline
 from beckmann._dolfinx import MPI
+from beckmann.store.jsonio import read_summary
 from beckmann.store.run import load_run
 
 EDGE = [
@@ -97,6 +98,9 @@ def test_api_escape_primal_vs_mixed(mpi_tmp_path, comm):
     for form in ("primal", "mixed"):
         cfg = _cfg(*EDGE, "--set", f"solver.formulation={form}")
         pipeline.run(cfg, comm, out=mpi_tmp_path / form)
+        summary = read_summary(mpi_tmp_path / form)  # "primal" is the default
+        elements = {"primal": "P_1", "mixed": "RT_1 x DG_0"}[form]
+        assert (summary["formulation"], summary["elements"]) == (form, elements)
         sol = load_run(mpi_tmp_path / form, comm)
         assert type(sol).__name__ == ("MixedSolution" if form == "mixed" else "Solution")
         if form == "mixed":  # on every rank, before anything collective
