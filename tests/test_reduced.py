@@ -199,3 +199,44 @@ def test_reduced_store_probe_reload_and_box(mpi_tmp_path, comm):
         sweep.probe(store, {"a": 0.8, "b": 0.5}, pts)
     ext = sweep.probe(store, {"a": 0.75, "b": 0.5}, pts, extrapolate=True)
     assert ext["extrapolated"] and ext["error_bound"] > res["error_bound"]
+
+
+# ------------------------------------------------------------ downstream: sample and fit
+def test_reduced_store_downstream_sample_and_fit(mpi_tmp_path, comm):
+    """`sample` and `fit` accept a reduced store: every grid θ is a member whose potential is
+    the reduced one at θ (as probe gives it), and `sample --param` takes any θ in the box
+    (outside: one error line unless --extrapolate), serially and under mpirun -n 2."""
+    from conftest import run_cli
+
+    from beckmann.requ.data import members
+
+    cfg = cfg_of(BUMP, {"a": {"linspace": [0.3, 0.7, 3]}, "b": {"linspace": [0.3, 0.7, 3]}},
+                 n=8, method="reduced", reduced_tol=5e-2, reduced_max=20)
+    folder = mpi_tmp_path / "s"
+    sweep.run_sweep(cfg, comm, out=folder)
+    store = sweep.SweepStore(folder, comm)
+    assert store.completed() == list(range(9))
+    names, mem = members(folder, comm)
+    assert names == ["a", "b"] and len(mem) == 9
+    pts = np.array([[0.21, 0.37], [0.5, 0.5], [0.93, 0.11]])
+    i = 5
+    theta = store.grid.theta(i)
+    sol = mem[i][1]()
+    ref = sweep.probe(store, theta, pts)
+    got = sol.evaluate(pts)
+    np.testing.assert_allclose(got["potential"], ref["potential"], rtol=1e-12, atol=1e-15)
+    assert float(np.abs(got["potential"]).max()) > 1e-3  # not a zero field
+    if comm.size == 1:  # the command line, launched on 1 and 2 ranks, off the grid
+        outs = []
+        for ranks in (1, 2):
+            out = mpi_tmp_path / f"x{ranks}.npy"
+            run_cli("sample", str(folder), "--param", "a=0.437", "--param", "b=0.61",
+                    "--n", "40", "--steps", "8", "--out", str(out), ranks=ranks, timeout=120)
+            outs.append(np.load(out))
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-8, atol=1e-10)
+        bad = run_cli("sample", str(folder), "--param", "a=0.8", "--param", "b=0.5", "--n",
+                      "10", "--out", str(mpi_tmp_path / "y.npy"), ranks=2, check=False,
+                      timeout=120)
+        assert bad.returncode == 2
+        lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("beckmann: error:")]
+        assert len(lines) == 1 and "outside the parameter box" in lines[0]

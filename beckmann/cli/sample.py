@@ -224,7 +224,8 @@ def _source(args: argparse.Namespace, comm: Any) -> tuple[Any, Any, dict[str, fl
         return load_run(args.dir, comm), None, None
     from beckmann.fields import Solution
     from beckmann.sweep import SweepStore, parse_params, theta_solution
-    from beckmann.sweep.probe import interpolation_weights
+    from beckmann.sweep.probe import interpolation_weights, reduced_solution
+    from beckmann.sweep.reduced import is_reduced
 
     st = SweepStore(args.dir, comm)
     if not args.param:
@@ -233,6 +234,8 @@ def _source(args: argparse.Namespace, comm: Any) -> tuple[Any, Any, dict[str, fl
             + " ".join(f"{n}=VALUE" for n in st.grid.names)
         )
     theta = parse_params(args.param, list(st.grid.names))
+    if is_reduced(st.folder, comm):  # any θ in the box, with its certificate (docs/reduced.md)
+        return reduced_solution(st, theta, extrapolate=args.extrapolate)[0], None, theta
     i = comm.bcast(st.index_of(theta) if comm.rank == 0 else None, root=0)
     label = ", ".join(f"{k}={v:g}" for k, v in theta.items())
     err = None

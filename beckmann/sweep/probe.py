@@ -86,15 +86,10 @@ def interpolation_weights(
     return out
 
 
-def theta_solution(store: SweepStore, i: int | None, theta: dict[str, float]) -> Solution:
-    """A :class:`~beckmann.fields.Solution` of θ on the store's mesh; collective.
+def _densities(store: SweepStore, theta: dict[str, float]) -> Solution:
+    """A :class:`~beckmann.fields.Solution` with ``p0``, ``p1`` at θ and a zero potential."""
+    from beckmann._dolfinx import fem
 
-    Its potential is the stored one of grid index ``i`` (zero when ``i`` is ``None``); ``p0``
-    and ``p1`` are built at ``theta`` from the stored config (also off the grid).
-
-    Raises:
-        ValueError: A density is invalid at ``theta`` (the message names θ).
-    """
     cfg = store.config
     V = store.space()
     label = ", ".join(f"{k}={v:.6g}" for k, v in theta.items())
@@ -103,13 +98,29 @@ def theta_solution(store: SweepStore, i: int | None, theta: dict[str, float]) ->
         p1, _ = build_density(with_params(cfg["target"], theta), "target", V)
     except ValueError as e:
         raise ValueError(f"θ ({label}): {e}") from e
-    if i is None:
-        from beckmann._dolfinx import fem
+    return Solution(V.mesh, fem.Function(V, name="potential"), p0, p1)
 
-        phi = fem.Function(V, name="potential")
-    else:
-        phi = store.potential(i)
-    return Solution(V.mesh, phi, p0, p1)
+
+def theta_solution(store: SweepStore, i: int | None, theta: dict[str, float]) -> Solution:
+    """A :class:`~beckmann.fields.Solution` of θ on the store's mesh; collective.
+
+    Its potential is the stored one of grid index ``i`` (zero when ``i`` is ``None``); ``p0``
+    and ``p1`` are built at ``theta`` from the stored config (also off the grid). On a reduced
+    store (no field per θ) the potential of a grid index is the reduced one at ``theta``
+    (:func:`reduced_solution`), so every consumer of grid members (``sample``, ``fit``)
+    accepts a reduced store as it accepts a full one.
+
+    Raises:
+        ValueError: A density is invalid at ``theta`` (the message names θ).
+    """
+    from beckmann.sweep.reduced import is_reduced
+
+    if i is not None and is_reduced(store.folder, store.comm):
+        return reduced_solution(store, theta, extrapolate=True)[0]
+    sol = _densities(store, theta)
+    if i is None:
+        return sol
+    return Solution(sol.msh, store.potential(i), sol.p0, sol.p1)
 
 
 def _check(
@@ -140,16 +151,30 @@ def _check(
     return i, weights
 
 
-def _probe_reduced(
-    store: SweepStore,
-    theta: dict[str, float],
-    points: npt.ArrayLike,
-    t: float,
-    extrapolate: bool,
-) -> dict[str, Any]:
-    """:func:`probe` on a reduced store; collective."""
+def _reduced_model(store: SweepStore) -> Any:
+    """The store's :class:`~beckmann.sweep.reduced.ReducedModel`, loaded once per store."""
     from beckmann.sweep.reduced import ReducedModel
 
+    model = getattr(store, "_reduced_model", None)
+    if model is None:
+        model, _ = ReducedModel.load(store)
+        store._reduced_model = model  # type: ignore[attr-defined]
+    return model
+
+
+def reduced_solution(
+    store: SweepStore, theta: dict[str, float], *, extrapolate: bool = False
+) -> tuple[Solution, dict[str, Any]]:
+    """The reduced fields at any θ of a reduced store and their certificate; collective.
+
+    Returns the :class:`~beckmann.fields.Solution` (potential ``φ_M(θ)``, densities at θ) and
+    :meth:`~beckmann.sweep.reduced.ReducedModel.certify`'s bounds plus ``basis_size`` and
+    ``extrapolated``.
+
+    Raises:
+        ValueError: θ outside the parameter box without ``extrapolate`` (on every rank), or a
+            density invalid at θ.
+    """
     lo, hi = store.grid.box()
     v = np.array([theta[n] for n in store.grid.names])
     span = np.maximum(hi - lo, 1e-300)
@@ -163,23 +188,33 @@ def _probe_reduced(
         if outside and not extrapolate
         else None,
     )
-    model, _ = ReducedModel.load(store)
-    try:
-        d = model.coefficients(theta)
-        cert = model.certify(theta, d)
-        sol = theta_solution(store, None, theta)
-        sol.phi.x.array[: model.nloc] = model.potential(d)
-        sol.phi.x.scatter_forward()
-        res = sol.evaluate(points, t=t)
-    finally:
-        model.destroy()
+    model = _reduced_model(store)
+    d = model.coefficients(theta)
+    cert = dict(model.certify(theta, d))
+    cert.update(basis_size=model.size, extrapolated=outside)
+    sol = _densities(store, theta)
+    sol.phi.x.array[: model.nloc] = model.potential(d)
+    sol.phi.x.scatter_forward()
+    return sol, cert
+
+
+def _probe_reduced(
+    store: SweepStore,
+    theta: dict[str, float],
+    points: npt.ArrayLike,
+    t: float,
+    extrapolate: bool,
+) -> dict[str, Any]:
+    """:func:`probe` on a reduced store; collective."""
+    sol, cert = reduced_solution(store, theta, extrapolate=extrapolate)
+    res = sol.evaluate(points, t=t)
     out: dict[str, Any] = {k: v.tolist() for k, v in res.items()}
     out["theta"] = theta
     out.update(
         {
             "method": "reduced",
-            "basis_size": model.size,
-            "extrapolated": outside,
+            "basis_size": cert["basis_size"],
+            "extrapolated": cert["extrapolated"],
             "error_bound": cert["error_bound"],
             "cost": cert["cost"],
             "cost_bound": cert["cost_bound"],

@@ -193,8 +193,18 @@ class SweepStore:
         self._space: tuple[Any, npt.NDArray[np.int64]] | None = None
 
     def completed(self) -> list[int]:
-        """Indices of the stored θ (same on every rank). Collective."""
-        return list(on_root(self.comm, lambda: completed(self.folder, len(self.grid))))
+        """Indices of the stored θ (same on every rank). Collective.
+
+        A reduced store (docs/reduced.md) holds every grid θ: its basis and their coefficients.
+        """
+        from beckmann.sweep.reduced import REDUCED_FILE
+
+        def done() -> list[int]:
+            if (self.folder / REDUCED_FILE).is_file():
+                return list(range(len(self.grid)))
+            return completed(self.folder, len(self.grid))
+
+        return list(on_root(self.comm, done))
 
     def _open(self, i: int) -> Any:
         """Entry ``i`` open for reading, its index, θ and config hash checked. Not collective.
