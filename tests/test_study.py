@@ -119,3 +119,13 @@ def test_cli_study_expect_passes_and_fails(tmp_path, ranks):
     worse = run_cli(*args, "--expect", "density-difference=half", "--out", str(out),
                     ranks=ranks, check=False)
     assert worse.returncode == 2 and "FIELD=EXPONENT" in worse.stderr
+
+
+def test_study_keeps_one_margin():
+    """D²φ is measured away from the boundary: with the coarsest level's margin on every level
+    (a margin shrinking with h let the sup creep toward the boundary and read as a blow-up)."""
+    cfg = {**SQUARE, "mesh": {"kind": "unit_square", "n": 16}}
+    res = holder.study(cfg, 2, refine="n", fields=["hessian"])
+    h0 = res["levels"][0]["h"]
+    margins = [lv["fields"]["hessian"]["margin"] for lv in res["levels"]]
+    assert margins == [pytest.approx(2 * h0)] * 2
