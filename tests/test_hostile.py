@@ -388,3 +388,49 @@ def test_free_name_in_a_set_expression_is_an_error(tmp_path, ranks):
                "--set", "target.params.a=1", "--out", str(out), ranks=ranks, timeout=90)
     assert proc.returncode == 0, proc.stderr
     assert strict_json((out / "summary.json").read_text())["mass_target"] == pytest.approx(1.5)
+
+
+STUDY_TOML = '[mesh]\nn = 16\n[solver]\ndegree = 1\n[target]\nkind = "expression"\nexpr = "1 + x"\n'
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_study_hostile_levels_refine_and_out(run_dir, tmp_path, ranks):
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(STUDY_TOML)
+    out = str(tmp_path / "st")
+    # 100 levels: refused from level 0's size before level 1 (16 * 2^99 cells per side)
+    one_clean_line(run("study", str(cfg), "--levels", "100", "--out", out, ranks=ranks),
+                   r"study --levels 100: the finest level \(mesh\.n = 1\.01412e\+31, .*"
+                   r"GiB of memory.*lower --levels")
+    # halving mesh.h of a unit square would repeat one mesh on every level
+    one_clean_line(run("study", str(cfg), "--levels", "2", "--refine", "h", "--out", out,
+                       ranks=ranks),
+                   r"--refine h changes mesh\.h, which mesh\.kind = 'unit_square' does not use")
+    one_clean_line(run("study", str(cfg), "--levels", "2", "--alpha", "-0.5", "--out", out,
+                       ranks=ranks), r"alpha must lie in \[0, 1\], got -0\.5")
+    assert not (tmp_path / "st").exists()
+    # a run folder, or a folder inside one, is not a study's folder: nothing is written there
+    before = sorted(p.name for p in run_dir.iterdir())
+    for target, match in ((run_dir, r"is a beckmann run folder"),
+                          (run_dir / "sub", r"lies inside .*, a beckmann run folder"),
+                          (cfg, r"exists and is not a folder")):
+        one_clean_line(run("study", str(cfg), "--levels", "2", "--out", str(target),
+                           ranks=ranks), r"--out '.*' " + match)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_study_alpha_zero_is_the_oscillation(tmp_path):
+    # α = 0 is a valid seminorm exponent: sup |u(x) - u(y)| over the window, no power of |x - y|
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(STUDY_TOML)
+    out = tmp_path / "st"
+    proc = run("study", str(cfg), "--levels", "2", "--alpha", "0", "--fields", "potential",
+               "--out", str(out), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    res = strict_json((out / "study.json").read_text())
+    r = res["levels"][-1]["fields"]["potential"]
+    assert r["alpha"] == 0.0
+    # p0 = 1, p1 = (1 + x)/1.5: φ'' = ±(0.5 - x)/1.5, φ' = 0 at x = 0, 1, so φ = ±(x²/2 - x³/3)/3
+    # and its oscillation (the α = 0 seminorm) is φ(1) - φ(0) = 1/18
+    assert r["seminorm"] == pytest.approx(1 / 18, rel=0.01)
+    assert [v["n"] for v in res["levels"]] == [16, 32]  # --refine auto doubled mesh.n

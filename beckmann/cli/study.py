@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from beckmann.holder.studies import DEFAULT_FIELDS, parse_expectation, study
 __all__ = ["format_table", "plot_study", "register"]
 
 HELP = """\
-Solve CONFIG on N mesh levels (halving mesh.h, or doubling mesh.n with --refine n), measure
+Solve CONFIG on N mesh levels (doubling mesh.n of a unit square/cube, halving mesh.h of a disk
+or L-shape; --refine auto picks the one the mesh uses), measure
 each field on ONE fixed window (the coarsest level's [3h, 24h], [6h, 48h] for a field constant
 in each cell, unless --delta-min/--delta-max),
 and report per level the headline exponent with its band, the seminorm at a fixed alpha, the
@@ -102,8 +104,38 @@ def plot_study(res: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def check_out(out: Path, comm: Any) -> None:
+    """Refuse an ``--out`` that is a file or lies in a beckmann folder, before any solve.
+
+    A study writes ``study.json`` and ``study.png`` into a folder of its own: inside a run
+    folder or sweep store they would be foreign files in a folder whose contents its manifest
+    describes. Collective: checked on rank 0, raised on every rank.
+    """
+    from beckmann.store.folder import check_parent_writable, read_manifest
+
+    def check() -> None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        full = Path(os.path.abspath(out))
+        for folder in (full, *full.parents):
+            try:
+                manifest = read_manifest(folder)
+            except RuntimeError:
+                manifest = {"kind": "damaged"}
+            if manifest is not None:
+                where = "is" if folder == full else f"lies inside {str(folder)!r},"
+                raise ValueError(
+                    f"--out {str(out)!r} {where} a beckmann {manifest.get('kind')} folder; a "
+                    "study writes study.json and study.png into a folder of its own"
+                )
+        check_parent_writable(out / "study.json", "cannot write --out")
+
+    on_root(comm, check)
+
+
 def handler(args: argparse.Namespace, comm: Any) -> int:
     """Run the study, write DIR/study.json (+ study.png) on rank 0, print the table."""
+    check_out(Path(args.out), comm)
     fields: list[str] = []
     for item in args.fields or [",".join(DEFAULT_FIELDS)]:
         fields += [f.strip() for f in item.split(",") if f.strip()]
@@ -148,7 +180,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("config", nargs="?", default=None, help="TOML config (default: the defaults)")
     p.add_argument("--levels", type=int, required=True, help="number of mesh levels (>= 2)")
-    p.add_argument("--refine", choices=("h", "n"), default="h", help="halve mesh.h / double n")
+    p.add_argument(
+        "--refine",
+        choices=("auto", "h", "n"),
+        default="auto",
+        help="halve mesh.h (disk, lshape) / double mesh.n (unit_square, unit_cube); auto: the "
+        "one the mesh kind uses",
+    )
     p.add_argument(
         "--fields",
         action="append",

@@ -69,11 +69,35 @@ def _rate(a: float, b: float, ha: float, hb: float) -> float | None:
     return None
 
 
+def _check_finest(
+    levels: int, key: str, start: float, ndofs: int, info: dict[str, Any], degree: int,
+    comm: MPI.Comm,
+) -> None:
+    """Refuse a study whose finest level would not fit in memory, from level 0's size.
+
+    Each level has 2^d times the cells and (about) the unknowns of the one before, so the finest
+    of ``levels`` is known once level 0 is solved; checked before level 1 starts.
+    """
+    from beckmann._resources import require_memory, solve_bytes
+
+    d = int(info["gdim"])
+    growth = float(2**d) ** (int(levels) - 1)
+    finest = start / 2 ** (levels - 1) if key == "h" else int(start) * 2.0 ** (levels - 1)
+    dofs, cells = ndofs * growth, float(info["cells"]) * growth
+    require_memory(
+        solve_bytes(dofs, cells, d, max(degree, 1)),
+        f"study --levels {levels}: the finest level (mesh.{key} = {finest:.6g}, "
+        f"{dofs:.3g} unknowns)",
+        "lower --levels",
+        ranks=comm.size,
+    )
+
+
 def study(
     config: str | Path | dict[str, Any] | None,
     levels: int,
     *,
-    refine: str = "h",
+    refine: str = "auto",
     fields: tuple[str, ...] | list[str] = DEFAULT_FIELDS,
     expect: tuple[Expectation | str, ...] | list[Expectation | str] = (),
     alpha: float | None = None,
@@ -90,7 +114,9 @@ def study(
         config: A TOML path, a resolved config dict, or ``None`` for the defaults.
         levels: Number of mesh levels, ``>= 2``.
         refine: ``"h"`` halves ``mesh.h`` per level (gmsh meshes), ``"n"`` doubles ``mesh.n``
-            (``unit_square`` / ``unit_cube``).
+            (``unit_square`` / ``unit_cube``), ``"auto"`` (default) the one the mesh kind uses.
+            A refinement the mesh kind ignores (``h`` on a unit square, any on a mesh file) is
+            an error: it would repeat one mesh on every level.
         fields: Names from :data:`beckmann.holder.fe.FIELDS`.
         expect: Expectations (objects or ``FIELD=EXPONENT±TOL`` strings).
         alpha: The fixed exponent of the seminorms; default per field its expected exponent
@@ -118,8 +144,8 @@ def study(
 
     if int(levels) != levels or levels < 2:
         raise ValueError(f"a study needs levels >= 2, got {levels!r}")
-    if refine not in ("h", "n"):
-        raise ValueError(f"refine must be 'h' or 'n', got {refine!r}")
+    if refine not in ("auto", "h", "n"):
+        raise ValueError(f"refine must be 'auto', 'h' or 'n', got {refine!r}")
     fields = tuple(fields)
     for f in fields:
         if f not in FIELDS:
@@ -134,7 +160,21 @@ def study(
         base_cfg = bconfig.resolve(None, list(sets or []), base=config)
     else:
         base_cfg = bconfig.resolve(config, list(sets or []))
-    key = "h" if refine == "h" else "n"
+    kind = base_cfg["mesh"]["kind"]
+    uses = {"unit_square": "n", "unit_cube": "n", "disk": "h", "lshape": "h"}.get(kind)
+    if uses is None:
+        raise ValueError(
+            f"a study refines a built-in mesh; mesh.kind = {kind!r} (a mesh file) cannot be "
+            "refined: use unit_square, unit_cube, disk or lshape"
+        )
+    if refine == "auto":
+        refine = uses
+    if refine != uses:
+        raise ValueError(
+            f"--refine {refine} changes mesh.{refine}, which mesh.kind = {kind!r} does not use "
+            f"(every level would be the same mesh): use --refine {uses}"
+        )
+    key = refine
     start = base_cfg["mesh"][key]
     alphas = {}
     for f in fields:
@@ -203,6 +243,8 @@ def study(
             }
             per_field[f]["sup"] = r["sup_tensor"][0]
         ndofs = int(sol.V.dofmap.index_map.size_global)
+        if lev == 0:
+            _check_finest(levels, key, start, ndofs, info, int(sol.degree), comm)
         out_levels.append({"level": lev, key: value, "h": h, "ndofs": ndofs, "fields": per_field})
         if keep_solutions:
             solutions.append(sol)
