@@ -434,3 +434,46 @@ def test_study_alpha_zero_is_the_oscillation(tmp_path):
     # and its oscillation (the α = 0 seminorm) is φ(1) - φ(0) = 1/18
     assert r["seminorm"] == pytest.approx(1 / 18, rel=0.01)
     assert [v["n"] for v in res["levels"]] == [16, 32]  # --refine auto doubled mesh.n
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_probe_empty_points_files(run_dir, tmp_path, ranks):
+    files = {"empty.npy": np.zeros((0, 2)), "flat.npy": np.zeros(0)}
+    for name, arr in files.items():
+        np.save(tmp_path / name, arr)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "comments.txt").write_text("# x y\n# nothing else\n")
+    for name in (*files, "empty.csv", "comments.txt"):
+        proc = run("probe", str(run_dir), "--points", str(tmp_path / name), ranks=ranks)
+        one_clean_line(proc, rf"points file '.*{re.escape(name)}' holds no points")
+        assert "Warning" not in proc.stderr, proc.stderr
+        assert proc.stdout == "", proc.stdout
+
+
+def test_damaged_run_folder_files_are_named(tmp_path, run_dir):
+    import shutil
+
+    pts = tmp_path / "p.npy"
+    np.save(pts, np.array([[0.5, 0.5]]))
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    full = (run_dir / "summary.json").read_bytes()
+    (copy / "summary.json").write_bytes(full[: len(full) // 2])  # truncated mid-document
+    for cmd in (["probe", str(copy), "--points", str(pts)], ["holder", str(copy)],
+                ["sample", str(copy), "--n", "10", "--out", str(tmp_path / "s.npy")]):
+        one_clean_line(run(*cmd), r"'.*run/summary\.json' is not valid JSON")
+    assert not (tmp_path / "s.npy").exists()
+    # config.toml is what `beckmann solve DIR/config.toml` re-runs; truncated, it is named
+    cfg = (run_dir / "config.toml").read_text()
+    cut = cfg.index("n = ") + len("n = ")
+    (copy / "config.toml").write_text(cfg[:cut])
+    for ranks in (1, 2):
+        one_clean_line(run("solve", str(copy / "config.toml"), "--out", str(tmp_path / "re"),
+                           ranks=ranks),
+                       r"config file '.*run/config\.toml' is not valid TOML")
+    (copy / "config.toml").unlink()
+    one_clean_line(run("solve", str(copy / "config.toml"), "--out", str(tmp_path / "re")),
+                   r"config file '.*run/config\.toml' does not exist")
+    manifest = (run_dir / "beckmann.json").read_bytes()
+    (copy / "beckmann.json").write_bytes(manifest[:30])
+    one_clean_line(run("probe", str(copy), "--points", str(pts)), r"run/beckmann\.json'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
     Not collective (call it on one rank, e.g. through :func:`beckmann._mpi.on_root`).
 
     Raises:
-        ValueError: The file is missing, has another extension, cannot be parsed, or is not a
-            two-dimensional array.
+        ValueError: The file is missing, has another extension, cannot be parsed, holds no
+            points, or is not a two-dimensional array.
     """
     p = Path(path)
     from beckmann._resources import regular_file
@@ -33,7 +34,9 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
         try:
             text = p.read_text()
             delim = "," if "," in text else None
-            pts = np.loadtxt(p, delimiter=delim, ndmin=2, comments="#")
+            with warnings.catch_warnings():  # an empty file: reported below, by its name
+                warnings.simplefilter("ignore", UserWarning)
+                pts = np.loadtxt(p, delimiter=delim, ndmin=2, comments="#")
         except UnicodeDecodeError as err:
             raise ValueError(
                 f"points file {str(p)!r} is not UTF-8 text (invalid byte at offset {err.start})"
@@ -45,6 +48,8 @@ def read_points(path: str | Path) -> npt.NDArray[np.float64]:
             f"points in {str(p)!r} must be real numbers, got an array of {pts.dtype} values"
         )
     pts = np.asarray(pts, dtype=np.float64)
+    if pts.size == 0:
+        raise ValueError(f"points file {str(p)!r} holds no points (shape {pts.shape})")
     if not np.all(np.isfinite(pts)):
         raise ValueError(f"points in {str(p)!r} must be finite (NaN or inf found)")
     if pts.ndim == 1:
