@@ -21,6 +21,13 @@ __all__ = ["register"]
 #: rank; RK stages; every rank draws all rejection-sampling numbers): a generous estimate.
 _BYTES_PER_SAMPLE_PER_DIM = 80
 
+_LOGP_FE = "log p_t(X_t) of the path's density at each sample (rows: times)"
+_LOGP_MODEL = (
+    "log p_t(X_t) of the finite-element path density p_t = (1 - t) p0 + t p1(θ) at the "
+    "network's samples (rows: times); not the density of the network's own flow, which "
+    "differs from p_t by the fit error"
+)
+
 
 #: Most RK4 steps ``sample`` takes: RK4's error falls as steps^-4, so at 1e5 steps on the unit
 #: time interval it is ~1e-20, far below float64 round-off; more steps only cost time (about
@@ -352,7 +359,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         report["log_density"] = {
             "path": str(out.with_name(out.stem + ".logp.npy")),
             "times": res["trajectory_times"],
-            "what": "log p_t(X_t) of the path's density at each sample (rows: times)",
+            "what": _LOGP_MODEL if velocity is not None else _LOGP_FE,
             "mean": comm.bcast(
                 [float(np.nanmean(r)) for r in lp] if comm.rank == 0 else None, root=0
             ),
