@@ -240,3 +240,13 @@ def test_reduced_store_downstream_sample_and_fit(mpi_tmp_path, comm):
         assert bad.returncode == 2
         lines = [ln for ln in bad.stderr.splitlines() if ln.startswith("beckmann: error:")]
         assert len(lines) == 1 and "outside the parameter box" in lines[0]
+
+
+def test_grid_theta_missed_by_the_training_set_joins_it(mpi_tmp_path, comm):
+    """With a training set far smaller than the grid, grid θ it missed are added and the
+    greedy runs again: every grid θ ends certified (the bound recomputed, not assumed)."""
+    cfg = cfg_of(BUMP, {"a": {"linspace": [0.3, 0.7, 6]}, "b": {"linspace": [0.3, 0.7, 6]}},
+                 n=12, method="reduced", reduced_tol=5e-2, reduced_max=36, reduced_train=4)
+    red = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")["reduced"]
+    assert red["stop"] == "tol" and red["rounds"] >= 2 and red["training"] > 8
+    assert red["certified"] == 36 and red["max_relative_bound"] <= 5e-2
