@@ -477,3 +477,57 @@ def test_damaged_run_folder_files_are_named(tmp_path, run_dir):
     manifest = (run_dir / "beckmann.json").read_bytes()
     (copy / "beckmann.json").write_bytes(manifest[:30])
     one_clean_line(run("probe", str(copy), "--points", str(pts)), r"run/beckmann\.json'")
+
+
+ALONE = '''
+import argparse, sys
+from beckmann import cli
+
+fail_rank, wait = int(sys.argv[1]), sys.argv[2]
+
+
+def handler(args, comm):
+    if comm.rank == fail_rank:
+        raise ValueError(f"bad on rank {comm.rank} only")
+    if wait == "barrier":
+        comm.barrier()
+    elif wait == "bcast":
+        comm.bcast(None, root=fail_rank)
+    else:  # an Ibarrier of the command's own (requ's idle broadcast waits in one)
+        comm.Ibarrier().Wait()
+        comm.bcast(None, root=fail_rank)
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="beckmann")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=handler)
+    return p
+
+
+cli.build_parser = build_parser
+sys.exit(cli.main([]))
+'''
+
+
+@pytest.mark.parametrize(("rank", "wait"), [(1, "barrier"), (0, "bcast"), (1, "ibarrier"),
+                                            (0, "ibarrier")])
+def test_error_on_one_rank_only_ends_the_job(tmp_path, rank, wait):
+    # beckmann.cli.main's error path when a single rank raises while the other waits in a
+    # collective: the failing rank's 10 s watchdog aborts the job with its one line
+    import sys
+    import time
+
+    script = tmp_path / "alone.py"
+    script.write_text(ALONE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.monotonic()
+    proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, str(script), str(rank), wait],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("beckmann:")]
+    assert lines == [f"beckmann: error: bad on rank {rank} only (rank {rank})"], proc.stderr
+    assert elapsed < 30, elapsed

@@ -94,22 +94,38 @@ def main(argv: list[str] | None = None) -> int:
     from beckmann._dolfinx import MPI
 
     comm = MPI.COMM_WORLD
+    # _fail's own communicator: its Ibarrier can match only another rank's _fail, never an
+    # Ibarrier the command itself is waiting in (requ's idle broadcast is one)
+    watch = comm.Dup() if comm.size > 1 else comm
     try:
         code = int(args.func(args, comm) or 0)
     except (ValueError, RuntimeError, OSError, KeyboardInterrupt) as err:
-        return _fail(err, comm, args.verbose)
+        return _fail(err, comm, args.verbose, watch)
     except Exception as err:  # a bug: never hang the other ranks
         if comm.rank == 0 or comm.size == 1:
             traceback.print_exc()
         if comm.size > 1:
             sys.stderr.write(f"beckmann: internal error on rank {comm.rank}: {err!r}\n")
             sys.stderr.flush()
+            time.sleep(0.5)  # let the launcher forward the line before the job is killed
             comm.Abort(3)
         return 3
     return code
 
 
-def _fail(err: BaseException, comm: Any, verbose: bool) -> int:
+#: Seconds a failing rank waits for the others to fail too before it aborts the job.
+FAIL_DEADLINE = 10.0
+
+
+def _fail(err: BaseException, comm: Any, verbose: bool, watch: Any = None) -> int:
+    """Print the one-line error (rank 0) and return the exit code; abort if this rank is alone.
+
+    Every rank that fails enters a barrier on ``watch`` (a duplicate of ``comm`` that nothing
+    else uses). When the error was raised collectively, all ranks arrive and rank 0 prints one
+    line. A rank that fails alone would leave the others blocked in a collective call: after
+    :data:`FAIL_DEADLINE` seconds it prints its message with its rank and aborts the MPI job.
+    """
+    watch = comm if watch is None else watch
     code = 2 if isinstance(err, ValueError) else 1
     if isinstance(err, KeyboardInterrupt):
         code = 130
@@ -121,13 +137,14 @@ def _fail(err: BaseException, comm: Any, verbose: bool) -> int:
         # be blocked in a collective call, so we check agreement and abort otherwise.
         from beckmann._dolfinx import MPI
 
-        req = comm.Ibarrier()
-        deadline = MPI.Wtime() + 10.0
+        req = watch.Ibarrier()
+        deadline = MPI.Wtime() + FAIL_DEADLINE
         while not req.Test():
             time.sleep(0.01)
             if MPI.Wtime() > deadline:
                 sys.stderr.write(f"beckmann: error: {msg} (rank {comm.rank})\n")
                 sys.stderr.flush()
+                time.sleep(0.5)  # let the launcher forward the line before the job is killed
                 comm.Abort(code)
     if comm.rank == 0:
         sys.stderr.write(f"beckmann: error: {msg}\n")
