@@ -380,6 +380,19 @@ def cases() -> list[tuple[str, list[str], bool]]:
         add(f"plot {' '.join(a)}", ["plot", "run", "-q", *a] + ([] if "--out" in a else
                                                                   ["--out", "plots%U"]))
     add("plot store (no --param)", ["plot", "store", "--out", "plots%U", "-q"])
+    for a in (["--holder", "/dev/zero"], ["--holder", "fifo.toml"], ["--holder", "pts_bin.csv"],
+              ["--holder", "empty_dir"], ["--samples", "pts_obj.npy"],
+              ["--samples", "pts_huge.npy"], ["--samples", "fifo.npy"],
+              ["--samples", "pts_nan.npy"]):  # fmt: skip
+        add(f"plot {' '.join(a)}", ["plot", "run", "-q", "--out", "plots%U", *a])
+    add("solve target.expr free name 'a'", solve + ["--set", 'target.expr="a"'])
+    add("solve target.expr free name '1+b*x'", solve + ["--set", 'target.expr="1+b*x"'])
+    study_cfg = ["study", "--levels", "2", "--set", "mesh.n=8"]
+    for a in (["--out", "run"], ["--out", "run/sub"], ["--out", "a_file"],
+              ["--refine", "h", "--out", "study_out%U"]):
+        add(f"study {' '.join(a)}", study_cfg + a)
+    add("solve --bogus (usage)", ["solve", "--bogus"])
+    add("sample (usage: no dir)", ["sample"])
     for a in (["--grid", "0"], ["--grid", "-1"], ["--grid", "100000000"]):
         add(f"paths {' '.join(a)}", ["paths", "run", *a])
     add("paths missing", ["paths", "missing"])
