@@ -463,6 +463,11 @@ def test_damaged_run_folder_files_are_named(tmp_path, run_dir):
                 ["sample", str(copy), "--n", "10", "--out", str(tmp_path / "s.npy")]):
         one_clean_line(run(*cmd), r"'.*run/summary\.json' is not valid JSON")
     assert not (tmp_path / "s.npy").exists()
+    (copy / "summary.json").write_text("[1, 2]")  # valid JSON, not a summary
+    for cmd in (["probe", str(copy), "--points", str(pts)],
+                ["fit", str(copy), "--out", str(tmp_path / "net")]):  # fmt: skip
+        one_clean_line(run(*cmd), r"'.*run/summary\.json' is damaged: it holds a JSON list")
+    assert not (tmp_path / "net").exists()
     # config.toml is what `beckmann solve DIR/config.toml` re-runs; truncated, it is named
     cfg = (run_dir / "config.toml").read_text()
     cut = cfg.index("n = ") + len("n = ")

@@ -53,7 +53,15 @@ def load_run(run_dir: str | Path, comm: MPI.Comm) -> Solution:
                 "output.checkpoint = false)"
             )
         summary = run / "summary.json"
-        return read_json(summary) if summary.is_file() else None
+        if not summary.is_file():
+            return None
+        data = read_json(summary)
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{str(summary)!r} is damaged: it holds a JSON {type(data).__name__}, not the "
+                "object `beckmann solve` writes; solve again with --overwrite"
+            )
+        return data
 
     summary = on_root(comm, check)
     ck = read_checkpoint(run / "checkpoint", comm)
