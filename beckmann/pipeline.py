@@ -125,6 +125,7 @@ def discretise_density(
             has zero mass.
     """
     from beckmann.density import make_evaluator
+    from beckmann.density.expression import MissingParameterError
 
     min_density = section["min_density"]
     if section["kind"] == "function":
@@ -138,7 +139,16 @@ def discretise_density(
     bbox = (np.asarray(info["bbox"][0]), np.asarray(info["bbox"][1]))
     # the mesh size bounds a cross-validated KDE bandwidth from below (density/evaluator.py)
     ev = make_evaluator(section, gdim=msh.geometry.dim, bbox=bbox, resolution=info["hmax"])
-    d = points.evaluate(ev, role=role, min_density=min_density, params=params)
+    try:
+        d = points.evaluate(ev, role=role, min_density=min_density, params=params)
+    except MissingParameterError as err:  # name the option the user can fix
+        raise ValueError(
+            f"{role}.expr = {section.get('expr', '')!r} uses "
+            f"{', '.join(map(repr, err.names))}, which "
+            f"{'has' if len(err.names) == 1 else 'have'} no value: give "
+            f"{'it' if len(err.names) == 1 else 'them'} in {role}.params (e.g. --set "
+            f"{role}.params.{err.names[0]}=1) or use only x, y, z, pi, e"
+        ) from None
     d.description = dict(ev.description)  # summary.json "densities" (a KDE's bandwidth, score)
     return d
 

@@ -381,7 +381,8 @@ def test_free_name_in_a_set_expression_is_an_error(tmp_path, ranks):
         out = tmp_path / "r"
         proc = run("solve", "--set", "mesh.n=4", "--set", f'target.expr="{expr}"',
                    "--out", str(out), ranks=ranks, timeout=90)
-        one_clean_line(proc, r"expression '.*' uses 'a', which has no value")
+        one_clean_line(proc, r"target\.expr = '.*' uses 'a', which has no value: give it in "
+                             r"target\.params")
         assert not out.exists()
     out = tmp_path / "given"
     proc = run("solve", "--set", "mesh.n=4", "--set", 'target.expr="1 + a*x"',

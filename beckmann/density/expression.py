@@ -20,7 +20,14 @@ import numpy.typing as npt
 
 from beckmann.density.validate import real_number
 
-__all__ = ["CONSTANTS", "COORDINATES", "FUNCTIONS", "Expression", "check_params"]
+__all__ = [
+    "CONSTANTS",
+    "COORDINATES",
+    "FUNCTIONS",
+    "Expression",
+    "MissingParameterError",
+    "check_params",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -94,6 +101,18 @@ def check_params(params: Any, what: str) -> dict[str, float]:
             )
         checked[name] = real_number(value, f"parameter {name!r} in {what}")
     return checked
+
+
+class MissingParameterError(ValueError):
+    """An expression uses a name that is neither a coordinate, a constant nor a given parameter.
+
+    Attributes:
+        names: The names without a value.
+    """
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 class Expression:
@@ -290,17 +309,18 @@ class Expression:
             The values, shape ``(N,)``, float64 (constants are broadcast).
 
         Raises:
-            ValueError: A parameter has no value.
+            MissingParameterError: A parameter has no value (a ``ValueError``).
         """
         params = {} if params is None else params
         missing = sorted(self.parameter_names - params.keys())
         if missing:
             given = ", ".join(sorted(params)) or "none"
-            raise ValueError(
+            raise MissingParameterError(
                 f"expression {self._quoted} uses {', '.join(map(repr, missing))}, which "
                 f"{'has' if len(missing) == 1 else 'have'} no value: allowed names are the "
                 f"coordinates x, y, z, the constants pi, e, and parameters given in params "
-                f"(given: {given})"
+                f"(given: {given})",
+                missing,
             )
         env: dict[str, Any] = {name: np.float64(params[name]) for name in self.parameter_names}
         env.update(x=x[0], y=x[1], z=x[2])
