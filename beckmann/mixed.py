@@ -53,6 +53,7 @@ from beckmann.poisson import (
     SolverError,
     default_petsc_options,
     describe_error,
+    krylov_solve,
     petsc_value,
 )
 
@@ -329,16 +330,7 @@ class MixedPoisson:
         return F, phi
 
     def _krylov(self, b: PETSc.Vec) -> None:
-        try:
-            self.ksp.solve(b, self.x)
-        except PETSc.Error as err:
-            reason = self.ksp.getConvergedReason()
-            raise SolverError(
-                f"the mixed {self.method} solve failed after {self.ksp.getIterationNumber()} "
-                f"iterations (PETSc reason {reason}); try solver.method = 'mumps' or loosen "
-                "solver.rtol"
-            ) from err
-        self.iterations = int(self.ksp.getIterationNumber())
+        self.iterations = krylov_solve(self.ksp, b, self.x, f"the mixed {self.method} solve")
 
     def _assign(self, F: fem.Function, phi: fem.Function) -> None:
         """Copy :attr:`x` into ``(F, φ)``, φ shifted to mean zero (``x`` keeps the iterate)."""

@@ -30,6 +30,7 @@ __all__ = [
     "SolverError",
     "default_petsc_options",
     "describe_error",
+    "krylov_solve",
     "petsc_value",
 ]
 
@@ -206,16 +207,7 @@ class NeumannPoisson:
         if phi is None:
             phi = fem.Function(self.V, name="potential")
         self.nullspace.remove(b)
-        try:
-            self.ksp.solve(b, phi.x.petsc_vec)
-        except PETSc.Error as err:
-            reason = self.ksp.getConvergedReason()
-            raise SolverError(
-                f"the {self.method} solve failed after {self.ksp.getIterationNumber()} "
-                f"iterations (PETSc reason {reason}: {_reason_name(reason)}); try "
-                "solver.method = 'mumps' or loosen solver.rtol"
-            ) from err
-        self.iterations = int(self.ksp.getIterationNumber())
+        self.iterations = krylov_solve(self.ksp, b, phi.x.petsc_vec, f"the {self.method} solve")
         phi.x.scatter_forward()
         self.remove_mean(phi)
         return phi
@@ -240,6 +232,25 @@ class NeumannPoisson:
         """Free the PETSc objects."""
         for obj in (self.ksp, self.A, self.b, self._m, self.nullspace):
             obj.destroy()
+
+
+def krylov_solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec, what: str) -> int:
+    """``ksp.solve(b, x)`` and its iteration count; collective.
+
+    Raises:
+        SolverError: PETSc failed (``ksp_error_if_not_converged``); the message names ``what``,
+            the iterations, PETSc's reason and what to try.
+    """
+    try:
+        ksp.solve(b, x)
+    except PETSc.Error as err:
+        reason = ksp.getConvergedReason()
+        raise SolverError(
+            f"{what} failed after {ksp.getIterationNumber()} iterations (PETSc reason "
+            f"{reason}: {_reason_name(reason)}); try solver.method = 'mumps' or loosen "
+            "solver.rtol"
+        ) from err
+    return int(ksp.getIterationNumber())
 
 
 def petsc_value(value: Any) -> Any:

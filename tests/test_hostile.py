@@ -537,3 +537,15 @@ def test_error_on_one_rank_only_ends_the_job(tmp_path, rank, wait):
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("beckmann:")]
     assert lines == [f"beckmann: error: bad on rank {rank} only (rank {rank})"], proc.stderr
     assert elapsed < 30, elapsed
+
+
+@pytest.mark.parametrize("formulation", ["primal", "mixed"])
+def test_krylov_failure_is_one_line_with_the_hint(tmp_path, formulation):
+    # both formulations report a Krylov failure the same way (poisson.krylov_solve)
+    proc = run("solve", "--set", "mesh.n=64", "--set", f"solver.formulation={formulation}",
+               "--set", "solver.petsc_options.ksp_max_it=2", "--out", str(tmp_path / "r"),
+               timeout=90)  # fmt: skip
+    name = "the mixed gamg solve" if formulation == "mixed" else "the gamg solve"
+    one_clean_line(proc, rf"{name} failed after 2 iterations \(PETSc reason -3: DIVERGED_MAX_IT\); "
+                         r"try solver\.method = 'mumps'")  # fmt: skip
+    assert not (tmp_path / "r").exists()
