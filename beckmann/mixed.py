@@ -46,15 +46,13 @@ from typing import Any
 import numpy as np
 
 from beckmann._dolfinx import MPI, PETSc, basix, dmesh, dolfinx, fem, ufl
-from beckmann._mpi import agree, global_bbox
+from beckmann._mpi import global_bbox
 from beckmann.fields import Solution, velocity_expression
 from beckmann.poisson import (
     DIRECT_BELOW,
-    SolverError,
     default_petsc_options,
-    describe_error,
     krylov_solve,
-    petsc_value,
+    set_up_ksp,
 )
 
 __all__ = [
@@ -196,24 +194,10 @@ class MixedPoisson:
             rows, _ = self.A.getNestISs()
             self.ksp.getPC().setType("fieldsplit")
             self.ksp.getPC().setFieldSplitIS(("flux", rows[0]), ("potential", rows[1]))
-        db = PETSc.Options()
-        for key, value in opts.items():
-            db[self.prefix + key] = petsc_value(value)
-        failure: str | None = None
-        try:
-            self.ksp.setFromOptions()
-            # Only the preconditioner: KSPSetUp would make MINRES's work vectors from the nest
-            # matrix, not of nest type; at the first solve they are copied from ``b`` instead.
-            self.ksp.getPC().setUp()
-        except PETSc.Error as err:
-            failure = (
-                f"PETSc could not set up the mixed {method} solver ({describe_error(err)}); try "
-                "solver.method = 'mumps'"
-            )
-        finally:
-            for key in opts:
-                db.delValue(self.prefix + key)
-        agree(self.comm, failure, SolverError)
+        # Only the preconditioner: KSPSetUp would make MINRES's work vectors from the nest
+        # matrix, not of nest type; at the first solve they are copied from ``b`` instead.
+        set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the mixed {method} solver",
+                   set_up=self.ksp.getPC().setUp)  # fmt: skip
         self.iterations = 0
         self.divergence = float("nan")
 

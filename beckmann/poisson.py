@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from beckmann._dolfinx import PETSc, dolfinx, fem, ufl
+from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._mpi import agree
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "describe_error",
     "krylov_solve",
     "petsc_value",
+    "set_up_ksp",
 ]
 
 _counter = itertools.count()
@@ -144,24 +145,8 @@ class NeumannPoisson:
         self.ksp = PETSc.KSP().create(self.comm)
         self.ksp.setOptionsPrefix(self.prefix)
         self.ksp.setOperators(self.A)
-        db = PETSc.Options()
-        for key, value in opts.items():
-            db[self.prefix + key] = petsc_value(value)
-        failure: str | None = None
-        try:
-            self.ksp.setFromOptions()
-            self.ksp.setUp()
-        except PETSc.Error as err:
-            failure = (
-                f"PETSc could not set up the {method} solver ({describe_error(err)}); try "
-                "solver.method = 'mumps'" + (" or other solver.petsc_options" if petsc_options
-                                              else "")
-            )
-        finally:
-            for key in opts:
-                db.delValue(self.prefix + key)
-        # a set-up that failed on one rank only must fail on every rank
-        agree(self.comm, failure, SolverError)
+        set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the {method} solver",
+                   hint=" or other solver.petsc_options" if petsc_options else "")  # fmt: skip
         self.method = method
         self.iterations = 0
 
@@ -232,6 +217,44 @@ class NeumannPoisson:
         """Free the PETSc objects."""
         for obj in (self.ksp, self.A, self.b, self._m, self.nullspace):
             obj.destroy()
+
+
+def set_up_ksp(
+    ksp: PETSc.KSP,
+    comm: MPI.Comm,
+    prefix: str,
+    opts: dict[str, Any],
+    what: str,
+    *,
+    set_up: Any = None,
+    hint: str = "",
+) -> None:
+    """Give ``ksp`` the options ``opts`` (under ``prefix``) and set it up; collective.
+
+    The options are removed from PETSc's database afterwards. ``set_up`` replaces
+    ``ksp.setUp`` (the mixed solver sets up only its preconditioner).
+
+    Raises:
+        SolverError: On every rank, when the set-up failed on any rank (a set-up that failed on
+            one rank only must fail on every rank); the message names ``what`` and suggests
+            ``solver.method = 'mumps'`` (and ``hint``).
+    """
+    db = PETSc.Options()
+    for key, value in opts.items():
+        db[prefix + key] = petsc_value(value)
+    failure: str | None = None
+    try:
+        ksp.setFromOptions()
+        (set_up or ksp.setUp)()
+    except PETSc.Error as err:
+        failure = (
+            f"PETSc could not set up {what} ({describe_error(err)}); try "
+            f"solver.method = 'mumps'{hint}"
+        )
+    finally:
+        for key in opts:
+            db.delValue(prefix + key)
+    agree(comm, failure, SolverError)
 
 
 def krylov_solve(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec, what: str) -> int:
