@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Any, Literal
-
-import numpy as np
 
 from beckmann._mpi import on_root
 from beckmann.holder.fe import FIELDS, solution_norms
 from beckmann.holder.pointcloud import check_alpha
 
-__all__ = ["add_window_arguments", "plot_modulus", "plot_path", "register", "run_fields"]
+__all__ = ["add_window_arguments", "plot_path", "register", "run_fields"]
 
 
 def parse_alpha(text: str) -> float | Literal["auto"]:
@@ -25,47 +22,6 @@ def parse_alpha(text: str) -> float | Literal["auto"]:
     except ValueError as err:
         raise ValueError(f"--alpha must be a number in [0, 1] or 'auto', got {text!r}") from err
     return check_alpha(a)
-
-
-def plot_modulus(result: dict[str, Any], path: str) -> None:
-    """Write ``log ω`` against ``log δ`` with the fitted slope to ``path`` (matplotlib, Agg).
-
-    Lives here until the picture package ``beckmann.plot`` exists. Not collective (rank 0).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = np.asarray(result["scales"])
-    w = np.asarray(result["modulus"])
-    e = result["exponent"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ok = w > 0
-    ax.loglog(s[ok], w[ok], "o-", label=rf"$\omega(\delta)$ of $D^{{{result['k']}}}u$")
-    win = (s >= result["delta_min"] * (1 - 1e-12)) & (s <= result["delta_max"] * (1 + 1e-12)) & ok
-    est = e["estimate"]
-    if np.any(win) and est is not None and math.isfinite(est):
-        sw = s[win]
-        x0, y0 = np.log(sw).mean(), np.log(w[win]).mean()
-        for slope, style, lab in (
-            (est, "-", f"slope {est:.3f}"),
-            (e["low"], ":", f"band [{e['low']:.3f}, {e['high']:.3f}]"),
-            (e["high"], ":", None),
-        ):
-            ax.loglog(sw, np.exp(y0 + slope * (np.log(sw) - x0)), "k" + style, lw=1, label=lab)
-    ax.axvline(result["delta_min"], color="0.6", lw=0.8)
-    ax.set_xlabel(r"$\delta$")
-    ax.set_ylabel(r"$\omega(\delta)$")
-    ax.set_title(f"{result['field']}: k={result['k']}, h={result['h']:.3g}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:
-        raise RuntimeError(f"cannot write the plot {path!r}: {err}") from err
-    finally:
-        plt.close(fig)
 
 
 HELP = """\
@@ -185,6 +141,8 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             described_write("--json-out", lambda: write_text_atomic(args.json_out, text + "\n"))
         if args.plot:
             for name, res in results.items():
+                from beckmann.plot.holder import plot_modulus
+
                 plot_modulus(res, plot_path(args.plot, name) if len(names) > 1 else args.plot)
 
     on_root(comm, write)

@@ -15,7 +15,7 @@ from beckmann.cli.holder import add_window_arguments
 from beckmann.holder.fe import FIELDS
 from beckmann.holder.studies import DEFAULT_FIELDS, parse_expectation, study
 
-__all__ = ["format_table", "plot_study", "register"]
+__all__ = ["format_table", "register"]
 
 HELP = """\
 Solve CONFIG on N mesh levels (doubling mesh.n of a unit square/cube, halving mesh.h of a disk
@@ -65,43 +65,6 @@ def format_table(res: dict[str, Any]) -> str:
             f"{_fmt(c['measured'])}  {mark}"
         )
     return "\n".join(lines)
-
-
-def plot_study(res: dict[str, Any], path: Path) -> bool:
-    """Draw ω(δ) of every field and level, and the exponents against h, into ``path``.
-
-    Returns ``False`` without matplotlib. Not collective (rank 0).
-    """
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for lv in res["levels"]:
-        for f, r in lv["fields"].items():
-            w = [max(x, 1e-300) for x in r["modulus"]]
-            a1.loglog(r["scales"], w, "o-", ms=2, label=f"{f} h={lv['h']:.3g}")
-    a1.set_xlabel("δ")
-    a1.set_ylabel("ω(δ)")
-    a1.legend(fontsize=6)
-    hs = [lv["h"] for lv in res["levels"]]
-    for f, s in res["fields"].items():
-        ys = [math.nan if y is None else y for y in s["exponents"]]
-        a2.semilogx(hs, ys, "o-", label=f)
-    a2.set_xlabel("h")
-    a2.set_ylabel("headline exponent")
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as err:
-        raise RuntimeError(f"cannot write the plot {str(path)!r}: {err}") from err
-    finally:
-        plt.close(fig)
-    return True
 
 
 def check_out(out: Path, comm: Any) -> None:
@@ -162,7 +125,10 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             (out / "study.json").write_text(text + "\n")
         except OSError as err:
             raise RuntimeError(f"cannot write {str(out / 'study.json')!r}: {err}") from err
-        return plot_study(res, out / "study.png")
+        from beckmann.plot.holder import plot_study
+
+        plot_study(res, out / "study.png")
+        return True
 
     on_root(comm, write)
     if comm.rank == 0:
