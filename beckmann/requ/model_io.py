@@ -12,7 +12,6 @@ ever read, and NaN or infinite weights or normalisation are rejected, naming the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import zipfile
@@ -25,6 +24,7 @@ import numpy.typing as npt
 
 from beckmann.requ.network import Network
 from beckmann.store import dumps_json
+from beckmann.store.folder import read_stamped_json
 
 __all__ = [
     "FORMAT",
@@ -150,12 +150,7 @@ def read_npz(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> di
 def _read_json(js: Path) -> dict[str, Any]:
     if js.stat().st_size > _MAX_JSON_BYTES:
         raise ValueError(f"{str(js)!r} is larger than {_MAX_JSON_BYTES} bytes: not a model")
-    try:
-        arch = json.loads(js.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{str(js)!r} is not valid JSON: {err}") from err
-    if not isinstance(arch, dict) or arch.get("format") != FORMAT:
-        raise ValueError(f"{str(js)!r} is not a beckmann network (missing format {FORMAT!r})")
+    arch = read_stamped_json(js, FORMAT, f"a beckmann network (missing format {FORMAT!r})")
     if arch.get("version") != FORMAT_VERSION:
         raise ValueError(
             f"{str(js)!r} has format version {arch.get('version')!r}; "
