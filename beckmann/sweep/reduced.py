@@ -45,7 +45,7 @@ from beckmann.sweep.eigen import first_neumann_eigenvalue
 from beckmann.sweep.eim import Greedy, greedy_eim
 from beckmann.sweep.engine import Engine
 from beckmann.sweep.grid import Grid
-from beckmann.sweep.store import SweepStore, gather_rows
+from beckmann.sweep.store import REDUCED_FILE, SweepStore, gather_rows
 
 __all__ = [
     "REDUCED_FILE",
@@ -59,8 +59,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-#: The reduced basis inside a sweep store.
-REDUCED_FILE = "reduced.h5"
 _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
 
 

@@ -50,6 +50,7 @@ from beckmann.sweep.grid import Grid
 from beckmann.sweep.writer import STORE_FORMAT
 
 __all__ = [
+    "REDUCED_FILE",
     "SweepStore",
     "flux_keys",
     "gather_rows",
@@ -58,6 +59,9 @@ __all__ = [
     "theta_path",
     "write_layout",
 ]
+
+#: The reduced basis inside a sweep store (beckmann.sweep.reduced writes it).
+REDUCED_FILE = "reduced.h5"
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -197,8 +201,6 @@ class SweepStore:
 
         A reduced store (docs/reduced.md) holds every grid θ: its basis and their coefficients.
         """
-        from beckmann.sweep.reduced import REDUCED_FILE
-
         def done() -> list[int]:
             if (self.folder / REDUCED_FILE).is_file():
                 return list(range(len(self.grid)))
