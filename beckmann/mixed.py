@@ -138,8 +138,8 @@ class MixedPoisson:
         petsc_options: dict[str, Any] | None = None,
         quadrature_degree: int | None = None,
     ) -> None:
-        if not rtol > 0:
-            raise ValueError(f"solver rtol must be positive, got {rtol!r}")
+        if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
+            raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
         if method not in ("gamg", "mumps"):
             raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
         self.msh = msh

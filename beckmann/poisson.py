@@ -102,8 +102,8 @@ class NeumannPoisson:
         rtol: float = 1e-10,
         petsc_options: dict[str, Any] | None = None,
     ) -> None:
-        if not rtol > 0:
-            raise ValueError(f"solver rtol must be positive, got {rtol!r}")
+        if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
+            raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
         if method not in ("gamg", "mumps"):
             raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
         self.V = V
@@ -239,6 +239,12 @@ def set_up_ksp(
             one rank only must fail on every rank); the message names ``what`` and suggests
             ``solver.method = 'mumps'`` (and ``hint``).
     """
+    for key, value in opts.items():  # the same on every rank: raised everywhere alike
+        if not isinstance(value, bool | int | float | str) and value is not None:
+            raise ValueError(
+                f"solver.petsc_options: {key} = {value!r} is not a PETSc option value (a "
+                "number, a string or a boolean)"
+            )
     db = PETSc.Options()
     for key, value in opts.items():
         db[prefix + key] = petsc_value(value)

@@ -549,3 +549,19 @@ def test_krylov_failure_is_one_line_with_the_hint(tmp_path, formulation):
     one_clean_line(proc, rf"{name} failed after 2 iterations \(PETSc reason -3: DIVERGED_MAX_IT\); "
                          r"try solver\.method = 'mumps'")  # fmt: skip
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_solver_options_that_would_pass_silently(tmp_path, ranks):
+    # rtol >= 1 accepted the zero initial guess (phi = 0, exit 0); a table value became a string
+    for sets, match in (
+        (["solver.rtol=1e300"], r"solver\.rtol must be in \(0, 1\), got 1e\+300"),
+        (["solver.rtol=1", "solver.formulation=mixed"], r"solver\.rtol must be in \(0, 1\)"),
+        (["solver.petsc_options={a={b=1}}"], r"solver\.petsc_options: a = \{'b': 1\} is not a "
+                                             r"PETSc option value"),
+    ):  # fmt: skip
+        out = tmp_path / "r"
+        args = [a for s in sets for a in ("--set", s)]
+        one_clean_line(run("solve", "--set", "mesh.n=40", *args, "--out", str(out), ranks=ranks),
+                       match)  # fmt: skip
+        assert not out.exists()
