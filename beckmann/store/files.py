@@ -117,7 +117,8 @@ def folder_owning(path: str | Path) -> tuple[Path, str] | None:
     return None
 
 
-def _check_one(path: Path, kind: str, overwrite: bool, what: str) -> None:
+def _check_writable_file(path: Path, what: str) -> None:
+    """``path`` is not a folder, can be created, and is no file of a beckmann folder."""
     where = str(path)
     if path.is_dir():
         raise ValueError(f"{what} {where!r} is a folder")
@@ -128,6 +129,11 @@ def _check_one(path: Path, kind: str, overwrite: bool, what: str) -> None:
             f"{what} {where!r} would overwrite a file of the beckmann {owner[1]} folder "
             f"{str(owner[0])!r}; choose another name"
         )
+
+
+def _check_one(path: Path, kind: str, overwrite: bool, what: str) -> None:
+    where = str(path)
+    _check_writable_file(path, what)
     if not path.exists():
         return
     test = FILE_KINDS[kind].get(path.suffix)
@@ -200,15 +206,7 @@ def check_report(comm: MPI.Comm, path: str | Path | None, what: str = "--json-ou
     def check() -> None:
         p = Path(path)
         where = str(p)
-        if p.is_dir():
-            raise ValueError(f"{what} {where!r} is a folder")
-        check_parent_writable(p, f"cannot write {what}")
-        owner = folder_owning(p)
-        if owner is not None:
-            raise ValueError(
-                f"{what} {where!r} would overwrite a file of the beckmann {owner[1]} folder "
-                f"{str(owner[0])!r}; choose another name"
-            )
+        _check_writable_file(p, what)
         if p.exists() and not (p.is_file() and _is_report(p)):
             raise ValueError(
                 f"{what} {where!r} exists and is not a JSON report; refusing to replace it"
