@@ -11,8 +11,6 @@ from beckmann.density.checks import check_values
 from beckmann.density.evaluator import KINDS, Evaluator, make_evaluator
 from beckmann.density.expression import CONSTANTS, COORDINATES, FUNCTIONS, Expression
 from beckmann.density.image import load_image
-from beckmann.density.kde import GaussianKDE, load_samples
-from beckmann.density.mixture import GaussianMixture
 
 __all__ = [
     "CONSTANTS",
@@ -28,3 +26,16 @@ __all__ = [
     "load_samples",
     "make_evaluator",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The SciPy-backed kinds, imported on first use (``beckmann solve`` starts without SciPy)."""
+    if name in ("GaussianKDE", "load_samples"):
+        from beckmann.density import kde
+
+        return getattr(kde, name)
+    if name == "GaussianMixture":
+        from beckmann.density.mixture import GaussianMixture
+
+        return GaussianMixture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

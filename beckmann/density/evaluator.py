@@ -40,8 +40,6 @@ import numpy.typing as npt
 from beckmann.density.expression import Expression, check_params
 from beckmann.density.grid import interpolate_grid
 from beckmann.density.image import image_box, load_image
-from beckmann.density.kde import GaussianKDE, load_samples
-from beckmann.density.mixture import GaussianMixture
 from beckmann.density.validate import as_points, check_bbox, real_number
 
 __all__ = ["KINDS", "Evaluator", "make_evaluator"]
@@ -179,6 +177,8 @@ def make_evaluator(
             params=params,
         )
     if kind == "gaussian_mixture":
+        from beckmann.density.mixture import GaussianMixture  # SciPy: imported when used
+
         mixture = GaussianMixture(
             section.get("weights", []),
             section.get("means", []),
@@ -211,6 +211,8 @@ def make_evaluator(
                 return np.where(inside, interpolate_grid(grid, ilo, step, y), 0.0)
 
             return Evaluator(kind, gdim, placed, floor=floor)
+        from beckmann.density.kde import GaussianKDE, load_samples  # SciPy: when used
+
         kde = GaussianKDE(
             load_samples(path, gdim),
             bandwidth=section.get("bandwidth", 0.0),
