@@ -316,6 +316,7 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
             {"potential": sol.phi, "source": sol.p0, "target": sol.p1},
             meta,
             mesh_file=out / "solution.xdmf",
+            vertex_fields=True,  # P1: the values are solution.h5's, not written twice
         )
 
 

@@ -36,10 +36,12 @@ def assert_identical(a: store.Checkpoint | pipeline.Solution, b, comm_a, comm_b)
         assert np.array_equal(va, vb), name  # exactly: no interpolation, no tolerance
 
 
-def test_roundtrip_same_and_single_rank(mpi_tmp_path):
+@pytest.mark.parametrize("degree", [3, 1])  # rank files; P1: solution.h5's vertex fields
+def test_roundtrip_same_and_single_rank(mpi_tmp_path, degree):
     """Write on all ranks; reload on all ranks and on rank 0 alone (N -> N and N -> 1)."""
     comm = MPI.COMM_WORLD
-    cfg = config.resolve(sets=SETS, base=pipeline.BUILTIN_EXAMPLE)
+    sets = [*SETS, f"solver.degree={degree}"]
+    cfg = config.resolve(sets=sets, base=pipeline.BUILTIN_EXAMPLE)
     sol = pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
     ref = sol.evaluate(PTS, t=0.5)
     back = store.load_run(mpi_tmp_path / "run", comm)
@@ -47,7 +49,7 @@ def test_roundtrip_same_and_single_rank(mpi_tmp_path):
     got = back.evaluate(PTS, t=0.5)
     for k in ref:  # another partition: point evaluation differs by round-off only
         assert np.allclose(got[k], ref[k], rtol=1e-13, atol=1e-15), k
-    assert back.degree == 3
+    assert back.degree == degree
     assert back.info["summary"]["ndofs"] == sol.info["ndofs"]
     self_comm = comm.Split(0 if comm.rank == 0 else MPI.UNDEFINED, 0) if comm.size > 1 else None
     if comm.rank == 0 and self_comm is not None:
@@ -94,9 +96,10 @@ def test_not_a_run_folder(mpi_tmp_path):
 
 def test_corrupt_or_incomplete_checkpoint(mpi_tmp_path):
     comm = MPI.COMM_WORLD
-    cfg = config.resolve(sets=["mesh.n=4", "solver.degree=1"])
+    cfg = config.resolve(sets=["mesh.n=4", "solver.degree=2"])
     pipeline.run(cfg, comm, out=mpi_tmp_path / "run")
     ck = mpi_tmp_path / "run" / "checkpoint"
+    assert json.loads((ck / "checkpoint.json").read_text()).get("layout") is None  # rank files
     if comm.rank == 0:
         (ck / "rank0.h5").write_bytes(b"not hdf5")
     comm.barrier()
@@ -107,6 +110,41 @@ def test_corrupt_or_incomplete_checkpoint(mpi_tmp_path):
     comm.barrier()
     with pytest.raises(RuntimeError, match="missing rank0.h5"):
         store.load_run(mpi_tmp_path / "run", comm)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_p1_checkpoint_refers_to_solution_h5(tmp_path, ranks):
+    """P1: the checkpoint writes no values; written on 1 or 2 ranks it reloads exactly on 1 and 2.
+
+    The reference is a second route: every vertex's values read from solution.h5 by the
+    vertex's coordinates (h5py), against the reloaded dofs at their coordinates.
+    """
+    import h5py
+
+    sets = ["mesh.n=12", "solver.degree=1", "output.times=[0.5]"]
+    out = tmp_path / "run"
+    run_cli("solve", *sum((["--set", s] for s in sets), []), "--out", str(out), ranks=ranks)
+    ck = out / "checkpoint"
+    index = json.loads((ck / "checkpoint.json").read_text())
+    assert index["layout"] == "vertex" and sorted(p.name for p in ck.iterdir()) == [
+        "checkpoint.json"]
+    with h5py.File(out / "solution.h5", "r") as h5:
+        geo = h5["Mesh/mesh/geometry"][:, :2]
+        stored = {k: h5[f"Function/{k}/0"][:, 0] for k in ("potential", "source", "target")}
+    order = np.lexsort(np.round(geo, 12).T[::-1])
+    back = store.load_run(out, MPI.COMM_SELF)
+    for name, attr in (("potential", "phi"), ("source", "p0"), ("target", "p1")):
+        x, v = dof_table(getattr(back, attr), MPI.COMM_SELF)
+        assert np.allclose(x[:, :2], geo[order], atol=1e-13)
+        assert np.array_equal(v, stored[name][order]), name  # bit for bit
+    np.save(tmp_path / "pts.npy", PTS)
+    ref = back.evaluate(PTS, t=0.5)
+    for r in (1, 2):  # reload on 1 and on 2 ranks
+        probed = json.loads(run_cli("probe", str(out), "--points", str(tmp_path / "pts.npy"),
+                                    "--time", "0.5", ranks=r).stdout)
+        for k in ref:
+            assert np.allclose(np.array(probed[k]), ref[k], rtol=1e-13, atol=1e-15), (r, k)
 
 
 def test_no_checkpoint_is_a_clear_error(mpi_tmp_path):

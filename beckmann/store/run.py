@@ -8,7 +8,8 @@ A run folder holds::
     solution.xdmf/.h5   the mesh (once) and source, target, potential, flux at its vertices
     velocity.xdmf/.h5   the velocity at each requested time (XDMF time series)
     checkpoint/         potential, source and target exactly, reloading on any rank count
-                        (:mod:`beckmann.store.checkpoint`; its mesh is solution.xdmf's)
+                        (:mod:`beckmann.store.checkpoint`; its mesh is solution.xdmf's;
+                        at P1 it holds only checkpoint.json, naming solution.h5's fields)
     vtx/*.bp            opt-in (``output.vtx = true``): the fields in their own spaces (VTX)
 """
 
