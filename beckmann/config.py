@@ -183,7 +183,16 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "int",
             400,
             "reduced: training θ of the greedy; the grid itself when it has at most this many, "
-            "else this many Latin-hypercube θ in the box",
+            "else a sub-grid of at most this many θ, edges included (product grids), or this "
+            "many Latin-hypercube θ in the box",
+        ),
+        "reduced_rhs": Option(
+            "str",
+            "interpolant",
+            "reduced: the truth the bound is against; interpolant: the target's P_k nodal "
+            "interpolant, b = M I_h p1 (certificate O(N) per θ, no solve); quadrature: the "
+            "target at the quadrature points as beckmann solve (O(N_q) and a mass CG per θ)",
+            ("interpolant", "quadrature"),
         ),
     },
 }

@@ -131,7 +131,8 @@ def greedy_eim(
     FMF = _sum(comm, np.einsum("ik,ik->k", F, MF))
     R, MR = F.copy(), MF.copy()
     fmax = float(comm.allreduce(np.abs(F).max(initial=0.0), MPI.MAX))
-    xi = np.zeros((n, 0))
+    xis = np.zeros((n, max_size))  # preallocated: growing it would copy O(M² N)
+    xi = xis[:, :0]
     points = np.zeros((0, 3))
     B = np.zeros((0, 0))
     Z = np.zeros(0)
@@ -182,7 +183,8 @@ def greedy_eim(
         # rank-one updates in place (BLAS ger on the Fortran view): R is zero at x_m now
         dger(-1.0, r_row, q, a=R.T, overwrite_a=True)
         dger(-1.0, r_row, Mq, a=MR.T, overwrite_a=True)
-        xi = np.column_stack([xi, q])
+        xis[:, size] = q
+        xi = xis[:, : size + 1]
         points = np.vstack([points, np.asarray(pt, dtype=np.float64)[None, :3]])
         B = np.block([[B, np.zeros((size, 1))], [xi_row[None, :], np.ones((1, 1))]])
         fmag = np.vstack([fmag, f_row[None, :]])

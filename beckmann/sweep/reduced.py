@@ -38,17 +38,18 @@ from scipy.linalg import solve_triangular
 
 from beckmann import density
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
-from beckmann._mpi import agree, global_bbox, on_root
+from beckmann._mpi import agree, allreduce_array, global_bbox, on_root
 from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
 from beckmann.store.writes import write_on_root
 from beckmann.sweep.eigen import first_neumann_eigenvalue
 from beckmann.sweep.eim import Greedy, greedy_eim
 from beckmann.sweep.engine import Engine
-from beckmann.sweep.grid import Grid
 from beckmann.sweep.store import REDUCED_FILE, SweepStore, gather_rows
+from beckmann.sweep.training import training_set
 
 __all__ = [
     "REDUCED_FILE",
+    "RHS_KINDS",
     "MassNorm",
     "ReducedModel",
     "build_reduced",
@@ -60,6 +61,9 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 
 _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
+
+#: ``[sweep] reduced_rhs``: the truth's right-hand side (docs/reduced.md).
+RHS_KINDS = ("interpolant", "quadrature")
 
 
 def is_reduced(folder: str | Path, comm: MPI.Comm) -> bool:
@@ -118,6 +122,22 @@ class MassNorm:
         self.M.mult(self.x, self.y)
         return self.y.array[: self.nloc].copy()
 
+    def mult_block(self, X: FloatArray) -> FloatArray:
+        """Owned rows of ``M X`` for a block ``X`` of owned rows ``(n, k)``; collective.
+
+        One sparse-dense product (PETSc ``MatMatMult``).
+        """
+        k = X.shape[1]
+        Xm = PETSc.Mat().createDense([self.M.getSizes()[1], (PETSc.DECIDE, k)], comm=self.comm)
+        Xm.setUp()
+        Xm.getDenseArray()[:, :] = X
+        Xm.assemble()
+        Ym = self.M.matMult(Xm)
+        out = np.array(Ym.getDenseArray(), copy=True)
+        Xm.destroy()
+        Ym.destroy()
+        return out
+
     def dual(self, b: FloatArray) -> float:
         """A certified upper bound of ``bᵀ M⁻¹ b`` (see the class docstring); collective."""
         self.x.array[:] = b
@@ -134,23 +154,6 @@ class MassNorm:
             obj.destroy()
 
 
-def training_set(grid: Grid, n_max: int) -> FloatArray:
-    """The greedy's training θ.
-
-    The grid when it has at most ``n_max`` values, else a Latin-hypercube set of ``n_max`` θ
-    in the grid's box (seed 0) plus the box's corners.
-    """
-    if len(grid) <= n_max:
-        return np.asarray(grid.values, dtype=np.float64)
-    from scipy.stats import qmc
-
-    lo, hi = (np.asarray(a, dtype=np.float64) for a in grid.box())
-    dim = lo.size
-    u = qmc.LatinHypercube(d=dim, seed=0).random(n_max)
-    corners = np.array(np.meshgrid(*[[0.0, 1.0]] * dim, indexing="ij")).reshape(dim, -1).T
-    return np.asarray(lo + np.vstack([u, corners]) * (hi - lo), dtype=np.float64)
-
-
 class ReducedModel:
     """A reduced basis on the owned dofs of ``V``; online fields and certified bounds.
 
@@ -162,6 +165,10 @@ class ReducedModel:
         lam1: ``λ_{1,h}`` of ``V``'s mesh.
         cfg: The resolved config (``[target]`` and ``solver.quadrature_degree``).
         names: Parameter names, in grid order.
+        rhs: The truth's right-hand side (``[sweep] reduced_rhs``): ``"interpolant"``,
+            ``b(θ) = M I_h f(θ)`` (then ``arrays`` holds the nodal basis ``xi`` too, and the
+            certificate is ``O(N)`` per θ), or ``"quadrature"``, ``b(θ)_i = Q(f(θ) w_i)`` as
+            ``beckmann solve`` (``O(N_q)`` and a mass-matrix CG per θ).
 
     Collective construction.
     """
@@ -174,14 +181,19 @@ class ReducedModel:
         cfg: dict[str, Any],
         names: list[str],
         *,
+        rhs: str = "quadrature",
         mass: MassNorm | None = None,
         points: DensityPoints | None = None,
     ) -> None:
+        if rhs not in RHS_KINDS:
+            raise ValueError(f"reduced_rhs must be one of {RHS_KINDS}, got {rhs!r}")
+        self.rhs = rhs
         self.V = V
         self.comm = V.mesh.comm
         self.nloc = V.dofmap.index_map.size_local
         self.bxi = np.ascontiguousarray(arrays["bxi"])
         self.psi = np.ascontiguousarray(arrays["psi"])
+        self.xi = np.ascontiguousarray(arrays.get("xi", np.zeros((self.nloc, 0))))
         self.points: FloatArray = np.asarray(arrays["points"], dtype=np.float64)
         self.B: FloatArray = np.asarray(arrays["B"], dtype=np.float64)
         self.Z: FloatArray = np.asarray(arrays["Z"], dtype=np.float64)
@@ -191,6 +203,8 @@ class ReducedModel:
         self.names = list(names)
         self._own = mass is None
         self.mass = mass if mass is not None else MassNorm(V)
+        self._xT = np.ascontiguousarray(V.tabulate_dof_coordinates()[: self.nloc].T)
+        self.m = self.mass.mult(np.ones(self.nloc))  # M 1: nodal masses are mᵀ f
         self.dp = points if points is not None else DensityPoints(
             V, cfg["solver"]["quadrature_degree"]
         )
@@ -215,6 +229,10 @@ class ReducedModel:
         with np.errstate(all="ignore"):
             v = self.ev(np.ascontiguousarray(pts), theta)
         return np.asarray(np.broadcast_to(v, (pts.shape[1],)), dtype=np.float64)
+
+    def nodal_target(self, theta: dict[str, float]) -> FloatArray:
+        """Raw target values at the owned dofs (``I_h f(θ)``). Not collective."""
+        return self.target_at(self._xT, theta)
 
     def raw_rhs(self, theta: dict[str, float]) -> FloatArray:
         """Owned ``∫ f(θ) w dx`` of the raw target, with the solve's quadrature; collective."""
@@ -242,26 +260,71 @@ class ReducedModel:
         return np.asarray(self.psi @ d, dtype=np.float64)
 
     def certify(self, theta: dict[str, float], d: FloatArray) -> dict[str, float]:
-        """The certified bounds at ``θ`` for coefficients ``d``; collective (``O(N_q)``, no solve).
+        """The certified bounds at ``θ`` for coefficients ``d``; collective (no solve).
 
         Returns ``error_bound`` (on ``‖∇(φ_h − φ_M)‖``), ``phi_norm`` (``‖∇φ_M‖``), ``cost``
         (``½‖∇φ_M‖²``), ``cost_bound`` (on ``|J_h − J_M|``), ``relative_bound`` (on
-        ``‖∇e‖ / ‖∇φ_h‖``; ``inf`` when ``η ≥ ‖∇φ_M‖``) and ``residual`` (``√β(b_r)``, a bound
-        on the residual's discrete dual norm ``‖Π_h r‖_{L²}``).
+        ``‖∇e‖ / ‖∇φ_h‖``; ``inf`` when ``η ≥ ‖∇φ_M‖``) and ``residual`` (``√(b_rᵀM⁻¹b_r)``
+        or its bound ``√β(b_r)``: the residual's discrete dual norm ``‖Π_h r‖_{L²}``).
         """
-        b = self.raw_rhs(theta)
-        Zf = float(self.comm.allreduce(float(b.sum()), MPI.SUM))
-        br = b / Zf - self.bxi @ d
-        rr = self.mass.dual(br)
-        eta = float(np.sqrt(rr / self.lam1) + self.eta_alg @ np.abs(d))
-        norm = float(np.sqrt(max(float(d @ self.G @ d), 0.0)))
+        vals = np.array([[theta[k] for k in self.names]], dtype=np.float64)
+        out = self.certify_many(vals, np.asarray(d, dtype=np.float64)[None, :])
+        return {k: float(v[0]) for k, v in out.items() if k != "coefficients"}
+
+    def certify_many(
+        self,
+        values: FloatArray,
+        D: FloatArray | None = None,
+        *,
+        block: int = 128,
+        update: Callable[[int], Any] | None = None,
+    ) -> dict[str, FloatArray]:
+        """:meth:`certify` at many θ (rows of ``values``, in :attr:`names` order); collective.
+
+        ``D`` gives the coefficients (default: :meth:`coefficients`), returned as
+        ``"coefficients"``. With ``rhs = "interpolant"`` the residual of ``block`` θ at once
+        is ``R = F Z⁻¹ − Ξ Dᵀ`` (nodal targets ``F``: one GEMM) and ``b_rᵀM⁻¹b_r = rᵀMr``
+        exactly (one sparse-dense product ``M R``): no solve, no quadrature, ``O(N M)`` per
+        θ. ``update(k)`` is called after each block of ``k`` θ.
+        """
+        values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        K, Msz = values.shape[0], self.size
+        thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
+        if D is None:
+            D = np.array([self.coefficients(t) for t in thetas]).reshape(K, Msz)
+        rr = np.zeros(K)
+        for s in range(0, K, block):
+            blk = range(s, min(s + block, K))
+            Dk = D[s : blk.stop]
+            if self.rhs == "interpolant":
+                F = np.empty((self.nloc, len(blk)))
+                for j, i in enumerate(blk):
+                    F[:, j] = self.nodal_target(thetas[i])
+                Zf = allreduce_array(self.m @ F, MPI.SUM, self.comm)
+                R = F / Zf - self.xi @ Dk.T
+                MR = self.mass.mult_block(R)
+                rr[s : blk.stop] = allreduce_array(np.einsum("ik,ik->k", R, MR), MPI.SUM,
+                                                   self.comm)
+            else:
+                for j, i in enumerate(blk):
+                    b = self.raw_rhs(thetas[i])
+                    Zf = float(self.comm.allreduce(float(b.sum()), MPI.SUM))
+                    rr[i] = self.mass.dual(b / Zf - self.bxi @ Dk[j])
+            if update is not None:
+                update(len(blk))
+        rr = np.maximum(rr, 0.0)
+        eta = np.sqrt(rr / self.lam1) + np.abs(D) @ self.eta_alg
+        norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(norm > eta, eta / (norm - eta), np.inf)
         return {
             "error_bound": eta,
             "phi_norm": norm,
             "cost": 0.5 * norm**2,
             "cost_bound": eta * (norm + 0.5 * eta),
-            "relative_bound": eta / (norm - eta) if norm > eta else float("inf"),
-            "residual": float(np.sqrt(rr)),
+            "relative_bound": rel,
+            "residual": np.sqrt(rr),
+            "coefficients": D,
         }
 
     def destroy(self) -> None:
@@ -278,7 +341,7 @@ class ReducedModel:
         """Write ``reduced.h5`` (basis rows gathered in rank order: the layout's); collective."""
         import h5py
 
-        g = {k: gather_rows(getattr(self, k), self.comm) for k in ("bxi", "psi")}
+        g = {k: gather_rows(getattr(self, k), self.comm) for k in ("bxi", "psi", "xi")}
         part = folder / (REDUCED_FILE + ".part")
 
         def write() -> None:
@@ -290,6 +353,7 @@ class ReducedModel:
                 for k, v in extra.items():
                     h5.create_dataset(k, data=v)
                 h5.attrs["lambda1"] = self.lam1
+                h5.attrs["rhs"] = self.rhs
                 for k, v in attrs.items():
                     h5.attrs[k] = v
             part.replace(folder / REDUCED_FILE)
@@ -326,8 +390,9 @@ class ReducedModel:
         attrs: dict[str, Any] = {}
         try:
             with h5py.File(path, "r") as h5:
-                for k in ("bxi", "psi"):
-                    arrays[k] = np.asarray(h5[k][...])[idx]
+                for k in ("bxi", "psi", "xi"):
+                    if k in h5:
+                        arrays[k] = np.asarray(h5[k][...])[idx]
                 for k in _ARRAYS:
                     arrays[k] = np.asarray(h5[k][...])
                 for k in h5:
@@ -337,7 +402,8 @@ class ReducedModel:
         except (OSError, KeyError) as e:
             err = f"cannot read the reduced basis {str(path)!r}: {e}"
         agree(comm, err, RuntimeError)
-        model = cls(V, arrays, float(attrs["lambda1"]), store.config, store.grid.names)
+        model = cls(V, arrays, float(attrs["lambda1"]), store.config, store.grid.names,
+                    rhs=str(attrs.get("rhs", "quadrature")))
         return model, {"results": results, "attrs": attrs}
 
 
@@ -348,42 +414,51 @@ def build_reduced(
     *,
     tol: float,
     max_size: int,
+    rhs: str | None = None,
     log: Callable[[str], Any] | None = None,
 ) -> tuple[ReducedModel, Greedy]:
     """Offline: ``λ_{1,h}``, the greedy EIM on ``thetas`` with one solve per basis function.
 
-    Collective on ``eng.comm``.
+    ``rhs`` is the truth's right-hand side (:data:`RHS_KINDS`; default
+    ``eng.cfg["sweep"]["reduced_rhs"]``). With ``"interpolant"`` the greedy's nodal criterion
+    *is* the certified bound at the training θ. Collective on ``eng.comm``.
 
     Raises:
-        ValueError: The target does not depend on the parameters, or the source does, or the
-            quadrature is not exact for ``v²`` (``solver.quadrature_degree < 2·degree``), on
-            every rank.
+        ValueError: The target does not depend on the parameters, or the source does, or
+            (``rhs = "quadrature"``) the quadrature is not exact for ``v²``
+            (``solver.quadrature_degree < 2·degree``), on every rank.
     """
+    if rhs is None:
+        rhs = str(eng.cfg.get("sweep", {}).get("reduced_rhs", "interpolant"))
     agree(
         eng.comm,
         "sweep.method = 'reduced' needs a target that depends on the sweep parameters"
         if "target" not in eng.ev
         else "sweep.method = 'reduced' needs a source that does not depend on the parameters"
         if "source" in eng.ev
-        else "sweep.method = 'reduced' needs solver.quadrature_degree >= 2*degree (or -1)"
-        if eng.points.degree < 2 * eng.degree
+        else "sweep.method = 'reduced' with reduced_rhs = 'quadrature' needs "
+        "solver.quadrature_degree >= 2*degree (or -1)"
+        if rhs == "quadrature" and eng.points.degree < 2 * eng.degree
         else None,
     )
     comm, nloc = eng.comm, eng.nloc
     thetas_d = [dict(zip(names, map(float, t), strict=True)) for t in thetas]
-    F = np.column_stack([eng.raw("target", t) for t in thetas_d]).reshape(nloc, -1)
+    F = np.empty((nloc, len(thetas_d)))
+    for k, t in enumerate(thetas_d):
+        F[:, k] = eng.raw("target", t)
     mass = MassNorm(eng.V)
-    MF = np.column_stack([mass.mult(F[:, k]) for k in range(F.shape[1])]).reshape(nloc, -1)
+    MF = mass.mult_block(F) if F.shape[1] else np.zeros_like(F)
     m = mass.mult(np.ones(nloc))
     lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
     model = ReducedModel(
         eng.V,
-        {"bxi": np.zeros((nloc, 0)), "psi": np.zeros((nloc, 0)), "points": np.zeros((0, 3)),
-         "B": np.zeros((0, 0)), "Z": np.zeros(0), "G": np.zeros((0, 0)),
-         "eta_alg": np.zeros(0)},
+        {"bxi": np.zeros((nloc, 0)), "psi": np.zeros((nloc, 0)), "xi": np.zeros((nloc, 0)),
+         "points": np.zeros((0, 3)), "B": np.zeros((0, 0)), "Z": np.zeros(0),
+         "G": np.zeros((0, 0)), "eta_alg": np.zeros(0)},
         lam1,
         eng.cfg,
         names,
+        rhs=rhs,
         mass=mass,
         points=eng.points,
     )
@@ -392,37 +467,46 @@ def build_reduced(
     b0 = model.qrhs.assemble(model._zero, src, model._b).array[:nloc].copy()
     psis = np.zeros((nloc, max_size))
     bxis = np.zeros((nloc, max_size))
+    xis = np.zeros((nloc, max_size))
     Zs: list[float] = []
 
     def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> tuple[
         FloatArray, float, float
     ]:
-        # ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m): its right-hand side and mass, by quadrature
-        bk = model.raw_rhs(thetas_d[k])
-        Zk = float(comm.allreduce(float(bk.sum()), MPI.SUM))
+        # ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m): its right-hand side and mass, M ξ_m and mᵀξ_m
+        # (interpolant) or by quadrature
         j = len(Zs)
-        bm = (bk - bxis[:, :j] @ c_k) / qx
-        Zm = (Zk - float(np.dot(Zs, c_k))) / qx
+        if rhs == "interpolant":
+            bm = mass.mult(q)
+            Zm = float(comm.allreduce(float(bm.sum()), MPI.SUM))
+        else:
+            bk = model.raw_rhs(thetas_d[k])
+            Zk = float(comm.allreduce(float(bk.sum()), MPI.SUM))
+            bm = (bk - bxis[:, :j] @ c_k) / qx
+            Zm = (Zk - float(np.dot(Zs, c_k))) / qx
         eng.b.array[:] = bm - Zm * b0
         eng.poisson.nullspace.remove(eng.b)
-        rhs = eng.b.array[:nloc].copy()
-        (psi,), _ = eng.solve_rhs([rhs])
+        rhs_m = eng.b.array[:nloc].copy()
+        (psi,), _ = eng.solve_rhs([rhs_m])
         eng.phi.x.array[:nloc] = psi
         eng.phi.x.scatter_forward()
         eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
         Apsi = eng.Aphi.array[:nloc].copy()
         psis[:, j] = psi
         bxis[:, j] = bm
+        xis[:, j] = q
         Zs.append(Zm)
         g = psis[:, : j + 1].T @ Apsi
         out = np.empty_like(g)
         comm.Allreduce(g, out, op=MPI.SUM)
-        return out, float(np.sqrt(mass.dual(rhs - Apsi) / lam1)), Zm
+        return out, float(np.sqrt(mass.dual(rhs_m - Apsi) / lam1)), Zm
 
     res = greedy_eim(F, MF, m, eng.x, comm, add_basis, lam1=lam1, tol=tol, max_size=max_size,
                      log=log)
-    model.bxi = np.ascontiguousarray(bxis[:, : len(Zs)])
-    model.psi = np.ascontiguousarray(psis[:, : len(Zs)])
+    size = len(Zs)
+    model.bxi = np.ascontiguousarray(bxis[:, :size])
+    model.psi = np.ascontiguousarray(psis[:, :size])
+    model.xi = np.ascontiguousarray(xis[:, :size]) if rhs == "interpolant" else xis[:, :0]
     model.points, model.B, model.Z, model.G, model.eta_alg = (
         res.points, res.B, res.Z, res.G, res.eta_alg
     )

@@ -1,7 +1,7 @@
 r"""``run_reduced``: a sweep by the certified reduced basis (``[sweep] method = "reduced"``).
 
 Offline, on one group of all ranks: the engine (mesh, operator, factorisation), ``λ_{1,h}``, the
-greedy EIM on the training set (:func:`beckmann.sweep.reduced.training_set`) with one Neumann
+greedy EIM on the training set (:func:`beckmann.sweep.training.training_set`) with one Neumann
 solve per basis function, until the certified relative bound is below ``reduced_tol`` on the
 training set (with the margin :data:`GREEDY_MARGIN`) or the basis has ``reduced_max``
 functions (``summary["reduced"]["stop"]`` says which). Online: every grid θ gets its
@@ -35,9 +35,10 @@ from beckmann.store.writes import write_on_root
 from beckmann.sweep.eim import relative_bound
 from beckmann.sweep.engine import Engine
 from beckmann.sweep.modulus import coefficient_continuity
-from beckmann.sweep.reduced import ReducedModel, build_reduced, training_set
+from beckmann.sweep.reduced import ReducedModel, build_reduced
 from beckmann.sweep.spec import SweepSpec
 from beckmann.sweep.store import STORE_FORMAT, flux_keys, write_layout
+from beckmann.sweep.training import training_set
 
 __all__ = ["ENRICH_ROUNDS", "GREEDY_MARGIN", "run_reduced"]
 
@@ -76,22 +77,14 @@ def _write_meta(folder: Path, cfg: dict[str, Any], spec: SweepSpec, comm: MPI.Co
 
 
 def certify_grid(
-    model: ReducedModel, grid_values: FloatArray, names: list[str], comm: MPI.Comm, show: bool
+    model: ReducedModel, grid_values: FloatArray, comm: MPI.Comm, show: bool
 ) -> dict[str, FloatArray]:
     """Coefficients and certified bounds of every grid θ; collective."""
     K = grid_values.shape[0]
-    out = {k: np.zeros(K) for k in ("error_bound", "phi_norm", "cost", "cost_bound")}
-    D = np.zeros((K, model.size))
     with progress_bar(K, "certify", comm, disable=not show) as bar:
-        for i, t in enumerate(grid_values):
-            theta = dict(zip(names, map(float, t), strict=True))
-            D[i] = model.coefficients(theta)
-            cert = model.certify(theta, D[i])
-            for k in out:
-                out[k][i] = cert[k]
-            bar.update()
+        cert = model.certify_many(grid_values, update=bar.update)
+    out = {k: cert[k] for k in ("error_bound", "phi_norm", "cost", "cost_bound", "coefficients")}
     out["relative_bound"] = relative_bound(out["error_bound"], out["phi_norm"])
-    out["coefficients"] = D
     return out
 
 
@@ -123,8 +116,12 @@ def run_reduced(
     timings: dict[str, float] = {}
     _write_meta(folder, cfg, spec, comm)
     eng: Engine | None = None
+    # the offline solves share one MUMPS factorisation (one solve per basis function, in
+    # sequence: ~20 ms each at 66k P1 dofs against ~0.15 s for GAMG to rtol 1e-10); each
+    # solve's algebraic error is bounded and charged to the certificate (eta_alg)
+    ecfg = {**cfg, "solver": {**cfg["solver"], "method": "mumps"}}
     with collective(comm):
-        eng = Engine(cfg, grid, comm, block=1, warm_start=False)
+        eng = Engine(ecfg, grid, comm, block=1, warm_start=False)
     assert eng is not None
     try:
         write_layout(folder, eng.msh, eng.x[:, : eng.gdim], flux_keys(eng.W), eng.degree, comm)
@@ -147,7 +144,7 @@ def run_reduced(
             )
             timings["offline"] += time.perf_counter() - t1
             t2 = time.perf_counter()
-            cert = certify_grid(model, values, grid.names, comm, progress)
+            cert = certify_grid(model, values, comm, progress)
             timings["online"] += time.perf_counter() - t2
             missed = np.flatnonzero(~(cert["relative_bound"] <= opts["reduced_tol"]))
             if (missed.size == 0 or res.stop != "tol" or rounds >= ENRICH_ROUNDS
