@@ -240,3 +240,19 @@ def test_xdmf_velocity_is_the_vertex_average_of_the_dg_velocity(mpi_tmp_path):
             assert np.allclose(geo[a], x[b], atol=1e-13)
             assert np.allclose(got[a], v[b], rtol=1e-12, atol=1e-13)
     comm.barrier()
+
+
+def test_vertex_average_of_dg0_equals_the_dg1_route(comm):
+    """DG0's vertex average (its cell values, no kernel) = the same field as DG1, averaged."""
+    from beckmann.mesh import create_mesh
+
+    msh = create_mesh({"kind": "disk", "h": 0.3}, comm)
+    W0 = fem.functionspace(msh, ("DG", 0, (2,)))
+    W1 = fem.functionspace(msh, ("DG", 1, (2,)))
+    u0 = fem.Function(W0)
+    u0.interpolate(lambda x: np.vstack([np.sin(5 * x[0] + x[1]), np.cos(3 * x[1])]))
+    u1 = fem.Function(W1)
+    u1.interpolate(u0)  # exact: constant on each cell
+    a, b = store.to_vertex_function(u0), store.to_vertex_function(u1)
+    assert np.abs(a.x.array).max() > 0.1
+    assert np.allclose(a.x.array, b.x.array, rtol=1e-14, atol=1e-14)

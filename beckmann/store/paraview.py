@@ -57,8 +57,13 @@ def to_vertex_function(
     nown = msh.topology.index_map(tdim).size_local
     cells = np.arange(nown, dtype=np.int32)
     # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
-    vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
-    vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
+    nv = Q.dofmap.list.shape[1]
+    if el.embedded_superdegree == 0:  # DG0: a cell's one value at each of its vertices
+        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
+        vals = np.broadcast_to(own[:, None, :], (nown, nv, bs))
+    else:
+        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
+        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
     dofs = Q.dofmap.list[:nown].ravel()
     nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
     acc = la.vector(Q.dofmap.index_map, bs)
