@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann import config, sweep
 
     cfg = config.resolve(args.config, args.set, extra_sections=("sweep",))
+    # solver.method not chosen in the file nor by --set: the sweep picks it (docs/sweep.md)
+    layers = [config.load_config(args.config), config.parse_set(args.set or [])]
+    auto = not any("method" in (layer.get("solver") or {}) for layer in layers)
     summary = sweep.run_sweep(
         cfg,
         comm,
@@ -38,6 +41,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         overwrite=args.overwrite,
         group_size=args.group_size,
         progress=not args.quiet,
+        auto_method=auto,
     )
     if comm.rank == 0 and not args.quiet:
         keys = ("thetas", "solved", "reused", "ranks", "groups", "seconds_per_theta")

@@ -28,17 +28,30 @@ from beckmann import mesh as bmesh
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem
 from beckmann._mpi import allreduce_array, global_bbox
 from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
+from beckmann.density.expression import PolynomialForm
 from beckmann.fields import gradient_matrix
 from beckmann.pipeline import discretise_density
 from beckmann.poisson import NeumannPoisson
 from beckmann.sweep.grid import Grid
 
-__all__ = ["Engine", "Solved", "split_groups"]
+__all__ = ["Engine", "Solved", "choose_method", "split_groups"]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: Largest memory (bytes) for the cached quadrature points of θ-dependent densities.
 QPOINTS_CACHE_BYTES = 1 << 29
+
+#: Largest memory (bytes) for the θ-independent fields of a polynomial-in-θ density (the
+#: fields at the nodes and quadrature points, one set per term).
+AFFINE_CACHE_BYTES = 1 << 30
+
+#: ``solver.method`` not chosen: MUMPS (one factorisation, every θ a back-solve) up to this many
+#: dofs per geometric dimension (its fill grows faster in 3D), GAMG above.
+MUMPS_MAX_DOFS = {2: 2_000_000, 3: 200_000}
+
+#: ``solver.method`` not chosen: MUMPS only for at least this many solves (its factorisation
+#: costs about as much as this many GAMG solves at 263k P1 dofs).
+MUMPS_MIN_SOLVES = 16
 
 #: One solved θ: owned potential values, owned flux values ``(n, d)``, the summary row.
 Solved = tuple[FloatArray, FloatArray, dict[str, Any]]
@@ -60,6 +73,17 @@ def split_groups(comm: MPI.Comm, group_size: int) -> tuple[MPI.Comm, int, int]:
     return comm.Split(color, comm.rank), color, size // g
 
 
+def choose_method(ndofs: int, gdim: int, nsolves: int) -> str:
+    """``solver.method`` of a sweep whose user did not choose one.
+
+    ``"mumps"`` (factorised once, a back-solve per right-hand side) for at least
+    :data:`MUMPS_MIN_SOLVES` solves of at most :data:`MUMPS_MAX_DOFS` dofs, else ``"gamg"``.
+    """
+    if nsolves >= MUMPS_MIN_SOLVES and ndofs <= MUMPS_MAX_DOFS.get(gdim, 0):
+        return "mumps"
+    return "gamg"
+
+
 def depends_on(section: dict[str, Any], names: list[str]) -> bool:
     """``True`` when a density section is an expression using one of the parameters ``names``."""
     return section["kind"] == "expression" and bool(
@@ -76,6 +100,10 @@ class Engine:
         comm: The group's communicator.
         block: Right-hand sides per MUMPS block solve.
         warm_start: GAMG: start each solve from the previous potential.
+        affine: Use the polynomial decomposition of θ-dependent expression densities when they
+            have one (:meth:`prepare_affine`, :meth:`solve_block`).
+        auto_method: The user did not choose ``solver.method``: pick it
+            (:func:`choose_method`) for this many θ of the group.
     """
 
     def __init__(
@@ -86,6 +114,8 @@ class Engine:
         *,
         block: int = 16,
         warm_start: bool = True,
+        affine: bool = False,
+        auto_method: int | None = None,
     ) -> None:
         self.comm = comm
         self.cfg = cfg
@@ -101,9 +131,18 @@ class Engine:
         V = self.V
         self.nloc = V.dofmap.index_map.size_local
         self.x = V.tabulate_dof_coordinates()[: self.nloc]
+        self.points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
+        self.forms = self._polynomial_forms(cfg, grid) if affine else {}
+        method = cfg["solver"]["method"]
+        if auto_method is not None:
+            nsolves = auto_method
+            if self.forms:  # one solve per term, one per fixed density
+                nsolves = sum(map(len, self.forms.values())) + 1
+            ndofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
+            method = choose_method(ndofs, self.gdim, nsolves)
         self.poisson = NeumannPoisson(
             V,
-            method=cfg["solver"]["method"],
+            method=method,
             rtol=cfg["solver"]["rtol"],
             petsc_options=cfg["solver"]["petsc_options"],
         )
@@ -113,7 +152,6 @@ class Engine:
         if self.poisson.method != "mumps" and warm_start:
             self.poisson.ksp.setInitialGuessNonzero(True)
         # Densities: expressions in θ are discretised per θ; the rest once.
-        self.points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
         self.quadrature_rhs = QuadratureRHS(self.points)
         bbox = global_bbox(msh.geometry.x[:, : self.gdim], comm)
         self.ev: dict[str, Any] = {}
@@ -133,10 +171,51 @@ class Engine:
             self._qpts = self.points.qpoints
         self.G, self.W = gradient_matrix(V)
         self.phi = fem.Function(V, name="potential")
+        self._basis: tuple[FloatArray, FloatArray] | None = None
+        self._fields: dict[str, tuple[FloatArray, FloatArray]] = {}
+        if self.forms and self._qpts is None:  # no room for the quadrature points either
+            self.forms = {}
+        for role, form in self.forms.items():  # θ-independent fields, once
+            nodal, quad = form.fields(self.points.nodes), form.fields(self._qpts)
+            floor = float(cfg[role].get("floor", 0.0))
+            if floor != 0.0:  # the evaluator adds the floor to every value: one more term
+                nodal = np.vstack([nodal, np.full(nodal.shape[1], floor)])
+                quad = np.vstack([quad, np.full(quad.shape[1], floor)])
+            self._fields[role] = (nodal, quad)
+
+    def _polynomial_forms(self, cfg: dict[str, Any], grid: Grid) -> dict[str, PolynomialForm]:
+        """The decomposition of every θ-dependent density, or none (``{}``) if one has none.
+
+        Also ``{}`` when the fields at the nodes and quadrature points would take more than
+        :data:`AFFINE_CACHE_BYTES`.
+        """
+        forms: dict[str, PolynomialForm] = {}
+        for role in ("source", "target"):
+            sec = cfg[role]
+            if not depends_on(sec, grid.names):
+                continue
+            fixed = {k: v for k, v in sec.get("params", {}).items() if k not in grid.names}
+            form = density.Expression(sec["expr"]).polynomial(grid.names, fixed)
+            if form is None:
+                return {}
+            forms[role] = form
+        nq = self.points.Q.dofmap.index_map.size_local * self.points.Q.dofmap.index_map_bs
+        nodes = self.points.nodes.shape[1]
+        if 8 * sum(map(len, forms.values())) * (nq + nodes) > AFFINE_CACHE_BYTES:
+            return {}
+        return forms
 
     # -- densities
+    def _coefficients(self, role: str, theta: dict[str, float]) -> FloatArray:
+        """The weights of the θ-independent fields of ``role`` at θ (the floor's last)."""
+        a = self.forms[role].coefficients(theta)
+        return a if self._fields[role][0].shape[0] == a.size else np.append(a, 1.0)
+
     def raw(self, role: str, theta: dict[str, float]) -> FloatArray:
         """Raw (unnormalised) values of a θ-dependent density at the owned dofs."""
+        if role in self.forms:
+            with np.errstate(all="ignore"):
+                return self._coefficients(role, theta) @ self._fields[role][0][:, : self.nloc]
         with np.errstate(all="ignore"):  # non-finite values are reported by check()
             v = self.ev[role](self.x.T.copy(), theta)
         return np.asarray(np.broadcast_to(v, (self.nloc,)), dtype=np.float64)
@@ -249,7 +328,7 @@ class Engine:
         self.b.array[:] = b
         nb = self.b.norm()
         self.Aphi.axpy(-1.0, self.b)
-        fn = np.sqrt((flux**2).sum(axis=1)).max(initial=0.0)
+        fn = np.sqrt(np.einsum("ij,ij->i", flux, flux).max(initial=0.0))
         sups = allreduce_array([np.abs(phi).max(initial=0.0), fn], MPI.MAX, self.comm)
         return {
             "beckmann_cost": float(cost),
@@ -258,8 +337,104 @@ class Engine:
             "flux_sup": float(sups[1]),
         }
 
+    # -- the affine path: densities polynomial in θ
+    def _assemble_values(self, quad: FloatArray) -> FloatArray:
+        """Owned values of ``∫ f w dx`` of values ``f`` at the quadrature points; collective.
+
+        The quadrature of :meth:`rhs`, orthogonal to the constants.
+        """
+        rhs = self.quadrature_rhs
+        rhs.f.x.array[:] = quad
+        with self.b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(self.b, rhs.form)
+        self.b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        raw = self.b.norm()
+        self.poisson.nullspace.remove(self.b)
+        if self.b.norm() <= 1e-12 * raw:  # a constant field: only round-off is left
+            return np.zeros(self.nloc)
+        return self.b.array.copy()
+
+    def _prepare_affine(self) -> None:
+        """Right-hand side and potential of every θ-independent field; collective.
+
+        Columns: the fields of each θ-dependent density (its terms, then its floor), then one
+        column ``∫ (q1 − q0) w`` of the fixed densities. A column that is round-off after
+        projection on the mean-zero vectors (a constant field) has potential zero. Each θ's
+        relative residual (its summary row) is that of the combination.
+        """
+        cols: list[FloatArray] = []
+        self._slots: dict[str, slice] = {}
+        for role, (_, quad) in self._fields.items():
+            self._slots[role] = slice(len(cols), len(cols) + quad.shape[0])
+            cols += [self._assemble_values(q) for q in quad]
+        fixed = np.zeros(self._qpts.shape[1] if self._qpts is not None else 0)
+        if "target" in self.fixed:
+            fixed = fixed + self.fixed["target"].q.x.array[: fixed.size]
+        if "source" in self.fixed:
+            fixed = fixed - self.fixed["source"].q.x.array[: fixed.size]
+        cols.append(self._assemble_values(fixed))
+        P = self.poisson
+        nonzero = [j for j, c in enumerate(cols) if self.comm.allreduce(bool(c.any()), MPI.LOR)]
+        phis = [np.zeros(self.nloc) for _ in cols]
+        if P.method == "mumps" and nonzero:
+            for j, phi in zip(nonzero, self.solve_rhs([cols[j] for j in nonzero])[0], strict=True):
+                phis[j] = phi
+        else:
+            for j in nonzero:
+                phis[j] = self.solve_rhs([cols[j]])[0][0]
+        self._basis = (np.column_stack(cols), np.column_stack(phis))
+
+    def _affine_block(self, idx: list[int]) -> list[Solved]:
+        """:meth:`solve_block` by combinations of the columns' potentials (no solve per θ)."""
+        if self._basis is None:
+            self._prepare_affine()
+        assert self._basis is not None
+        B, PHI = self._basis
+        out = []
+        for i in idx:
+            t0 = time.perf_counter()
+            theta, label = self.grid.theta(i), self.grid.label(i)
+            w = np.zeros(B.shape[1])
+            w[-1] = 1.0
+            mass = {}
+            for role in ("target", "source"):
+                if role not in self.forms:
+                    mass[role] = self.fixed[role].mass
+                    continue
+                a = self._coefficients(role, theta)
+                nodal, quad = self._fields[role]
+                try:
+                    with np.errstate(all="ignore"):  # non-finite values: discretise reports
+                        d = self.points.discretise(
+                            a @ nodal,
+                            a @ quad,
+                            role=role,
+                            min_density=self.cfg[role]["min_density"],
+                        )
+                except ValueError as err:
+                    raise ValueError(f"{label}: {err}") from err
+                mass[role] = d.mass
+                w[self._slots[role]] = (1.0 if role == "target" else -1.0) * a / d.mass
+            b, phi = B @ w, PHI @ w
+            flux = self.flux(phi)
+            row = {"index": i, "theta": theta, "mass_target": mass["target"],
+                   "mass_source": mass["source"], "iterations": 0,
+                   **self.scalars(phi, b, flux)}  # fmt: skip
+            row["seconds"] = time.perf_counter() - t0
+            out.append((phi, flux, row))
+        return out
+
     def solve_block(self, idx: list[int]) -> list[Solved]:
-        """Solve for the θ numbers ``idx``; return ``(phi_owned, flux_owned, row)`` each."""
+        """Solve for the θ numbers ``idx``; return ``(phi_owned, flux_owned, row)`` each.
+
+        With the affine path (:attr:`forms`), no θ is solved: its potential is the combination
+        ``Σ_k c_k(θ) φ_k`` of the potentials of the θ-independent fields (solved once), with
+        ``c_k`` the monomials of θ over the density's mass at θ; the density at θ is still
+        discretised and checked as a single solve does it.
+        """
+        if self.forms:
+            return self._affine_block(idx)
         t0 = time.perf_counter()
         bs: list[FloatArray] = []
         rows: list[dict[str, Any]] = []

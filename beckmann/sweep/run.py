@@ -57,7 +57,12 @@ def _spec(cfg: dict[str, Any], comm: MPI.Comm, group_size: int | None) -> SweepS
 
 
 def _setup(
-    cfg: dict[str, Any], spec: SweepSpec, gcomm: MPI.Comm, comm: MPI.Comm, mine: list[int]
+    cfg: dict[str, Any],
+    spec: SweepSpec,
+    gcomm: MPI.Comm,
+    comm: MPI.Comm,
+    mine: list[int],
+    auto_method: int | None,
 ) -> Engine:
     """Each group's engine, with the densities of its θ checked; collective over the world."""
     eng: Engine | None = None
@@ -68,6 +73,8 @@ def _setup(
             gcomm,
             block=spec.options["block"],
             warm_start=spec.options["warm_start"],
+            affine=True,
+            auto_method=auto_method,
         )
         for i in mine:
             eng.check(i)
@@ -147,6 +154,7 @@ def run_sweep(
     overwrite: bool = False,
     group_size: int | None = None,
     progress: bool = False,
+    auto_method: bool = False,
 ) -> dict[str, Any]:
     """Solve every θ of the sweep in ``cfg`` and store it in ``out``; collective on ``comm``.
 
@@ -163,6 +171,10 @@ def run_sweep(
         overwrite: Replace a sweep stored in ``out`` (whole).
         group_size: Overrides ``sweep.group_size``.
         progress: Show progress on rank 0's stderr (when it is a terminal).
+        auto_method: The user did not choose ``solver.method`` (the CLI knows): the sweep
+            picks it (:func:`~beckmann.sweep.engine.choose_method`: MUMPS, factorised once,
+            for many right-hand sides up to a size limit; GAMG otherwise). ``summary.json``
+            states the method used.
 
     Returns:
         The summary written to ``out/summary.json`` (rows of all θ, timings, continuity, the
@@ -188,7 +200,7 @@ def run_sweep(
     )
     try:
         _report_resume(folder, state, grid, comm)
-        return _run(cfg, comm, folder, spec, state, timings, t0, progress)
+        return _run(cfg, comm, folder, spec, state, timings, t0, progress, auto_method)
     finally:
         unlock_store(folder, comm)
 
@@ -222,6 +234,7 @@ def _run(
     timings: dict[str, float],
     t0: float,
     progress: bool,
+    auto_method: bool,
 ) -> dict[str, Any]:
     """The sweep proper, once the store is locked and checked; collective."""
     grid = spec.grid
@@ -230,7 +243,10 @@ def _run(
     try:
         share = [list(map(int, s)) for s in np.array_split(np.array(pending, dtype=int), ngroups)]
         mine = share[color]
-        eng = _setup(cfg, spec, gcomm, comm, mine)
+        # every group decides on the same count, so all groups use the same method
+        per_group = -(-len(pending) // ngroups) if auto_method else None
+        eng = _setup(cfg, spec, gcomm, comm, mine, per_group)
+        method, affine = eng.poisson.method, bool(eng.forms)
         timings["setup"] = time.perf_counter() - t0
         try:
             perms = _layout(folder, eng, gcomm, color, comm)
@@ -267,7 +283,9 @@ def _run(
         "solved": n_solved,
         "reused": len(grid) - len(pending),
         "rejected": [{"index": i, "reason": why} for i, why in state["rejected"]],
-        "method": cfg["solver"]["method"],
+        "method": comm.bcast(method),
+        "method_chosen": "auto" if auto_method else "config",
+        "affine": bool(comm.bcast(affine)),
         "block": spec.options["block"],
         "timings": timings,
         "seconds_per_theta": timings["solve"] / max(n_solved, 1),
