@@ -202,18 +202,16 @@ class DensityPoints:
         vertices = msh.geometry.dofmaps[0][:, : msh.topology.dim + 1]
         ncells = self._qdofs.shape[0]
         # one coordinate at a time, straight into the output: x[d, c, q] = Σ_l X_d[v_cl] λ_ql,
-        # as tdim + 1 outer products, not a BLAS matmul: an inner dimension of 3 gains nothing
-        # from BLAS, and a multi-threaded OpenBLAS on a busy machine made it 10x slower
+        # by einsum, not a BLAS matmul: an inner dimension of 3 gains nothing from BLAS, and a
+        # multi-threaded OpenBLAS on a busy machine made this 10x slower
         coords = [np.ascontiguousarray(msh.geometry.x[:, d]) for d in range(3)]
         lam_t = np.ascontiguousarray(self._lambda_q.T)  # (tdim + 1, nq)
         for start in range(0, ncells, size):
             cells = slice(start, min(start + size, ncells))
-            idx = np.ascontiguousarray(vertices[cells].T)  # (tdim + 1, cells)
-            x = np.empty((3, idx.shape[1], lam_t.shape[1]))
+            idx = vertices[cells]
+            x = np.empty((3, idx.shape[0], lam_t.shape[1]))
             for d in range(3):
-                np.multiply.outer(coords[d][idx[0]], lam_t[0], out=x[d])
-                for v in range(1, idx.shape[0]):
-                    x[d] += np.multiply.outer(coords[d][idx[v]], lam_t[v])
+                np.einsum("cv,vq->cq", coords[d][idx], lam_t, out=x[d])
             yield cells, x.reshape(3, -1)
 
     def quadrature_values(

@@ -67,6 +67,7 @@ class Evaluator:
         floor: Constant added to every value.
         parameter_names: Names ``raw`` needs in ``params``.
         params: Default parameter values, overridden by those given at call time.
+        constant: ``raw`` is this constant everywhere (``uniform``): callers may skip the points.
 
     Attributes:
         kind: As given.
@@ -74,6 +75,7 @@ class Evaluator:
         floor: As given.
         parameter_names: Free parameter names of an expression (empty for other kinds).
         params: Default parameter values (from the section).
+        constant: The value everywhere (floor included) of a constant density, else ``None``.
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class Evaluator:
         floor: float = 0.0,
         parameter_names: frozenset[str] = frozenset(),
         params: Mapping[str, float] | None = None,
+        constant: float | None = None,
     ) -> None:
         self.kind = kind
+        self.constant = None if constant is None else float(constant) + floor
         self.gdim = gdim
         self.floor = floor
         self.parameter_names = parameter_names
@@ -164,7 +168,7 @@ def make_evaluator(
         raise ValueError(f"floor must be >= 0, got {floor!r}")
 
     if kind == "uniform":
-        return Evaluator(kind, gdim, lambda x, p: 1.0, floor=floor)
+        return Evaluator(kind, gdim, lambda x, p: 1.0, floor=floor, constant=1.0)
     if kind == "expression":
         expression = Expression(section.get("expr", ""))
         params = check_params(section.get("params", {}), "params")
