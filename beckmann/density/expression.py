@@ -375,6 +375,23 @@ def _uses(node: ast.AST, names: tuple[str, ...]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
 
 
+def _once(f: _Node) -> _Node:
+    """``f`` evaluated once per point set (kept in ``env["_once"]``).
+
+    A θ-independent sub-tree shared by several terms (``(1 + θ) g`` gives ``g`` to two) is
+    computed once.
+    """
+    key = object()
+
+    def g(env: Any) -> Any:
+        memo = env["_once"]
+        if key not in memo:
+            memo[key] = f(env)
+        return memo[key]
+
+    return g
+
+
 def _add(a: _Node, b: _Node, sign: float) -> _Node:
     if sign > 0:
         return lambda env: np.add(a(env), b(env))
@@ -409,7 +426,7 @@ def _poly(expr: Expression, node: ast.AST, names: tuple[str, ...], max_terms: in
     """The terms ``{exponents: field}`` of ``node`` (raises :class:`_NotPolynomial`)."""
     zero = (0,) * len(names)
     if not _uses(node, names):
-        return {zero: expr._compile(node, set())}
+        return {zero: _once(expr._compile(node, set()))}
     if isinstance(node, ast.Name):  # a sweep parameter
         one = tuple(int(n == node.id) for n in names)
         unit = np.float64(1.0)
@@ -473,7 +490,7 @@ class PolynomialForm:
     def fields(self, x: FloatArray) -> FloatArray:
         """The fields ``f_k`` at points ``x`` ``(3, N)``: shape ``(terms, N)``."""
         env: dict[str, Any] = {k: np.float64(v) for k, v in self._fixed.items()}
-        env.update(x=x[0], y=x[1], z=x[2])
+        env.update(x=x[0], y=x[1], z=x[2], _once={})
         out = np.empty((len(self._fields), x.shape[1]))
         with np.errstate(all="ignore"):
             for k, f in enumerate(self._fields):
