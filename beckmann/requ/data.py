@@ -49,6 +49,7 @@ __all__ = [
     "FIELDS",
     "SAMPLINGS",
     "SPACE_NAMES",
+    "density_table",
     "eval_function",
     "field_values",
     "is_sweep_store",
@@ -370,3 +371,56 @@ def training_set(
         "thetas": thetas,
         "degree": degree,
     }
+
+
+#: Nodes of a density table per mean cell width (:func:`density_table`), and the largest table.
+TABLE_NODES_PER_CELL = 4
+TABLE_MAX_NODES = 2**20
+
+
+def density_table(sol: Solution) -> dict[str, Any]:
+    """``p0`` and ``p1`` of a run at the nodes of a regular grid over the mesh's bounding box.
+
+    The grid spacing is the mean cell width (``(volume / cells)^(1/d)``) over
+    :data:`TABLE_NODES_PER_CELL`, coarser if the table would exceed :data:`TABLE_MAX_NODES`
+    nodes. A node outside the domain takes the values of the nearest node inside; values are
+    kept at least ``1e-9`` times the table's maximum (positive). Collective; the same arrays on
+    every rank (:class:`~beckmann.requ.flux_velocity.FluxVelocity` interpolates them).
+
+    Returns:
+        ``{"lower", "upper", "p0", "p1"}`` (tables of shape nodes per axis, C order).
+    """
+    from scipy.spatial import cKDTree
+
+    from beckmann._dolfinx import MPI
+    from beckmann.locate import MeshCells
+    from beckmann.requ.flux_velocity import grid_nodes
+
+    msh, comm, d = sol.msh, sol.comm, sol.gdim
+    lo, hi = global_bbox(msh.geometry.x[:, :d], comm)
+    cells = MeshCells(msh)
+    volume = comm.allreduce(float(cells.volume[: cells.n_owned].sum()), op=MPI.SUM)
+    count = comm.allreduce(cells.n_owned, op=MPI.SUM)
+    spacing = (volume / count) ** (1.0 / d) / TABLE_NODES_PER_CELL
+    extent = hi - lo
+    while True:
+        shape = tuple(int(n) for n in np.maximum(np.ceil(extent / spacing), 1).astype(int) + 1)
+        if math.prod(shape) <= TABLE_MAX_NODES:
+            break
+        spacing *= 1.25
+    nodes = grid_nodes(lo, hi, shape)
+    found, _, _ = cells.search(nodes, owned=True)
+    inside = np.asarray(comm.allreduce((found >= 0).astype(np.int8), op=MPI.MAX), dtype=bool)
+    vals = sol.evaluate(nodes[inside], 0.0, what=("source", "target"))
+    out: dict[str, Any] = {"lower": lo, "upper": hi}
+    near = None
+    if not inside.all():
+        near = cKDTree(nodes[inside]).query(nodes[~inside])[1]
+    for key, name in (("p0", "source"), ("p1", "target")):
+        table = np.empty(len(nodes))
+        table[inside] = vals[name]
+        if near is not None:
+            table[~inside] = vals[name][near]
+        table = np.maximum(table, 1e-9 * float(table.max()))
+        out[key] = table.reshape(shape)
+    return out

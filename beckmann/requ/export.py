@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from beckmann.requ.flux_velocity import FluxVelocity, multilinear
 from beckmann.requ.network import Network
 
 __all__ = ["EXPORT_FORMATS", "export", "export_numpy", "load_export"]
@@ -73,12 +74,19 @@ def load_export(path: Any, xp: Any = None) -> Any:
     for k, a in arrays.items():
         if a.dtype.kind == "f" and not numpy.all(numpy.isfinite(a)):
             raise ValueError(f"{str(path)!r}: array {k!r} contains NaN or inf")
-    n_layers = sum(1 for k in arrays if k.startswith("W"))
+    n_layers = sum(1 for k in arrays if k.startswith("W") and k[1:].isdigit())
     layers = [(xp.asarray(arrays[f"W{i}"]), xp.asarray(arrays[f"b{i}"])) for i in range(n_layers)]
     lower, upper = xp.asarray(arrays["lower"]), xp.asarray(arrays["upper"])
     shift, scale = xp.asarray(arrays["shift"]), float(arrays["scale"])
     activation, scalar = str(arrays["activation"]), bool(arrays["scalar"])
     d = int(arrays["lower"].shape[0])
+    # velocity_form "flux/p_t": the perceptron gives F(x); v = F / ((1 - t) p0 + t p1) with
+    # p0, p1 interpolated multilinearly from their grid tables
+    tables = None
+    if "density_p0" in arrays:
+        tables = tuple(
+            xp.asarray(arrays[k]) for k in ("density_p0", "density_p1", "grid_lower", "grid_upper")
+        )
     sigma = {
         "requ": lambda a: xp.maximum(a, 0.0) ** 2,
         "relu": lambda a: xp.maximum(a, 0.0),
@@ -99,13 +107,21 @@ def load_export(path: Any, xp: Any = None) -> Any:
                 theta.reshape(n, -1) if theta.ndim == 2 else xp.tile(theta.reshape(1, -1), (n, 1))
             )
         z = xp.concatenate(parts, axis=1) if len(parts) > 1 else x
-        if z.shape[1] != d:
-            raise ValueError(f"the network takes {d} inputs, got {z.shape[1]}")
-        h = 2.0 * (z - lower) / (upper - lower) - 1.0
+        want = d + (tables is not None)
+        if z.shape[1] != want:
+            raise ValueError(f"the network takes {want} inputs, got {z.shape[1]}")
+        h = 2.0 * (z[:, :d] - lower) / (upper - lower) - 1.0
         for W, b in layers[:-1]:
             h = sigma(h @ W + b)
         W, b = layers[-1]
         y = shift + scale * (h @ W + b)
+        if tables is not None:
+            p0, p1, glo, ghi = tables
+            tt = z[:, d]
+            pt = (1.0 - tt) * multilinear(xp, p0, glo, ghi, z[:, :d]) + tt * multilinear(
+                xp, p1, glo, ghi, z[:, :d]
+            )
+            y = y / pt[:, None]
         return y[:, 0] if scalar else y
 
     f.input_names = [str(s) for s in arrays["input_names"]]  # type: ignore[attr-defined]
@@ -113,7 +129,7 @@ def load_export(path: Any, xp: Any = None) -> Any:
     return f
 
 
-def export_numpy(model: Network, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def export_numpy(model: Network | FluxVelocity, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``PATH.npz`` (everything the network needs) and ``PATH.py`` (its loader).
 
     Not collective: call it on one rank.
@@ -125,21 +141,31 @@ def export_numpy(model: Network, path: str | os.PathLike[str]) -> tuple[Path, Pa
     npz = p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
     loader = npz.with_suffix(".py")
     arrays: dict[str, Any] = {}
-    for i, (W, b) in enumerate(model.weights):
+    net = model.flux if isinstance(model, FluxVelocity) else model
+    for i, (W, b) in enumerate(net.weights):
         arrays[f"W{i}"], arrays[f"b{i}"] = W, b
     arrays.update(
-        lower=model.lower, upper=model.upper, shift=model.shift, scale=np.float64(model.scale),
-        activation=np.str_(model.activation), scalar=np.bool_(model.scalar),
+        lower=net.lower, upper=net.upper, shift=net.shift, scale=np.float64(net.scale),
+        activation=np.str_(net.activation), scalar=np.bool_(net.scalar),
         input_names=np.array(model.input_names, dtype=str), field=np.str_(model.field),
     )  # fmt: skip
+    if isinstance(model, FluxVelocity):
+        arrays.update(
+            density_p0=model.p0, density_p1=model.p1, grid_lower=model.grid_lower,
+            grid_upper=model.grid_upper,
+        )  # fmt: skip
     npz.parent.mkdir(parents=True, exist_ok=True)
     np.savez(npz, **arrays)
     head = f'"""Loader of {npz.name}, a network exported by beckmann (needs only NumPy)."""\n\n'
-    loader.write_text(head + "from typing import Any\n\n\n" + inspect.getsource(load_export))
+    source = inspect.getsource(multilinear) + "\n\n" + inspect.getsource(load_export)
+    imports = "from typing import Any\n\nimport numpy as np\n\n\n"
+    loader.write_text(head + imports + source)
     return npz, loader
 
 
-def export(model: Network, path: str | os.PathLike[str], to: str = "numpy") -> tuple[Path, Path]:
+def export(
+    model: Network | FluxVelocity, path: str | os.PathLike[str], to: str = "numpy"
+) -> tuple[Path, Path]:
     """Export ``model`` in format ``to`` (one of :data:`EXPORT_FORMATS`)."""
     if to not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {to!r}; choose one of {', '.join(EXPORT_FORMATS)}")

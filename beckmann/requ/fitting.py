@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from beckmann._mpi import on_root
 from beckmann._resources import fit_bytes, require_memory
-from beckmann.requ.data import FIELDS, SAMPLINGS, is_sweep_store, training_set
+from beckmann.requ.data import (
+    FIELDS,
+    SAMPLINGS,
+    density_table,
+    is_sweep_store,
+    members,
+    training_set,
+)
+from beckmann.requ.flux_velocity import FluxVelocity
 from beckmann.requ.model_io import model_files, save
 from beckmann.requ.network import ACTIVATIONS, Network
 from beckmann.requ.norms import errors
@@ -30,7 +38,9 @@ from beckmann.store.writes import before_collective_write, described_write
 if TYPE_CHECKING:
     from beckmann._dolfinx import MPI
 
-__all__ = ["FitSettings", "check_outputs", "fit_field"]
+__all__ = ["VELOCITY_FORMS", "FitSettings", "check_outputs", "fit_field"]
+
+VELOCITY_FORMS = ("auto", "flux", "direct")
 
 
 def _opt(default: Any, help: str, flag: str | None = None) -> Any:  # noqa: A002 - argparse name
@@ -62,6 +72,13 @@ class FitSettings:
     time: float = _opt(0.0, "time t of a velocity fitted at one time (run without --time-input)")
     time_input: bool = _opt(
         False, "velocity of a run: fit v(x, t) with t an input (always so for a sweep)"
+    )
+    velocity_form: str = _opt(
+        "auto",
+        "how a velocity v(x, t) is fitted: 'flux' fits the flux F(x), which does not depend on t "
+        "on the linear path, and divides by p_t = (1-t) p0 + t p1 tabulated from the run (a run "
+        "only); 'direct' fits v(x, t[, θ]); 'auto': flux for a run with --time-input, direct "
+        "for a sweep (p1 depends on θ)",
     )
     seed: int = _opt(0, "seeds the weights, the minibatches and the points")
     dtype: str = _opt("float32", f"training arithmetic: {', '.join(DTYPES)}")
@@ -103,6 +120,13 @@ class FitSettings:
             raise ValueError(f"--time must lie in [0, 1], got {self.time}")
         if self.time_input and self.field != "velocity":
             raise ValueError(f"--time-input is for --field velocity, not {self.field!r}")
+        if self.velocity_form not in VELOCITY_FORMS:
+            raise ValueError(
+                f"unknown velocity form {self.velocity_form!r}; choose one of "
+                f"{', '.join(VELOCITY_FORMS)}"
+            )
+        if self.velocity_form == "flux" and self.field != "velocity":
+            raise ValueError(f"--velocity-form flux is for --field velocity, not {self.field!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if not 0.0 < self.alpha <= 1.0:
@@ -172,23 +196,45 @@ def fit_field(
             return False
         return True
 
-    if not on_root(comm, probe_jax):
-        raise RuntimeError(INSTALL_HINT)
     sweep = comm.bcast(is_sweep_store(source) if comm.rank == 0 else None, root=0)
     velocity_t = s.field == "velocity" and (sweep or s.time_input)
     fixed = None if velocity_t else s.time
+    if s.velocity_form == "flux" and (sweep or not velocity_t):
+        raise ValueError(
+            "--velocity-form flux needs a run: p1 of a sweep store depends on θ "
+            "(use --velocity-form direct or auto)"
+            if sweep
+            else "--velocity-form flux fits v(x, t) of a run: add --time-input"
+        )
+    if not on_root(comm, probe_jax):
+        raise RuntimeError(INSTALL_HINT)
+    form = "flux" if velocity_t and not sweep and s.velocity_form != "direct" else "direct"
     data = {"time": fixed, "sampling": s.sampling, "uniform_fraction": s.uniform_fraction}
-    train = training_set(source, s.field, s.points, s.seed, comm, **data)
+    # the flux form: F(x) at points drawn like the velocity's (t uniform, x from p_t), so the
+    # held-out velocity points below are drawn from the same measure
+    fitted = "flux" if form == "flux" else s.field
+    train = training_set(source, fitted, s.points, s.seed, comm, **data)
     test = training_set(source, s.field, s.test_points, s.seed + 1, comm, **data)
-    k = train["derivative_inputs"]
-    model = fit(
+    k = test["derivative_inputs"]
+    model: Network | FluxVelocity = fit(
         train["x"], train["y"], train["jac"], activation=s.activation, width=s.width,
         depth=s.depth, steps=s.steps, learning_rate=s.learning_rate,
         batch_size=s.batch_size or None,
-        derivative_weight=s.derivative_weight, derivative_inputs=k, seed=s.seed, dtype=s.dtype,
-        platform=s.platform, bounds=train["bounds"], input_names=train["input_names"],
-        field=s.field, progress=progress, comm=comm,
+        derivative_weight=s.derivative_weight, derivative_inputs=train["derivative_inputs"],
+        seed=s.seed, dtype=s.dtype, platform=s.platform, bounds=train["bounds"],
+        input_names=train["input_names"], field=fitted, progress=progress, comm=comm,
     )  # fmt: skip
+    if form == "flux":
+        assert isinstance(model, Network)
+        tic = time.perf_counter()
+        table = density_table(members(source, comm)[1][0][1]())
+        model = FluxVelocity(
+            model, table["lower"], table["upper"], table["p0"], table["p1"], dict(model.info)
+        )
+        model.info["density_table"] = {
+            "nodes": list(table["p0"].shape),
+            "seconds": round(time.perf_counter() - tic, 3),
+        }
     measure = (
         "uniform"
         if s.sampling == "uniform"
@@ -213,7 +259,7 @@ def fit_field(
 
 
 def _report(
-    model: Network,
+    model: Network | FluxVelocity,
     s: FitSettings,
     err: dict[str, Any],
     train: dict[str, Any],
@@ -225,6 +271,7 @@ def _report(
 ) -> dict[str, Any]:
     return {
         "field": s.field,
+        "velocity_form": model.form if isinstance(model, FluxVelocity) else "direct",
         "time": fixed,
         "inputs": model.input_names,
         "parameters_theta": train["parameters"],

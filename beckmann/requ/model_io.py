@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from beckmann.requ.flux_velocity import FluxVelocity
 from beckmann.requ.network import Network
 from beckmann.store import dumps_json
 from beckmann.store.folder import read_stamped_json
@@ -52,8 +53,25 @@ def model_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
 
 
-def architecture(model: Network) -> dict[str, Any]:
-    """The JSON-serialisable description of ``model`` saved next to its weights."""
+def architecture(model: Network | FluxVelocity) -> dict[str, Any]:
+    """The JSON-serialisable description of ``model`` saved next to its weights.
+
+    A :class:`~beckmann.requ.flux_velocity.FluxVelocity` is saved as its flux network (the
+    widths, box and normalisation are the flux network's) with ``field = "velocity"``,
+    ``velocity_form = "flux/p_t"`` and ``density_grid`` (box and nodes per axis of the tables
+    ``density_p0``, ``density_p1`` in the ``.npz``).
+    """
+    if isinstance(model, FluxVelocity):
+        arch = architecture(model.flux)
+        arch.update(
+            field="velocity", velocity_form=model.form, info=model.info,
+            density_grid={
+                "lower": [float(v) for v in model.grid_lower],
+                "upper": [float(v) for v in model.grid_upper],
+                "shape": list(model.p0.shape),
+            },
+        )  # fmt: skip
+        return arch
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -70,7 +88,7 @@ def architecture(model: Network) -> dict[str, Any]:
     }
 
 
-def save(model: Network, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def save(model: Network | FluxVelocity, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``PATH.json`` (architecture) and ``PATH.npz`` (weights); no pickle.
 
     A ``.npz`` or ``.json`` suffix on ``path`` is dropped. Not collective: call it on one rank.
@@ -81,9 +99,12 @@ def save(model: Network, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     js, npz = model_files(path)
     js.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {}
-    for i, (W, b) in enumerate(model.weights):
+    net = model.flux if isinstance(model, FluxVelocity) else model
+    for i, (W, b) in enumerate(net.weights):
         arrays[f"W{i}"] = np.asarray(W, dtype=np.float64)
         arrays[f"b{i}"] = np.asarray(b, dtype=np.float64)
+    if isinstance(model, FluxVelocity):
+        arrays["density_p0"], arrays["density_p1"] = model.p0, model.p1
     # Written beside and renamed, so that a reader never sees half a model file.
     part_npz, part_js = npz.with_name(npz.name + ".part"), js.with_name(js.name + ".part")
     with open(part_npz, "wb") as f:
@@ -172,7 +193,7 @@ def load(
     input_dim: int | None = None,
     input_names: Sequence[str] | None = None,
     field: str | None = None,
-) -> Network:
+) -> Network | FluxVelocity:
     """Load a model written by :func:`save`, checking it against what the caller needs.
 
     Not collective (call it on every rank that needs the model, or on one and broadcast).
@@ -202,6 +223,16 @@ def load(
         for i in range(len(widths) - 1):
             shapes[f"W{i}"] = (widths[i], widths[i + 1])
             shapes[f"b{i}"] = (widths[i + 1],)
+        form = arch.get("velocity_form")
+        if form is not None:
+            if form != FluxVelocity.form:
+                raise ValueError(f"{str(js)!r}: unknown velocity_form {form!r}")
+            grid_shape = tuple(int(n) for n in arch["density_grid"]["shape"])
+            if len(grid_shape) != widths[0] or min(grid_shape) < 2:
+                raise ValueError(f"{str(js)!r}: bad density grid {list(grid_shape)}")
+            if math.prod(grid_shape) > MAX_ARRAY_ELEMENTS:
+                raise ValueError(f"{str(js)!r}: density grid {list(grid_shape)} too large")
+            shapes["density_p0"] = shapes["density_p1"] = grid_shape
         try:
             arrays = read_npz(npz, shapes)
         except ValueError as err:
@@ -210,7 +241,7 @@ def load(
             raise
         weights = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(widths) - 1)]
         d, m = widths[0], widths[-1]
-        model = Network(
+        model: Network | FluxVelocity = Network(
             activation=str(arch["activation"]),
             weights=weights,
             lower=_floats(arch, "input_lower", d, js),
@@ -218,19 +249,27 @@ def load(
             shift=_floats(arch, "output_shift", m, js),
             scale=float(arch["output_scale"]),
             scalar=bool(arch["scalar"]),
-            field=str(arch.get("field", "")),
+            field="flux" if form is not None else str(arch.get("field", "")),
             input_names=[str(n) for n in arch["input_names"]],
             info=dict(arch.get("info", {})),
         )
+        if form is not None:
+            grid = arch["density_grid"]
+            assert isinstance(model, Network)
+            model = FluxVelocity(
+                model, _floats(grid, "lower", d, js), _floats(grid, "upper", d, js),
+                arrays["density_p0"], arrays["density_p1"], model.info,
+            )  # fmt: skip
     except KeyError as err:
         raise ValueError(f"model {str(stem)!r} lacks entry {err}") from err
     except (TypeError, ValueError) as err:
         if isinstance(err, ValueError) and str(stem) in str(err):
             raise
         raise ValueError(f"cannot read model {str(stem)!r}: {err}") from err
-    if np.any(model.upper <= model.lower):
+    net = model.flux if isinstance(model, FluxVelocity) else model
+    if np.any(net.upper <= net.lower):
         raise ValueError(f"model {str(stem)!r}: bad input normalisation box")
-    if not (math.isfinite(model.scale) and model.scale > 0):
+    if not (math.isfinite(net.scale) and net.scale > 0):
         raise ValueError(f"model {str(stem)!r}: bad output normalisation")
     if input_dim is not None and model.input_dim != input_dim:
         raise ValueError(

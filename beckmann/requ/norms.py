@@ -19,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from beckmann.requ.network import Network, check_data, check_derivative_inputs
+from beckmann.requ.flux_velocity import Model
+from beckmann.requ.network import check_data, check_derivative_inputs
 
 __all__ = ["errors", "holder_seminorm"]
 
@@ -46,7 +47,7 @@ def holder_seminorm(x: npt.ArrayLike, g: npt.ArrayLike, alpha: float) -> float:
 
 
 def errors(
-    model: Network,
+    model: Model,
     x: npt.ArrayLike,
     y: npt.ArrayLike,
     jac: npt.ArrayLike | None = None,

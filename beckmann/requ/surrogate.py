@@ -18,8 +18,8 @@ import numpy.typing as npt
 from beckmann._mpi import agree
 from beckmann.locate import INSIDE_TOL
 from beckmann.requ.data import SPACE_NAMES, is_sweep_store
+from beckmann.requ.flux_velocity import Model
 from beckmann.requ.model_io import load
-from beckmann.requ.network import Network
 
 if TYPE_CHECKING:
     from beckmann._dolfinx import MPI
@@ -30,7 +30,7 @@ __all__ = ["NetworkVelocity", "check_prompt", "model_velocity", "prompt_box", "v
 FloatArray = npt.NDArray[np.float64]
 
 
-def velocity_inputs(model: Network, d: int) -> list[str]:
+def velocity_inputs(model: Model, d: int) -> list[str]:
     """θ names of a velocity model with inputs ``(x, t, θ...)``, or raise a ValueError."""
     names = list(model.input_names)
     if model.field != "velocity" or names[: d + 1] != [*SPACE_NAMES[:d], "t"]:
@@ -45,7 +45,7 @@ def velocity_inputs(model: Network, d: int) -> list[str]:
     return names[d + 1 :]
 
 
-def prompt_box(model: Network) -> dict[str, tuple[float, float]]:
+def prompt_box(model: Model) -> dict[str, tuple[float, float]]:
     """The θ inputs' training range of a model: name -> ``(low, high)``.
 
     The range of the θ the model was fitted on (``info["thetas"]``, written by ``beckmann fit``);
@@ -67,7 +67,7 @@ def prompt_box(model: Network) -> dict[str, tuple[float, float]]:
 
 
 def check_prompt(
-    model: Network, theta: dict[str, float], extrapolate: bool = False, name: str = "the model"
+    model: Model, theta: dict[str, float], extrapolate: bool = False, name: str = "the model"
 ) -> bool:
     """Whether ``theta`` lies outside :func:`prompt_box`; raise a ValueError unless ``extrapolate``.
 
@@ -99,7 +99,7 @@ class NetworkVelocity:
         theta: Values of the θ inputs (may be empty).
     """
 
-    def __init__(self, model: Network, cells: Any, theta: npt.ArrayLike = ()) -> None:
+    def __init__(self, model: Model, cells: Any, theta: npt.ArrayLike = ()) -> None:
         self.model = model
         self.cells = cells
         self.theta = np.asarray(theta, dtype=np.float64).reshape(-1)
