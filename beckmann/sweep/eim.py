@@ -4,9 +4,12 @@ Snapshots are the raw (unnormalised) nodal values :math:`f(\theta)` of the targe
 dofs of ``V`` on a training set. Step ``m`` picks the training θ with the largest certified
 relative bound (docs/reduced.md), takes its interpolation residual ``q``, the dof ``x_m`` where
 ``|q|`` is largest (over all ranks) and adds ``ξ_m = q / q(x_m)``. The residuals of all
-snapshots are updated by a rank-one correction, ``R ← R − ξ_m R(x_m, ·)``, and so is ``M R``
-(``M ξ_m`` is the picked column of ``M R`` over ``q(x_m)``), so a step costs ``O(K · N / ranks)``
-and no mass-matrix product. ``B[i, j] = ξ_j(x_i)`` is unit lower triangular.
+snapshots are updated by a rank-one correction, ``R ← R − ξ_m R(x_m, ·)``, and the column sums
+the criterion needs (``mᵀR``, ``R ∘ M R``, ``R ∘ M F``) by recurrences with two GEMVs
+(``M ξ_m`` is the picked column of ``M F − (M Ξ) C`` over ``q(x_m)``), so a step
+costs four passes over ``K · N / ranks`` numbers and no mass-matrix product; the sums are
+recomputed exactly before a stop and every :data:`EXACT_EVERY` steps.
+``B[i, j] = ξ_j(x_i)`` is unit lower triangular.
 
 With ``Z = mᵀ f`` the mass of a snapshot (``m = M 1``) and ``R = f − Ξ c`` its EIM residual, the
 normalised residual is ``r = f / Z − Ξ c / Z_M = (R − (mᵀR / Z) f) / Z_M`` with
@@ -30,7 +33,7 @@ from scipy.linalg.blas import dger
 
 from beckmann._dolfinx import MPI
 
-__all__ = ["Greedy", "greedy_eim", "relative_bound"]
+__all__ = ["EXACT_EVERY", "Greedy", "greedy_eim", "relative_bound"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -38,6 +41,9 @@ FloatArray = npt.NDArray[np.float64]
 #: ``k`` of its snapshot, that snapshot's coefficients ``c_k`` in the previous basis and the
 #: scale ``q(x_m)`` (``ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m)``). Out: ``ψ_jᵀAψ_m`` for
 #: ``j <= m``, ``η_alg,m`` and the mass ``Z_m`` of ``ξ_m`` by the right-hand side's quadrature.
+#: The greedy's column sums are recomputed exactly (not by recurrence) every this many steps.
+EXACT_EVERY = 16
+
 AddBasis = Callable[[FloatArray, int, FloatArray, float], tuple[FloatArray, float, float]]
 
 
@@ -98,6 +104,23 @@ def _argmax_global(comm: MPI.Comm, v: FloatArray, offset: int) -> tuple[float, i
     return float(val), int(owner), j
 
 
+def _bounds(
+    small: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, float],
+    mR: FloatArray,
+    RMR: FloatArray,
+    RMF: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """``(η, relative bound)`` per snapshot from the column sums of its EIM residual."""
+    c, G, eta_alg, Zs, FMF, lam1 = small
+    a = mR / Zs
+    ZM = Zs - mR
+    rr = np.maximum(RMR - 2.0 * a * RMF + a**2 * FMF, 0.0) / ZM**2
+    d = c / ZM
+    eta = np.sqrt(rr / lam1) + eta_alg @ np.abs(d)
+    norm = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d), 0.0))
+    return eta, relative_bound(eta, norm)
+
+
 def greedy_eim(
     F: FloatArray,
     MF: FloatArray,
@@ -129,7 +152,11 @@ def greedy_eim(
     offset = comm.exscan(n) or 0
     Zs = _sum(comm, m @ F)
     FMF = _sum(comm, np.einsum("ik,ik->k", F, MF))
-    R, MR = F.copy(), MF.copy()
+    R = F.copy()
+    MXi = np.zeros((n, max_size))  # M ξ_m
+    # column sums updated by recurrences per step (two GEMVs, no pass over M R), recomputed
+    # exactly (from M R = M F − (M Ξ) C) before the greedy stops and every EXACT_EVERY steps
+    mR, RMR, RMF = Zs.copy(), FMF.copy(), FMF.copy()
     fmax = float(comm.allreduce(np.abs(F).max(initial=0.0), MPI.MAX))
     xis = np.zeros((n, max_size))  # preallocated: growing it would copy O(M² N)
     xi = xis[:, :0]
@@ -145,17 +172,15 @@ def greedy_eim(
         if size == 0:
             crit = np.sqrt(np.maximum(FMF, 0.0)) / Zs  # ‖f/Z‖_M: the largest target first
         else:
-            mR = _sum(comm, m @ R)
-            a = mR / Zs
-            ZM = Zs - mR
-            cols = np.stack([np.einsum("ik,ik->k", R, MR), np.einsum("ik,ik->k", R, MF)])
-            RMR, RMF = _sum(comm, cols)
-            rr = np.maximum(RMR - 2.0 * a * RMF + a**2 * FMF, 0.0) / ZM**2
             c = solve_triangular(B, fmag, lower=True, unit_diagonal=True)
-            d = c / ZM
-            eta = np.sqrt(rr / lam1) + eta_alg @ np.abs(d)
-            norm = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d), 0.0))
-            rel = relative_bound(eta, norm)
+            small = (c, G, eta_alg, Zs, FMF, lam1)
+            eta, rel = _bounds(small, mR, RMR, RMF)
+            if float(rel.max()) <= tol or size == max_size or size % EXACT_EVERY == 0:
+                MR = MF - MXi[:, :size] @ c
+                cols = np.stack([m @ R, np.einsum("ik,ik->k", R, MR), np.einsum("ik,ik->k", R, MF)])
+                del MR
+                mR, RMR, RMF = _sum(comm, cols)
+                eta, rel = _bounds(small, mR, RMR, RMF)
             worst = float(rel.max())
             crit = eta  # the next snapshot: the largest absolute bound
             out.history.append(worst)
@@ -179,16 +204,22 @@ def greedy_eim(
             (q[j], x[j], xi[j].copy(), R[j].copy(), F[j].copy()) if here else None, root=owner
         )
         q /= qx
-        Mq = MR[:, k] / qx
-        # rank-one updates in place (BLAS ger on the Fortran view): R is zero at x_m now
+        Mq = (MF[:, k] - MXi[:, :size] @ c_k) / qx  # M R[:, k] / qx, as R = F − Ξ C
+        # recurrences of mᵀR, (R ∘ M R) and (R ∘ M F) column sums for R − q r_rowᵀ
+        mq, qMq = _sum(comm, np.array([m @ q, q @ Mq]))
+        g1, g2 = _sum(comm, np.stack([R.T @ Mq, F.T @ Mq]))
+        mR = mR - r_row * mq
+        RMR = RMR - 2.0 * r_row * g1 + r_row**2 * qMq
+        RMF = RMF - r_row * g2
+        # rank-one update in place (BLAS ger on the Fortran view): R is zero at x_m now
         dger(-1.0, r_row, q, a=R.T, overwrite_a=True)
-        dger(-1.0, r_row, Mq, a=MR.T, overwrite_a=True)
+        MXi[:, size] = Mq
         xis[:, size] = q
         xi = xis[:, : size + 1]
         points = np.vstack([points, np.asarray(pt, dtype=np.float64)[None, :3]])
         B = np.block([[B, np.zeros((size, 1))], [xi_row[None, :], np.ones((1, 1))]])
         fmag = np.vstack([fmag, f_row[None, :]])
-        Zn = np.append(Zn, float(comm.allreduce(float(m @ q), MPI.SUM)))
+        Zn = np.append(Zn, mq)
         g_row, e_alg, Zq = add_basis(q, k, c_k, qx)
         Z = np.append(Z, Zq)
         G = np.block([[G, g_row[:size, None]], [g_row[None, :size], g_row[None, size:]]])

