@@ -14,8 +14,9 @@ Steps (each a ``beckmann`` subprocess, so this measures what a user gets):
    ``mmd2.ratio_to_floor`` is the figure, and a second report against a training subset gives
    the "two training subsets" floor of the issue.
 
-4. with ``--fit``: ``beckmann fit RUN --field velocity --time-input`` with the default network,
-   its held-out relative L² error, and ``sample --model`` against the held-out data.
+4. with ``--fit``: ``beckmann fit RUN --field velocity --time-input`` with the default network
+   (the flux form: F(x) fitted, divided by the tabulated p_t; ``--fit-arg`` adds options), its
+   held-out relative L² error, and ``sample --model`` against the held-out data.
 
 Usage::
 
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--floor", type=float, default=0.02, help="target.floor of the solve")
     ap.add_argument("--set", action="append", default=[], help="extra solve --set options")
     ap.add_argument("--sample-arg", action="append", default=[], help="extra sample options")
+    ap.add_argument("--fit-arg", action="append", default=[], help="extra fit options")
     ap.add_argument(
         "--fit",
         action="store_true",
@@ -127,7 +129,8 @@ def main() -> None:
     if args.fit:
         model = out / "vnet"
         wall = run(["fit", str(out / "run"), "--field", "velocity", "--time-input", "--out",
-                    str(model), "--overwrite", "--json-out", str(out / "fit.json")], 1)  # fmt: skip
+                    str(model), "--overwrite", "--json-out", str(out / "fit.json"),
+                    *args.fit_arg], 1)  # fmt: skip
         fit = json.loads((out / "fit.json").read_text())
         rep = out / "sample_model.json"
         run(["sample", str(out / "run"), "--n", str(args.n), "--seed", "1", "--model", str(model),
@@ -136,6 +139,7 @@ def main() -> None:
         r = json.loads(rep.read_text())
         result["fit"] = {
             "l2_error": fit["l2_error"], "test_measure": fit["test_measure"],
+            "velocity_form": fit["velocity_form"],
             "wall_seconds": round(wall, 2), "train_seconds": fit["train_seconds"],
             "width": fit["width"], "depth": fit["depth"], "steps": fit["steps"],
             "mmd2_heldout": r["reference"]["mmd2"]["samples_vs_data"],

@@ -439,6 +439,7 @@ def test_cli_fit_help_shows_defaults():
     defaults = (
         ("--width", "64"), ("--depth", "2"), ("--steps", "4000"), ("--points", "16384"),
         ("--batch-size", "512"), ("--sampling", "path"), ("--dtype", "float32"),
+        ("--velocity-form", "auto"),
     )  # fmt: skip
     for flag, default in defaults:
         # the first "(default: ...)" after the flag in the option list is its own
