@@ -6,12 +6,16 @@ affine path (θ-independent fields once, one solve per term) against independent
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from conftest import BUMP, run_cli
 from test_sweep import rel, single, sweep_cfg
 
 from beckmann import sweep
 from beckmann.density import Expression
+from beckmann.sweep.engine import choose_method
 
 
 @pytest.mark.parametrize(
@@ -81,3 +85,54 @@ def test_affine_sweep_names_a_bad_theta(mpi_tmp_path, comm):
     cfg = sweep_cfg({"theta": [0.5, -1.0]}, n=6, degree=1, expr="theta + x", group_size=1)
     with pytest.raises(ValueError, match=r"θ #1 \(theta=-1\): target density has minimum -1"):
         sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
+
+
+# ------------------------------------------------------------------ the solver method
+def test_mumps_and_gamg_sweeps_agree(mpi_tmp_path, comm):
+    """The same (non-affine) sweep by MUMPS block solves and by warm-started GAMG."""
+    params = {"theta": {"linspace": [0.3, 0.7, 6]}}
+    stores = {}
+    for method in ("mumps", "gamg"):
+        cfg = sweep_cfg(params, n=32, degree=1, method=method, group_size=1, block=4,
+                        continuity=False)
+        summary = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / method)
+        assert summary["method"] == method and not summary["affine"]
+        stores[method] = sweep.SweepStore(mpi_tmp_path / method, comm)
+    sol = single(cfg, stores["gamg"].grid.theta(0), comm)
+    V = sol.phi.function_space
+    for i in range(6):
+        a = stores["mumps"].potential(i, V).x.array
+        b = stores["gamg"].potential(i, V).x.array
+        assert rel(a, b, comm) < 1e-8
+
+
+def test_choose_method():
+    assert choose_method(263_169, 2, 64) == "mumps"
+    assert choose_method(263_169, 2, 3) == "gamg"  # the affine path: three solves
+    assert choose_method(3_000_000, 2, 64) == "gamg"
+    assert choose_method(300_000, 3, 64) == "gamg"
+
+
+@pytest.mark.parametrize(
+    ("target", "given", "method", "affine"),
+    [(AFFINE, "", "gamg", True), (BUMP, "", "mumps", False), (BUMP, "gamg", "gamg", False)],
+)
+def test_cli_picks_the_method_when_not_given(tmp_path, target, given, method, affine):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f"""[mesh]
+n = 32
+[solver]
+degree = 1
+{f'method = "{given}"' if given else ''}
+[target]
+kind = "expression"
+expr = "{target}"
+[sweep.parameters]
+theta = {{ linspace = [0.3, 0.7, 16] }}
+[sweep]
+continuity = false
+""")
+    run_cli("sweep", str(cfg), "--out", str(tmp_path / "s"), "-q")
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["method"] == method and summary["affine"] is affine
+    assert summary["method_chosen"] == ("config" if given else "auto")

@@ -36,21 +36,17 @@ from beckmann.sweep.modulus import (
 )
 from beckmann.sweep.store import SweepStore
 
-__all__ = ["continuity_report"]
+__all__ = ["ContinuityStream", "continuity_report", "joint_pick"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
 def _joint(
-    comm: MPI.Comm,
-    theta: FloatArray,
-    sample: list[FloatArray],
-    mine: IntArray,
-    coords: FloatArray,
+    comm: MPI.Comm, theta: FloatArray, sample: list[FloatArray], coords: FloatArray
 ) -> dict[str, Any]:
     """Joint Hölder estimate on the points (x, θ) of the sampled dofs; collective."""
-    X = np.vstack([np.hstack([coords, np.tile(t, (mine.size, 1))]) for t in theta])
+    X = np.vstack([np.hstack([coords, np.tile(t, (coords.shape[0], 1))]) for t in theta])
     Y = np.concatenate(sample)
     d = holder.estimate(X, Y, comm, method="fast").to_dict()
     return {
@@ -75,6 +71,76 @@ def _sup_diff(a: FloatArray, b: FloatArray) -> float:
     for j in range(1, diff.shape[1]):
         sq += diff[:, j]
     return float(np.sqrt(sq.max()))
+
+
+class ContinuityStream:
+    """The streaming pass of :func:`continuity_report`: push the θ in order, then finish.
+
+    Each rank pushes its own share of the values of every θ (any partition of the dofs and
+    flux values over the ranks: the pair sups are reduced with ``MAX``), and the values of its
+    share of the joint estimate's dofs with their coordinates. Collective in :meth:`finish`.
+
+    Args:
+        theta: The θ values ``(K, m)`` in push order.
+        names: The fields pushed (``"potential"``, optionally ``"flux"``).
+        comm: The ranks that push.
+        anchors: θ kept in memory (module docstring).
+    """
+
+    def __init__(
+        self, theta: FloatArray, names: list[str], comm: MPI.Comm, *, anchors: int = 4
+    ) -> None:
+        self.theta, self.names, self.comm = theta, names, comm
+        k = len(theta)
+        self.pairs = stream_pairs(k, anchors)
+        self.anchor_set = {int(a) for a in anchor_positions(k, anchors)}
+        # pair number of (a, b): partners of b are its predecessor and the anchors before it
+        self._where = {(int(a), int(b)): j for j, (a, b) in enumerate(self.pairs.tolist())}
+        self.d = {n: np.zeros(self.pairs.shape[0]) for n in names}
+        self._kept: dict[str, dict[int, FloatArray]] = {n: {} for n in names}
+        self._prev: dict[str, FloatArray] = {}
+        self.sample: list[FloatArray] = []
+        self.pushed = 0
+
+    def push(self, values: dict[str, FloatArray], sample: FloatArray) -> None:
+        """The next θ: this rank's share of each field, and of the joint estimate's dofs."""
+        b = self.pushed
+        for n in self.names:
+            cur = values[n]
+            partners = sorted({a for a in self._kept[n] if a < b} | ({b - 1} if b else set()))
+            for a in partners:
+                old = self._kept[n][a] if a in self._kept[n] else self._prev[n]
+                self.d[n][self._where[(a, b)]] = _sup_diff(old, cur)
+            self._prev[n] = cur
+            if b in self.anchor_set:
+                self._kept[n][b] = cur
+        self.sample.append(np.asarray(sample, dtype=np.float64))
+        self.pushed += 1
+
+    def finish(self, coords: FloatArray) -> dict[str, Any]:
+        """The report (without ``holder``); ``coords`` of this rank's joint dofs. Collective."""
+        comm, theta, pairs = self.comm, self.theta, self.pairs
+        out: dict[str, Any] = {
+            "pairs": int(pairs.shape[0]),
+            "thetas": len(theta),
+            "anchors": len(self.anchor_set),
+            "pair_set": "consecutive stored θ and every θ against the anchors (all pairs when "
+            "thetas <= anchors)",
+        }
+        dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
+        for n in self.names:
+            dmax = np.empty_like(self.d[n])
+            comm.Allreduce(self.d[n], dmax, op=MPI.MAX)
+            out["phi" if n == "potential" else "flux"] = theta_modulus(dist, dmax)
+        out["joint"] = _joint(comm, theta, self.sample, coords)
+        out["norm"] = "sup over dofs (phi) / flux values (F); |θ−θ'| Euclidean in parameter units"
+        return out
+
+
+def joint_pick(n_total: int, k: int, joint_points: int) -> IntArray:
+    """The joint estimate's dofs: a fixed random subset of ``n_total`` (same on every rank)."""
+    per_theta = max(16, joint_points // k)
+    return np.sort(np.random.default_rng(0).choice(n_total, min(per_theta, n_total), False))
 
 
 def continuity_report(
@@ -111,8 +177,6 @@ def continuity_report(
     k = len(done)
     if k < 2:
         return {"note": "fewer than two θ: no continuity estimate"}
-    pairs = stream_pairs(k, anchors)
-    anchor_set = {int(a) for a in anchor_positions(k, anchors)}
     sizes = store.sizes()
     has_flux = comm.bcast(store.has(done[0], "flux") if comm.rank == 0 else None)
     names = ["potential"] + (["flux"] if has_flux else [])
@@ -120,42 +184,14 @@ def continuity_report(
     rng_hi = {n: t * (comm.rank + 1) // comm.size for n, t in zip(names, sizes, strict=False)}
     # the joint estimate's dofs: a fixed random subset, each rank keeps the ones it reads
     coords = comm.bcast(store.layout()[0] if comm.rank == 0 else None)
-    per_theta = max(16, joint_points // k)
-    pick = np.sort(np.random.default_rng(0).choice(sizes[0], min(per_theta, sizes[0]), False))
+    pick = joint_pick(sizes[0], k, joint_points)
     lo, hi = rng_lo["potential"], rng_hi["potential"]
     mine = pick[(pick >= lo) & (pick < hi)]
-    sample: list[FloatArray] = []
-    # pair number of (a, b): partners of b are its predecessor and the anchors before it
-    where = {(int(a), int(b)): j for j, (a, b) in enumerate(pairs.tolist())}
-    d = {n: np.zeros(pairs.shape[0]) for n in names}
-    kept: dict[str, dict[int, FloatArray]] = {n: {} for n in names}
-    prev: dict[str, FloatArray] = {}
-    for b, i in enumerate(done):
-        for n in names:
-            cur = store.read(i, n, slice(rng_lo[n], rng_hi[n]))
-            partners = sorted({a for a in kept[n] if a < b} | ({b - 1} if b else set()))
-            for a in partners:
-                old = kept[n][a] if a in kept[n] else prev[n]
-                d[n][where[(a, b)]] = _sup_diff(old, cur)
-            prev[n] = cur
-            if b in anchor_set:
-                kept[n][b] = cur
-            if n == "potential":
-                sample.append(cur[mine - lo])
-    out: dict[str, Any] = {
-        "pairs": int(pairs.shape[0]),
-        "thetas": k,
-        "anchors": len(anchor_set),
-        "pair_set": "consecutive stored θ and every θ against the anchors (all pairs when "
-        "thetas <= anchors)",
-    }
-    dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
-    for n in names:
-        dmax = np.empty_like(d[n])
-        comm.Allreduce(d[n], dmax, op=MPI.MAX)
-        out["phi" if n == "potential" else "flux"] = theta_modulus(dist, dmax)
-    out["joint"] = _joint(comm, theta, sample, mine, coords[mine])
-    out["norm"] = "sup over dofs (phi) / flux values (F); |θ−θ'| Euclidean in parameter units"
+    stream = ContinuityStream(theta, names, comm, anchors=anchors)
+    for i in done:
+        values = {n: store.read(i, n, slice(rng_lo[n], rng_hi[n])) for n in names}
+        stream.push(values, values["potential"][mine - lo])
+    out = stream.finish(coords[mine])
     if holder is not None:
         out["holder"] = holder_report(store, comm, done, theta, **holder)
     return out

@@ -22,8 +22,9 @@ from beckmann._mpi import agree, collective
 from beckmann._version import __version__
 from beckmann.progress import progress as progress_bar
 from beckmann.store.jsonio import write_json
-from beckmann.sweep.continuity import continuity_report
+from beckmann.sweep.continuity import ContinuityStream, continuity_report, joint_pick
 from beckmann.sweep.engine import Engine, split_groups
+from beckmann.sweep.holder_norms import holder_report
 from beckmann.sweep.spec import SweepSpec, parse_sweep
 from beckmann.sweep.store import (
     SweepStore,
@@ -38,6 +39,7 @@ from beckmann.sweep.writer import prepare_store, store_hash, unlock_store, write
 __all__ = ["run_sweep"]
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 def _spec(cfg: dict[str, Any], comm: MPI.Comm, group_size: int | None) -> SweepSpec:
@@ -118,8 +120,13 @@ def _solve_all(
     ngroups: int,
     comm: MPI.Comm,
     show: bool,
+    stream: tuple[ContinuityStream, IntArray, FloatArray] | None = None,
 ) -> int:
-    """Solve this group's θ block by block, storing each at once; the number stored."""
+    """Solve this group's θ block by block, storing each at once; the number stored.
+
+    With ``stream`` (the stream and this rank's joint dofs), every θ is also pushed to the
+    continuity report, in index order, from memory.
+    """
     gcomm = eng.comm
     grid = spec.grid
     store_flux = spec.options["store_flux"]
@@ -140,9 +147,35 @@ def _solve_all(
                         data["flux"] = g_flux if perm_flux is None else g_flux[perm_flux]
                 # collective on the group: every rank learns how its root's write went
                 write_entry(folder, row, grid, chash, data, gcomm)
+                if stream is not None:
+                    values = {"potential": phi, "flux": flux}
+                    stream[0].push(values, phi[stream[1]])
                 solved += 1
                 bar.update(n=ngroups, postfix=grid.label(row["index"]))
     return solved
+
+
+def _memory_stream(
+    eng: Engine, spec: SweepSpec, pending: list[int], ngroups: int, comm: MPI.Comm
+) -> tuple[ContinuityStream, IntArray, FloatArray] | None:
+    """The continuity stream fed from memory while solving, when the sweep allows it.
+
+    That is when one group solves every θ of the grid, in index order (a fresh store). The
+    pass is then the store pass's (:func:`~beckmann.sweep.continuity.continuity_report`)
+    without reading the store back: each rank pushes its owned values, and the joint dofs
+    are the same global dofs (the layout is the group's gathered order). Otherwise ``None``.
+    """
+    k = len(spec.grid)
+    if ngroups != 1 or list(pending) != list(range(k)) or k < 2:
+        return None
+    names = ["potential"] + (["flux"] if spec.options["store_flux"] else [])
+    # one group: its ranks are the world's, which outlives the group's communicator
+    stream = ContinuityStream(np.asarray(spec.grid.values, dtype=np.float64), names, comm)
+    im = eng.V.dofmap.index_map
+    lo, hi = im.local_range
+    pick = joint_pick(im.size_global, k, spec.options["joint_points"])
+    mine = pick[(pick >= lo) & (pick < hi)] - lo
+    return stream, mine, eng.x[mine, : eng.gdim]
 
 
 def run_sweep(
@@ -240,6 +273,7 @@ def _run(
     grid = spec.grid
     pending = state["pending"]
     gcomm, color, ngroups = split_groups(comm, spec.options["group_size"])
+    stream = None
     try:
         share = [list(map(int, s)) for s in np.array_split(np.array(pending, dtype=int), ngroups)]
         mine = share[color]
@@ -250,10 +284,15 @@ def _run(
         timings["setup"] = time.perf_counter() - t0
         try:
             perms = _layout(folder, eng, gcomm, color, comm)
+            stream = None
+            if spec.options["continuity"]:
+                stream = _memory_stream(eng, spec, pending, ngroups, comm)
             t1 = time.perf_counter()
             solved = 0
             with collective(comm):  # one group's failure reaches every group
-                solved = _solve_all(eng, mine, folder, perms, spec, color, ngroups, comm, progress)
+                solved = _solve_all(
+                    eng, mine, folder, perms, spec, color, ngroups, comm, progress, stream
+                )
             timings["solve"] = time.perf_counter() - t1
         finally:
             eng.destroy()
@@ -270,9 +309,15 @@ def _run(
         holder = None
         if spec.options["continuity_holder"]:
             holder = {k: spec.options[f"holder_{k}"] for k in ("k", "alpha", "pairs")}
-        report = continuity_report(
-            store, comm, joint_points=spec.options["joint_points"], holder=holder
-        )
+        if stream is not None:  # every θ was pushed while solving: no store pass
+            report = stream[0].finish(stream[2])
+            if holder is not None:
+                done = list(range(len(grid)))
+                report["holder"] = holder_report(store, comm, done, grid.values, **holder)
+        else:
+            report = continuity_report(
+                store, comm, joint_points=spec.options["joint_points"], holder=holder
+            )
     timings["continuity"] = float(comm.allreduce(time.perf_counter() - t2, op=MPI.MAX))
     summary = {
         "version": __version__,
