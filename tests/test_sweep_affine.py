@@ -136,3 +136,15 @@ continuity = false
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["method"] == method and summary["affine"] is affine
     assert summary["method_chosen"] == ("config" if given else "auto")
+
+
+def test_continuity_from_memory_equals_the_store_pass(mpi_tmp_path, comm):
+    """A fresh sweep streams its report while solving; the store pass gives the same one."""
+    cfg = sweep_cfg({"theta": {"linspace": [0.3, 0.7, 7]}}, n=8, degree=1, group_size=0)
+    summary = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
+    store = sweep.SweepStore(mpi_tmp_path / "s", comm)
+    again = sweep.continuity_report(store, comm)
+    for field in ("phi", "flux", "joint"):
+        assert json.dumps(summary["continuity"][field], sort_keys=True) == json.dumps(
+            again[field], sort_keys=True
+        ), field
