@@ -105,9 +105,12 @@ def test_mass_diagonal_constant(comm):
     """μ = 1/2 for P1 triangles (D_K⁻¹M_K = (I + 11ᵀ)/2); for P2, M − μ diag(M) is PSD and
     singular on a one-cell mesh (μ is the sharp constant)."""
     msh = dolfinx.mesh.create_unit_square(MPI.COMM_SELF, 1, 1)
-    assert mass_diagonal_constant(fem.functionspace(msh, ("Lagrange", 1))) == pytest.approx(0.5)
+    V1 = fem.functionspace(msh, ("Lagrange", 1))
+    assert mass_diagonal_constant(V1) == pytest.approx(0.5)
+    assert mass_diagonal_constant(V1, upper=True) == pytest.approx(2.0)
     V2 = fem.functionspace(msh, ("Lagrange", 2))
     mu = mass_diagonal_constant(V2)
+    nu = mass_diagonal_constant(V2, upper=True)
     u, w = ufl.TrialFunction(V2), ufl.TestFunction(V2)
     M = dolfinx.fem.petsc.assemble_matrix(fem.form(u * w * ufl.dx))
     M.assemble()
@@ -115,6 +118,8 @@ def test_mass_diagonal_constant(comm):
     M.destroy()
     ev = np.linalg.eigvalsh(Md - mu * np.diag(np.diag(Md)))
     assert 0 < mu < 1 and ev.min() > -1e-14 and abs(ev.min()) < 1e-12
+    ev = np.linalg.eigvalsh(nu * np.diag(np.diag(Md)) - Md)
+    assert nu > 1 and ev.min() > -1e-14 and abs(ev.min()) < 1e-12
 
 
 # ------------------------------------------------------------------------- affine family
@@ -166,11 +171,14 @@ def test_bound_bounds_true_error_of_moving_bump(comm, degree, rhs):
         assert res.stop == "tol" and res.history[-1] <= 5e-2
         assert res.history[-1] < res.history[len(res.history) // 2]
         thetas = random_thetas(spec.grid, 6, seed=7)
-        many = model.certify_many(np.array([[t["a"], t["b"]] for t in thetas]), block=4)
+        vals = np.array([[t["a"], t["b"]] for t in thetas])
+        many = model.certify_many(vals, block=4)
+        cheap = model.certify_many(vals, block=4, exact_above=np.inf)  # diagonal bound only
         for i, th in enumerate(thetas):
             d = model.coefficients(th)
             cert = model.certify(th, d)
             assert many["error_bound"][i] == pytest.approx(cert["error_bound"], rel=1e-10)
+            assert cheap["error_bound"][i] >= cert["error_bound"] * (1 - 1e-12)
             phi = full_solve(eng, th)
             err = energy(eng, phi - model.potential(d))
             assert 0 < err <= cert["error_bound"], th

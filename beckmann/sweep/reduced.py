@@ -66,17 +66,25 @@ _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
 RHS_KINDS = ("interpolant", "quadrature")
 
 
+def agree_mask(mask: npt.NDArray[np.bool_], comm: MPI.Comm) -> npt.NDArray[np.bool_]:
+    """A boolean mask made identical on every rank (logical or); collective."""
+    out = np.empty(mask.shape, dtype=np.uint8)
+    comm.Allreduce(np.ascontiguousarray(mask, dtype=np.uint8), out, op=MPI.MAX)
+    return out.astype(bool)
+
+
 def is_reduced(folder: str | Path, comm: MPI.Comm) -> bool:
     """``True`` when the store holds a reduced basis (same on every rank). Collective."""
     return bool(on_root(comm, lambda: (Path(folder) / REDUCED_FILE).is_file()))
 
 
-def mass_diagonal_constant(V: fem.FunctionSpace) -> float:
-    """``μ`` with ``M ≥ μ diag(M)`` on every affine simplex mesh of ``V``'s element.
+def mass_diagonal_constant(V: fem.FunctionSpace, *, upper: bool = False) -> float:
+    """``μ`` with ``M ≥ μ diag(M)`` (``upper``: ``ν``, ``M ≤ ν diag(M)``) on affine meshes.
 
     On an affine cell ``M_K`` and its diagonal scale alike with the cell's volume, so
     ``μ = λ_min(D_K⁻¹ M_K)`` of the reference cell (basix tabulation, exact quadrature) bounds
-    the sum over cells: ``M = Σ M_K ≥ μ Σ D_K = μ diag(M)``. ``μ = 1/2`` for P1 triangles.
+    the sum over cells: ``M = Σ M_K ≥ μ Σ D_K = μ diag(M)``, and ``ν = λ_max`` likewise from
+    above. ``μ = 1/2`` and ``ν = 2`` for P1 triangles (``2 diag(M)`` is the lumped mass).
     """
     import basix
 
@@ -86,7 +94,8 @@ def mass_diagonal_constant(V: fem.FunctionSpace) -> float:
     phi = el.tabulate(0, pts)[0, :, :, 0]
     Mk = phi.T @ (wts[:, None] * phi)
     d = np.sqrt(np.diag(Mk))
-    return float(np.linalg.eigvalsh(Mk / np.outer(d, d)).min())
+    ev = np.linalg.eigvalsh(Mk / np.outer(d, d))
+    return float(ev.max() if upper else ev.min())
 
 
 class MassNorm:
@@ -111,6 +120,7 @@ class MassNorm:
         self.D = diag.array[: self.nloc].copy()
         diag.destroy()
         self.mu = mass_diagonal_constant(V)
+        self.nu = mass_diagonal_constant(V, upper=True)
         self.x, self.y = self.M.createVecRight(), self.M.createVecLeft()
         self.ksp = PETSc.KSP().create(self.comm)
         self.ksp.setOperators(self.M)
@@ -288,34 +298,47 @@ class ReducedModel:
         D: FloatArray | None = None,
         *,
         block: int = 128,
+        exact_above: float = 0.0,
         update: Callable[[int], Any] | None = None,
     ) -> dict[str, FloatArray]:
         """:meth:`certify` at many θ (rows of ``values``, in :attr:`names` order); collective.
 
         ``D`` gives the coefficients (default: :meth:`coefficients`), returned as
-        ``"coefficients"``. With ``rhs = "interpolant"`` the residual of ``block`` θ at once
-        is ``R = F Z⁻¹ − Ξ Dᵀ`` (nodal targets ``F``: one GEMM) and ``b_rᵀM⁻¹b_r = rᵀMr``
-        exactly (one sparse-dense product ``M R``): no solve, no quadrature, ``O(N M)`` per
-        θ. ``update(k)`` is called after each block of ``k`` θ.
+        ``"coefficients"``. With ``rhs = "interpolant"`` the residuals of ``block`` θ at once
+        are ``Rᵀ = Fᵀ Z⁻¹ − D Ξᵀ`` (nodal targets ``F``: one GEMM) and ``b_rᵀM⁻¹b_r = rᵀMr``
+        (no solve, no quadrature): first bounded by ``ν rᵀ diag(M) r``
+        (:func:`mass_diagonal_constant`, no sparse product), then, for the θ whose relative
+        bound is still above ``exact_above``, computed exactly (one sparse-dense product of
+        those columns). ``update(k)`` is called after each block of ``k`` θ.
         """
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         K, Msz = values.shape[0], self.size
         thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
         if D is None:
             D = np.array([self.coefficients(t) for t in thetas]).reshape(K, Msz)
+        norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
+        alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
         for s in range(0, K, block):
             blk = range(s, min(s + block, K))
             Dk = D[s : blk.stop]
             if self.rhs == "interpolant":
-                F = np.empty((self.nloc, len(blk)))
+                FT = np.empty((len(blk), self.nloc))  # rows: cheap writes, one GEMM
                 for j, i in enumerate(blk):
-                    F[:, j] = self.nodal_target(thetas[i])
-                Zf = allreduce_array(self.m @ F, MPI.SUM, self.comm)
-                R = F / Zf - self.xi @ Dk.T
-                MR = self.mass.mult_block(R)
-                rr[s : blk.stop] = allreduce_array(np.einsum("ik,ik->k", R, MR), MPI.SUM,
-                                                   self.comm)
+                    FT[j] = self.nodal_target(thetas[i])
+                Zf = allreduce_array(FT @ self.m, MPI.SUM, self.comm)
+                RT = FT / Zf[:, None] - Dk @ self.xi.T
+                rk = self.mass.nu * allreduce_array((RT * RT) @ self.mass.D, MPI.SUM, self.comm)
+                eta = np.sqrt(rk / self.lam1) + alg[s : blk.stop]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.where(norm[s : blk.stop] > eta, eta / (norm[s : blk.stop] - eta),
+                                   np.inf)
+                sel = np.flatnonzero(agree_mask(rel > exact_above, self.comm))
+                if sel.size:
+                    R = np.ascontiguousarray(RT[sel].T)
+                    rk[sel] = allreduce_array(np.einsum("ik,ik->k", R, self.mass.mult_block(R)),
+                                              MPI.SUM, self.comm)
+                rr[s : blk.stop] = rk
             else:
                 for j, i in enumerate(blk):
                     b = self.raw_rhs(thetas[i])
@@ -324,8 +347,7 @@ class ReducedModel:
             if update is not None:
                 update(len(blk))
         rr = np.maximum(rr, 0.0)
-        eta = np.sqrt(rr / self.lam1) + np.abs(D) @ self.eta_alg
-        norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
+        eta = np.sqrt(rr / self.lam1) + alg
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(norm > eta, eta / (norm - eta), np.inf)
         return {
