@@ -17,7 +17,12 @@
   ``jax.jit``-able; enable float64 for round-off agreement).
 
 The exported function is the network's formula ``m + s · g(2 (z − lower)/(upper − lower) − 1)``
-with ``g`` the perceptron, exactly as :class:`~beckmann.requ.network.Network` evaluates it.
+with ``g`` the perceptron, exactly as :class:`~beckmann.requ.network.Network` evaluates it. A
+velocity in the flux form (:class:`~beckmann.requ.flux_velocity.FluxVelocity`) adds the tables
+``density_p0``, ``density_p1`` and their box ``grid_lower``, ``grid_upper``: the perceptron
+gives ``F(x)`` and ``v(x, t) = F(x) / ((1 - t) p0(x) + t p1(x))`` with ``p0``, ``p1``
+interpolated by :func:`~beckmann.requ.flux_velocity.multilinear`, whose source the loader file
+carries (the same code as the model's: the export matches to round-off).
 """
 
 from __future__ import annotations
