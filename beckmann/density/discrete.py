@@ -283,6 +283,7 @@ class DensityPoints:
         *,
         role: str,
         min_density: float,
+        out: tuple[fem.Function, fem.Function] | None = None,
     ) -> DiscreteDensity:
         """Check, certify and normalise raw values at the nodes and at the quadrature points.
 
@@ -291,6 +292,9 @@ class DensityPoints:
             quad: Values at :attr:`qpoints`.
             role: ``source`` or ``target`` (messages, function names).
             min_density: Smallest value allowed anywhere.
+            out: Functions of ``V`` and :attr:`Q` to hold the result (reused by a sweep, which
+                allocates them once); new ones when ``None``. ``nodal`` and ``quad`` may be
+                their own arrays.
 
         Returns:
             The discrete density.
@@ -301,10 +305,14 @@ class DensityPoints:
                 ``min_density`` inside a cell (the message names the cell's centre and suggests
                 a finer mesh or a lower degree), or the mass is not positive.
         """
-        p = fem.Function(self.V, name=role)
-        q = fem.Function(self.Q, name=f"{role}_quadrature")
-        p.x.array[:] = np.broadcast_to(np.asarray(nodal, dtype=np.float64), p.x.array.shape)
-        q.x.array[:] = np.broadcast_to(np.asarray(quad, dtype=np.float64), q.x.array.shape)
+        if out is None:
+            p = fem.Function(self.V, name=role)
+            q = fem.Function(self.Q, name=f"{role}_quadrature")
+        else:
+            p, q = out
+        for f, v in ((p, nodal), (q, quad)):
+            if v is not f.x.array:
+                f.x.array[:] = np.broadcast_to(np.asarray(v, dtype=np.float64), f.x.array.shape)
         return self._discretise(p, q, role=role, min_density=min_density)
 
     def _discretise(

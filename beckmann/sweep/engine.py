@@ -182,6 +182,11 @@ class Engine:
                 nodal = np.vstack([nodal, np.full(nodal.shape[1], floor)])
                 quad = np.vstack([quad, np.full(quad.shape[1], floor)])
             self._fields[role] = (nodal, quad)
+        # the discretised density of the affine path, reused for every θ
+        self._work = {
+            role: (fem.Function(V, name=role), fem.Function(self.points.Q, name=f"{role}_q"))
+            for role in self.forms
+        }
 
     def _polynomial_forms(self, cfg: dict[str, Any], grid: Grid) -> dict[str, PolynomialForm]:
         """The decomposition of every θ-dependent density, or none (``{}``) if one has none.
@@ -382,6 +387,7 @@ class Engine:
                 phis[j] = phi
         else:
             for j in nonzero:
+                self.phi.x.array[:] = 0.0  # unrelated columns: no warm start
                 phis[j] = self.solve_rhs([cols[j]])[0][0]
         self._basis = (np.column_stack(cols), np.column_stack(phis))
 
@@ -404,13 +410,17 @@ class Engine:
                     continue
                 a = self._coefficients(role, theta)
                 nodal, quad = self._fields[role]
+                p, q = self._work[role]
                 try:
                     with np.errstate(all="ignore"):  # non-finite values: discretise reports
+                        np.dot(a, nodal, out=p.x.array)
+                        np.dot(a, quad, out=q.x.array)
                         d = self.points.discretise(
-                            a @ nodal,
-                            a @ quad,
+                            p.x.array,
+                            q.x.array,
                             role=role,
                             min_density=self.cfg[role]["min_density"],
+                            out=(p, q),
                         )
                 except ValueError as err:
                     raise ValueError(f"{label}: {err}") from err

@@ -71,8 +71,18 @@ _MATCH_TOL = 1e-10
 
 def gather_rows(a: FloatArray, comm: MPI.Comm) -> FloatArray | None:
     """Row blocks gathered on rank 0 of ``comm`` in rank order (``None`` elsewhere)."""
-    parts = comm.gather(np.ascontiguousarray(a), root=0)
-    return np.concatenate(parts) if parts is not None else None
+    a = np.ascontiguousarray(a)
+    if comm.size == 1:
+        return a
+    rows = comm.gather(a.shape[0], root=0)
+    if comm.rank != 0:
+        comm.Gatherv(a, None, root=0)
+        return None
+    assert rows is not None
+    width = int(np.prod(a.shape[1:], dtype=np.int64))
+    out = np.empty((sum(rows), *a.shape[1:]), dtype=a.dtype)
+    comm.Gatherv(a, (out, [r * width for r in rows]), root=0)
+    return out
 
 
 def flux_keys(W: fem.FunctionSpace) -> FloatArray:
