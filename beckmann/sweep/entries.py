@@ -79,8 +79,21 @@ def write_entry_file(
         h5.attrs["config_hash"] = chash
         h5.attrs["row"] = json.dumps(row)
         for k, v in datasets.items():
-            h5.create_dataset(k, data=v, fletcher32=True)
+            h5.create_dataset(k, data=v, fletcher32=True, chunks=_chunks(np.shape(v)))
     os.replace(tmp, path)  # atomic: the entry appears complete or not at all
+
+
+#: Values per HDF5 chunk of an entry's datasets (512 KB): whole rows, so a rank's slice reads
+#: few chunks; h5py's default for a (524k, 2) flux is (4096, 1), and its Fletcher-32 filter then
+#: costs about twice as much (writing 40-75 ms against 35-50 ms per θ at 263k P1 dofs).
+CHUNK_VALUES = 1 << 16
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...] | bool:
+    if not shape or 0 in shape:
+        return True  # h5py's own choice
+    width = int(np.prod(shape[1:], dtype=np.int64))
+    return (max(1, min(shape[0], CHUNK_VALUES // width)), *shape[1:])
 
 
 def _theta_text(names: list[str], values: Any) -> str:
