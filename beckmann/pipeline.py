@@ -269,15 +269,29 @@ def _check_output(cfg: dict[str, Any]) -> None:
     toml_dumps(cfg)  # a config that cannot be written as config.toml fails now, not later
 
 
-def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
+def write_outputs(
+    sol: Solution, out: Path, cfg: dict[str, Any], timer: Timer | None = None
+) -> None:
     """Write the files of a run folder into ``out`` (an existing folder); collective.
 
     ParaView files in XDMF + HDF5 (vertex fields, binary); the velocity once per requested time;
     with ``output.vtx`` the fields also go to VTX in their own spaces; with
     ``output.checkpoint`` the exact checkpoint, referring to ``solution.xdmf``'s mesh.
+    ``timer`` gets the parts: ``solution``, ``velocity``, ``checkpoint``.
     """
+    timer = timer or Timer()
+    with timer("solution"):
+        fields = _write_solution(sol, out, cfg)
+    with timer("velocity"):
+        _write_velocity(sol, out, cfg, fields)
+    if cfg["output"]["checkpoint"]:
+        with timer("checkpoint"):
+            _write_checkpoint(sol, out, cfg)
+
+
+def _write_solution(sol: Solution, out: Path, cfg: dict[str, Any]) -> dict[str, fem.Function]:
+    """config.toml, solution.xdmf (and the native fields with output.vtx): the vertex fields."""
     comm = sol.comm
-    times = [float(t) for t in cfg["output"]["times"]]
     native = bool(cfg["output"]["vtx"])
     text = toml_dumps(cfg)
     write_on_root(comm, "config.toml", lambda: (out / "config.toml").write_text(text))
@@ -288,6 +302,15 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
         for name, u in fields.items():
             with NativeSeries(out / "vtx" / f"{name}.bp", name) as bp:
                 bp.write(u, 0.0)
+    return vertex
+
+
+def _write_velocity(
+    sol: Solution, out: Path, cfg: dict[str, Any], vertex: dict[str, fem.Function]
+) -> None:
+    """velocity.xdmf (referring to solution.h5's mesh); with output.vtx also velocity.bp."""
+    times = [float(t) for t in cfg["output"]["times"]]
+    native = bool(cfg["output"]["vtx"])
     # At a vertex every cell's v_t = F / p_t has the same denominator (p_t is continuous), so
     # the vertex average of the DG_k velocity is the vertex flux over p_t there: numpy, no
     # interpolation. The native velocity is computed (once per time) only when it is written.
@@ -304,13 +327,15 @@ def write_outputs(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
             xdmf.write({"velocity": v}, t)
             if bp is not None:
                 bp.write(sol.velocity(t), t)
-    if cfg["output"]["checkpoint"]:
-        meta = {"degree": sol.degree, "config": cfg, "info": sol.info}
-        if sol.info.get("formulation") == "mixed":  # one checkpoint per space
-            from beckmann.store.mixed import write_mixed_checkpoint
 
-            write_mixed_checkpoint(out / "checkpoint", sol, meta, mesh_file=out / "solution.xdmf")
-            return
+
+def _write_checkpoint(sol: Solution, out: Path, cfg: dict[str, Any]) -> None:
+    meta = {"degree": sol.degree, "config": cfg, "info": sol.info}
+    if sol.info.get("formulation") == "mixed":  # one checkpoint per space
+        from beckmann.store.mixed import write_mixed_checkpoint
+
+        write_mixed_checkpoint(out / "checkpoint", sol, meta, mesh_file=out / "solution.xdmf")
+    else:
         write_checkpoint(
             out / "checkpoint",
             {"potential": sol.phi, "source": sol.p0, "target": sol.p1},
@@ -340,11 +365,13 @@ def run(
     _check_output(cfg)
     with staged_folder(out, "run", comm, overwrite=overwrite, config=cfg) as tmp:
         sol = solve(cfg, comm, timer=timer)
+        parts = Timer()
         with timer("output"):
-            write_outputs(sol, tmp, cfg)
+            write_outputs(sol, tmp, cfg, parts)
         summary = {
             **sol.info,
             "timings": timer.reduced(comm),
+            "output_timings": parts.reduced(comm),  # the parts of "output"
             "times": list(cfg["output"]["times"]),
             "petsc_version": ".".join(map(str, PETSc.Sys.getVersion())),
             "config": cfg,

@@ -176,6 +176,11 @@ def main() -> None:
         print(f"  in phases {sum(t.values()):.2f} s of {wall:.2f} s wall "
               f"(start-up, imports, JIT cache lookups: {wall - sum(t.values()):.2f} s); "
               f"output {100 * t.get('output', 0.0) / wall:.1f} % of the run")
+        parts = s.get("output_timings", {})
+        if parts:
+            print("  output parts: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+                  + (f"; checkpoint {100 * parts['checkpoint'] / t['solve']:.1f} % of the solve "
+                     "phase" if "checkpoint" in parts else ""))
         print(f"  CG iterations {s['iterations']}, solve {t['solve']:.2f} s = "
               f"{t['solve'] / matvec:.0f} mat-vecs (one mat-vec {1e3 * matvec:.1f} ms, 1 rank)")
         size = med[who]["bytes"]
