@@ -13,6 +13,22 @@ values at the quadrature points, quadrature mass, certified interpolant), assemb
 starts from the previous :math:`\theta`'s potential (``warm_start``). The flux
 :math:`F = \nabla\varphi` is the sparse cell-local map :func:`beckmann.fields.gradient_matrix`
 applied to the potential's values.
+
+**Targets polynomial in θ** (the affine path, ``affine=True``, what ``run_sweep`` asks for): when
+every θ-dependent density is an expression that :meth:`beckmann.density.Expression.polynomial`
+splits as ``f(x; θ) = Σ_k θ^{e_k} f_k(x)`` (a sum of products of θ-free sub-trees and powers of
+the parameters, e.g. ``(1 + θ) g(x) + θ h(x) + 3``), the fields ``f_k`` are evaluated once at the
+nodes and quadrature points, their right-hand sides ``b_k`` assembled and solved once
+(``φ_k``), and each θ costs no solve: with ``Z(θ)`` its mass, ``b(θ) = Σ_k θ^{e_k} b_k / Z(θ) −
+b_0`` and ``φ(θ) = Σ_k θ^{e_k} φ_k / Z(θ) − φ_0`` exactly (the solve is linear). The density at θ
+is still formed (``Σ_k θ^{e_k} f_k`` at the nodes and quadrature points) and checked, certified
+and integrated as a single solve does it, and each θ's summary row gives the relative residual of
+the combination (``iterations`` 0). Memory: the fields, at most :data:`AFFINE_CACHE_BYTES`.
+
+**The solver method when the user chose none** (``auto_method``, the CLI's default): MUMPS,
+factorised once with every right-hand side a back-solve, when the group has at least
+:data:`MUMPS_MIN_SOLVES` solves to do and at most :data:`MUMPS_MAX_DOFS` dofs (2M in 2D, 200k in
+3D); GAMG otherwise, in particular for the affine path (one solve per term).
 """
 
 from __future__ import annotations
