@@ -4,19 +4,20 @@ Snapshots are the raw (unnormalised) nodal values :math:`f(\theta)` of the targe
 dofs of ``V`` on a training set. Step ``m`` picks the training θ with the largest certified
 relative bound (docs/reduced.md), takes its interpolation residual ``q``, the dof ``x_m`` where
 ``|q|`` is largest (over all ranks) and adds ``ξ_m = q / q(x_m)``. The residuals of all
-snapshots are updated by a rank-one correction, ``R ← R − ξ_m R(x_m, ·)``, and the column sums
-the criterion needs (``mᵀR``, ``R ∘ M R``, ``R ∘ M F``) by recurrences with two GEMVs
-(``M ξ_m`` is the picked column of ``M F − (M Ξ) C`` over ``q(x_m)``), so a step
-costs four passes over ``K · N / ranks`` numbers and no mass-matrix product; the sums are
-recomputed exactly before a stop and every :data:`EXACT_EVERY` steps.
+snapshots ``R = F − Ξ C`` (``C`` the EIM coefficients) are never stored: the column sums the
+criterion needs (``mᵀR``, ``R ∘ M R``, ``R ∘ M F``) follow from ``H = (M Ξ)ᵀ F``,
+``Ξᵀ M Ξ`` and ``Ξᵀ m``, which grow by one row per step (one GEMV over ``F``; ``M ξ_m`` is the
+picked column of ``M F − (M Ξ) C`` over ``q(x_m)``), so a step costs one pass over the
+``K · N / ranks`` snapshot values and no mass-matrix product; before a stop the sums are
+recomputed from ``R`` itself (row chunks), so round-off in the expansion cannot stop it early.
 ``B[i, j] = ξ_j(x_i)`` is unit lower triangular.
 
 With ``Z = mᵀ f`` the mass of a snapshot (``m = M 1``) and ``R = f − Ξ c`` its EIM residual, the
 normalised residual is ``r = f / Z − Ξ c / Z_M = (R − (mᵀR / Z) f) / Z_M`` with
 ``Z_M = Z − mᵀR`` the interpolant's mass, whose ``M``-norm follows from the columns of ``R``,
 ``M R``, ``F`` and ``M F``. This nodal criterion (the interpolant's nodal values in the
-``M``-norm) is the greedy's own guide, updated with round-off accumulating over the steps; the
-certified bounds, with the right-hand side's quadrature, are computed afresh by
+``M``-norm) is the certified bound of ``reduced_rhs = "interpolant"`` at the training θ, and the
+greedy's guide for ``"quadrature"``; the bounds reported are computed afresh by
 :class:`beckmann.sweep.reduced.ReducedModel`.
 """
 
@@ -29,11 +30,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg import solve_triangular
-from scipy.linalg.blas import dger
 
 from beckmann._dolfinx import MPI
 
-__all__ = ["EXACT_EVERY", "Greedy", "greedy_eim", "relative_bound"]
+__all__ = ["Greedy", "greedy_eim", "relative_bound"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,9 +41,6 @@ FloatArray = npt.NDArray[np.float64]
 #: ``k`` of its snapshot, that snapshot's coefficients ``c_k`` in the previous basis and the
 #: scale ``q(x_m)`` (``ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m)``). Out: ``ψ_jᵀAψ_m`` for
 #: ``j <= m``, ``η_alg,m`` and the mass ``Z_m`` of ``ξ_m`` by the right-hand side's quadrature.
-#: The greedy's column sums are recomputed exactly (not by recurrence) every this many steps.
-EXACT_EVERY = 16
-
 AddBasis = Callable[[FloatArray, int, FloatArray, float], tuple[FloatArray, float, float]]
 
 
@@ -121,6 +118,28 @@ def _bounds(
     return eta, relative_bound(eta, norm)
 
 
+def _exact_sums(
+    comm: MPI.Comm,
+    F: FloatArray,
+    MF: FloatArray,
+    m: FloatArray,
+    xis: FloatArray,
+    MXi: FloatArray,
+    c: FloatArray,
+    chunk: int = 8192,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(mᵀR, Rᵀ M R, Rᵀ M F)`` column sums of ``R = F − Ξ c`` from ``R`` itself (row chunks)."""
+    size = c.shape[0]
+    acc = np.zeros((3, F.shape[1]))
+    for i in range(0, F.shape[0], chunk):
+        sl = slice(i, i + chunk)
+        R = F[sl] - xis[sl, :size] @ c
+        MR = MF[sl] - MXi[sl, :size] @ c
+        acc += np.stack([m[sl] @ R, np.einsum("ik,ik->k", R, MR), np.einsum("ik,ik->k", R, MF[sl])])
+    mR, RMR, RMF = _sum(comm, acc)
+    return mR, RMR, RMF
+
+
 def greedy_eim(
     F: FloatArray,
     MF: FloatArray,
@@ -152,35 +171,35 @@ def greedy_eim(
     offset = comm.exscan(n) or 0
     Zs = _sum(comm, m @ F)
     FMF = _sum(comm, np.einsum("ik,ik->k", F, MF))
-    R = F.copy()
-    MXi = np.zeros((n, max_size))  # M ξ_m
-    # column sums updated by recurrences per step (two GEMVs, no pass over M R), recomputed
-    # exactly (from M R = M F − (M Ξ) C) before the greedy stops and every EXACT_EVERY steps
-    mR, RMR, RMF = Zs.copy(), FMF.copy(), FMF.copy()
     fmax = float(comm.allreduce(np.abs(F).max(initial=0.0), MPI.MAX))
+    # The residuals R = F − Ξ C are never stored: their column sums follow from small arrays,
+    # mᵀR = Zs − Znᵀ C, Rᵀ M F = FMF − Σ C ∘ H, Rᵀ M R = FMF − 2 Σ C ∘ H + diag(Cᵀ Gx C), with
+    # H = (M Ξ)ᵀ F (one GEMV over F per step), Gx = Ξᵀ M Ξ and Zn = Ξᵀ m; before a stop they
+    # are recomputed from R itself (rows in chunks).
     xis = np.zeros((n, max_size))  # preallocated: growing it would copy O(M² N)
-    xi = xis[:, :0]
+    MXi = np.zeros((n, max_size))  # M ξ_m
+    H = np.zeros((max_size, K))
+    Gx = np.zeros((max_size, max_size))
+    Zn = np.zeros(max_size)
     points = np.zeros((0, 3))
     B = np.zeros((0, 0))
     Z = np.zeros(0)
-    Zn = np.zeros(0)  # nodal masses mᵀξ_m, for the greedy's own (nodal) criterion
     G = np.zeros((0, 0))
     eta_alg = np.zeros(0)
     fmag = np.zeros((0, K))  # F at the magic points
-    out = Greedy(xi, points, B, Z, G, eta_alg)
+    out = Greedy(xis[:, :0], points, B, Z, G, eta_alg)
+    c = np.zeros((0, K))
     for size in range(max_size + 1):
         if size == 0:
             crit = np.sqrt(np.maximum(FMF, 0.0)) / Zs  # ‖f/Z‖_M: the largest target first
         else:
             c = solve_triangular(B, fmag, lower=True, unit_diagonal=True)
             small = (c, G, eta_alg, Zs, FMF, lam1)
-            eta, rel = _bounds(small, mR, RMR, RMF)
-            if float(rel.max()) <= tol or size == max_size or size % EXACT_EVERY == 0:
-                MR = MF - MXi[:, :size] @ c
-                cols = np.stack([m @ R, np.einsum("ik,ik->k", R, MR), np.einsum("ik,ik->k", R, MF)])
-                del MR
-                mR, RMR, RMF = _sum(comm, cols)
-                eta, rel = _bounds(small, mR, RMR, RMF)
+            cH = np.einsum("mk,mk->k", c, H[:size])
+            cGc = np.einsum("mk,mn,nk->k", c, Gx[:size, :size], c)
+            eta, rel = _bounds(small, Zs - Zn[:size] @ c, FMF - 2.0 * cH + cGc, FMF - cH)
+            if float(rel.max()) <= tol or size == max_size:
+                eta, rel = _bounds(small, *_exact_sums(comm, F, MF, m, xis, MXi, c))
             worst = float(rel.max())
             crit = eta  # the next snapshot: the largest absolute bound
             out.history.append(worst)
@@ -193,38 +212,34 @@ def greedy_eim(
                 out.stop = "max"
                 break
         k = int(np.argmax(crit))
-        c_k = solve_triangular(B, fmag[:, k], lower=True, unit_diagonal=True) if size else Z[:0]
-        q = R[:, k].copy()
+        c_k = c[:, k]
+        q = F[:, k] - xis[:, :size] @ c_k
         qmax, owner, j = _argmax_global(comm, q, offset)
         if size and qmax <= 1e-13 * fmax:
             out.stop = "exact"
             break
         here = comm.rank == owner
-        qx, pt, xi_row, r_row, f_row = comm.bcast(
-            (q[j], x[j], xi[j].copy(), R[j].copy(), F[j].copy()) if here else None, root=owner
+        qx, pt, xi_row, f_row = comm.bcast(
+            (q[j], x[j], xis[j, :size].copy(), F[j].copy()) if here else None, root=owner
         )
         q /= qx
-        Mq = (MF[:, k] - MXi[:, :size] @ c_k) / qx  # M R[:, k] / qx, as R = F − Ξ C
-        # recurrences of mᵀR, (R ∘ M R) and (R ∘ M F) column sums for R − q r_rowᵀ
-        mq, qMq = _sum(comm, np.array([m @ q, q @ Mq]))
-        g1, g2 = _sum(comm, np.stack([R.T @ Mq, F.T @ Mq]))
-        mR = mR - r_row * mq
-        RMR = RMR - 2.0 * r_row * g1 + r_row**2 * qMq
-        RMF = RMF - r_row * g2
-        # rank-one update in place (BLAS ger on the Fortran view): R is zero at x_m now
-        dger(-1.0, r_row, q, a=R.T, overwrite_a=True)
-        MXi[:, size] = Mq
+        Mq = (MF[:, k] - MXi[:, :size] @ c_k) / qx  # M R[:, k] / qx
         xis[:, size] = q
-        xi = xis[:, : size + 1]
+        MXi[:, size] = Mq
+        sums = _sum(comm, np.concatenate([[m @ q], xis[:, : size + 1].T @ Mq, F.T @ Mq]))
+        Zn[size] = sums[0]
+        Gx[size, : size + 1] = Gx[: size + 1, size] = sums[1 : size + 2]
+        H[size] = sums[size + 2 :]
         points = np.vstack([points, np.asarray(pt, dtype=np.float64)[None, :3]])
         B = np.block([[B, np.zeros((size, 1))], [xi_row[None, :], np.ones((1, 1))]])
         fmag = np.vstack([fmag, f_row[None, :]])
-        Zn = np.append(Zn, mq)
         g_row, e_alg, Zq = add_basis(q, k, c_k, qx)
         Z = np.append(Z, Zq)
         G = np.block([[G, g_row[:size, None]], [g_row[None, :size], g_row[None, size:]]])
         eta_alg = np.append(eta_alg, e_alg)
-        out.xi, out.points, out.B, out.Z, out.G, out.eta_alg = xi, points, B, Z, G, eta_alg
+        out.xi, out.points, out.B, out.Z, out.G, out.eta_alg = (
+            xis[:, : size + 1], points, B, Z, G, eta_alg
+        )
     if out.stop == "exact" and log is not None:
-        log(f"reduced basis: M = {xi.shape[1]}, the residuals vanished (exact)")
+        log(f"reduced basis: M = {out.xi.shape[1]}, the residuals vanished (exact)")
     return out
