@@ -48,6 +48,25 @@ def test_not_polynomial(text):
     assert Expression(text).polynomial(["theta"]) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / s)",
+     "max(theta*x, sin(y), 0.1) + atan2(y, theta)",
+     "-theta + x**theta - +cos(theta*pi*y)/(1 + x*y)"],
+)
+def test_bound_expression_equals_evaluate_bitwise(text):
+    """θ-free sub-trees evaluated once: the same operations, so the same bits."""
+    x = np.random.default_rng(1).random((3, 400))
+    expr = Expression(text)
+    values = expr.bind(x, ["theta"], {"s": 0.05})
+    assert values is not None
+    for theta in (0.0, 0.37, 1.5):
+        want = expr.evaluate(x, {"theta": theta, "s": 0.05})
+        assert np.array_equal(values({"theta": theta}), want)
+    assert expr.bind(x, ["theta"], {"s": 0.05}, max_bytes=1000) is None  # over the budget
+    assert Expression("a*theta + x").bind(x, ["theta"]) is None  # 'a' has no value
+
+
 def test_free_parameter_without_value_is_not_polynomial():
     assert Expression("a*theta").polynomial(["theta"]) is None
 

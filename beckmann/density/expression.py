@@ -364,6 +364,86 @@ class Expression:
         return PolynomialForm(sweep, fixed, terms)
 
 
+    def bind(
+        self,
+        x: FloatArray,
+        names: list[str] | tuple[str, ...],
+        params: Mapping[str, float] | None = None,
+        *,
+        max_bytes: int = 1 << 28,
+    ) -> Callable[[Mapping[str, float]], FloatArray] | None:
+        """The expression at fixed points ``x`` ``(3, N)`` as a function of ``names``.
+
+        Every largest sub-tree free of ``names`` is evaluated once, here; the returned function
+        evaluates only the rest (the θ-dependent arithmetic) for the values of ``names`` it is
+        given. ``params`` gives the other parameters. Same values as :meth:`evaluate` (the same
+        operations in the same order).
+
+        Returns:
+            ``values(theta) -> (N,)``, or ``None`` when the cached arrays would take more than
+            ``max_bytes``, or when a parameter has no value.
+        """
+        sweep = tuple(names)
+        fixed = dict(params or {})
+        if self.parameter_names - set(sweep) - fixed.keys():
+            return None
+        env: dict[str, Any] = {k: np.float64(v) for k, v in fixed.items()}
+        env.update(x=x[0], y=x[1], z=x[2])
+        budget = [max_bytes]
+        try:
+            with np.errstate(all="ignore"):
+                root = _bound(self, self._body, sweep, env, budget)
+        except (MemoryError, RecursionError):
+            return None
+        if budget[0] < 0:
+            return None
+        n = x.shape[1]
+
+        def values(theta: Mapping[str, float]) -> FloatArray:
+            env_t = {k: np.float64(theta[k]) for k in sweep}
+            with np.errstate(all="ignore"):
+                out = root(env_t)
+            return np.array(np.broadcast_to(out, (n,)), dtype=np.float64)
+
+        return values
+
+
+def _bound(
+    expr: Expression, node: ast.AST, names: tuple[str, ...], env: dict[str, Any], budget: list[int]
+) -> _Node:
+    """``node`` with its largest ``names``-free sub-trees evaluated at ``env`` (module use)."""
+    if not _uses(node, names):
+        value = expr._compile(node, set())(env)
+        budget[0] -= int(getattr(value, "nbytes", 0))
+        if budget[0] < 0:
+            raise MemoryError
+        return lambda env_t: value
+    if isinstance(node, ast.Name):
+        name = node.id
+        return lambda env_t: env_t[name]
+    if isinstance(node, ast.UnaryOp):
+        inner = _bound(expr, node.operand, names, env, budget)
+        if isinstance(node.op, ast.USub):
+            return lambda env_t: np.negative(inner(env_t))
+        return inner
+    if isinstance(node, ast.BinOp):
+        left = _bound(expr, node.left, names, env, budget)
+        right = _bound(expr, node.right, names, env, budget)
+        op = _OPERATORS[type(node.op)]
+        return lambda env_t: op(left(env_t), right(env_t))
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    args = [_bound(expr, a, names, env, budget) for a in node.args]
+    fname = node.func.id
+    if fname in _UNARY:
+        f1, a0 = _UNARY[fname], args[0]
+        return lambda env_t: f1(a0(env_t))
+    if fname in _BINARY:
+        f2, b0, b1 = _BINARY[fname], args[0], args[1]
+        return lambda env_t: f2(b0(env_t), b1(env_t))
+    fv = _VARIADIC[fname]
+    return lambda env_t: functools.reduce(fv, (a(env_t) for a in args))
+
+
 class _NotPolynomial(Exception):
     """A node that makes the expression leave the polynomials in the sweep parameters."""
 

@@ -198,6 +198,17 @@ class Engine:
                 nodal = np.vstack([nodal, np.full(nodal.shape[1], floor)])
                 quad = np.vstack([quad, np.full(quad.shape[1], floor)])
             self._fields[role] = (nodal, quad)
+        # other expressions in θ: their θ-free sub-trees at the nodes and quadrature points, once
+        self._bound: dict[str, tuple[Any, Any]] = {}
+        for role in self.ev:
+            sec = cfg[role]
+            if role in self.forms or sec["kind"] != "expression" or self._qpts is None:
+                continue
+            fixed = {k: v for k, v in sec.get("params", {}).items() if k not in grid.names}
+            expr = density.Expression(sec["expr"])
+            pair = [expr.bind(pts, grid.names, fixed) for pts in (self.points.nodes, self._qpts)]
+            if pair[0] is not None and pair[1] is not None:
+                self._bound[role] = (pair[0], pair[1])
         # the discretised density of the affine path, reused for every θ
         self._work = {
             role: (fem.Function(V, name=role), fem.Function(self.points.Q, name=f"{role}_q"))
@@ -271,7 +282,11 @@ class Engine:
                 return discretise_density(self.cfg[role], role, self.points, params=theta)
             ev = self.ev[role]
             with np.errstate(all="ignore"):  # non-finite values are reported by discretise
-                nodal, quad = ev(self.points.nodes, theta), ev(self._qpts, theta)
+                if role in self._bound:  # θ-free sub-trees evaluated once (__init__)
+                    floor = ev.floor
+                    nodal, quad = (f(theta) + floor for f in self._bound[role])
+                else:
+                    nodal, quad = ev(self.points.nodes, theta), ev(self._qpts, theta)
             d = self.points.discretise(
                 nodal, quad, role=role, min_density=self.cfg[role]["min_density"]
             )
