@@ -22,6 +22,8 @@ Usage::
 
     python scripts/bench_sweep.py full                      # 64 θ, n = 512
     python scripts/bench_sweep.py full --k 16 --n 128       # quick
+    python scripts/bench_sweep.py full --expr "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.05)"
+                                                            # a target not polynomial in θ
     python scripts/bench_sweep.py reduced                   # 100 x 100 reduced vs 10 x 10 full
     python scripts/bench_sweep.py reduced --n 64 --grid 30 --repeats 1 --tols 1e-1,1e-2
 """
@@ -59,7 +61,7 @@ def run(cmd: list[str], timeout: float) -> float:
     return time.perf_counter() - t0
 
 
-def full_config(n: int, k: int) -> str:
+def full_config(n: int, k: int, expr: str = FULL_EXPR) -> str:
     return f"""[mesh]
 kind = "unit_square"
 n = {n}
@@ -67,7 +69,7 @@ n = {n}
 degree = 1
 [target]
 kind = "expression"
-expr = "{FULL_EXPR}"
+expr = "{expr}"
 [sweep.parameters]
 theta = {{ linspace = [0, 1, {k}] }}
 """
@@ -96,7 +98,7 @@ b = {{ linspace = [0.3, 0.7, {k}] }}
 
 def study_full(args: argparse.Namespace, tmp: Path) -> dict:
     cfg = tmp / "full.toml"
-    cfg.write_text(full_config(args.n, args.k))
+    cfg.write_text(full_config(args.n, args.k, args.expr))
     thetas = np.linspace(0.0, 1.0, args.naive_k)
     naive, sweeps, phases = [], [], []
     chunks = np.array_split(thetas, args.repeats)
@@ -119,6 +121,7 @@ def study_full(args: argparse.Namespace, tmp: Path) -> dict:
         "study": "full",
         "ndofs": (args.n + 1) ** 2,
         "K": args.k,
+        "target": args.expr,
         "naive_s_per_theta_median": nv,
         "naive_samples_s": naive,
         "sweep_wall_s_samples": sweeps,
@@ -278,6 +281,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="cells per side (full 512, reduced 256)")
     ap.add_argument("--k", type=int, default=64, help="full: θ in the sweep")
     ap.add_argument("--naive-k", type=int, default=3, help="full: θ timed in the naive loop")
+    ap.add_argument("--expr", default=FULL_EXPR, help="full: the target (parameter theta)")
     ap.add_argument("--grid", type=int, default=100, help="reduced: grid points per axis")
     ap.add_argument("--tol", type=float, default=1e-2, help="reduced: reduced_tol")
     ap.add_argument("--max-size", type=int, default=96, help="reduced: reduced_max")
