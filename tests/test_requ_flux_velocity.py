@@ -170,12 +170,22 @@ def test_cli_fit_velocity_of_a_run_uses_the_flux_form(run8, tmp_path):
 
 
 @pytest.mark.serial
-def test_sample_with_a_flux_model_is_rank_independent(run8, tmp_path):
-    """The flux model drives `sample --model`: the same samples on 1 and 2 ranks."""
+@pytest.mark.slow
+def test_flux_model_fit_and_sample_are_rank_independent(run8, tmp_path):
+    """`fit` on 2 ranks gives the serial model (the same density tables); the flux model drives
+    `sample --model` with the same samples on 1 and 2 ranks."""
     from conftest import run_cli
 
     args = ["fit", str(run8), "--field", "velocity", "--time-input", "--width", "8"]
-    run_cli(*args, "--steps", "50", "--test-points", "50", "--out", str(tmp_path / "f"))
+    args += ["--steps", "50", "--test-points", "50"]
+    run_cli(*args, "--out", str(tmp_path / "f"))
+    run_cli(*args, "--out", str(tmp_path / "f2"), ranks=2, timeout=120)
+    a, b = requ.load(tmp_path / "f"), requ.load(tmp_path / "f2")
+    assert isinstance(a, FluxVelocity) and isinstance(b, FluxVelocity)
+    np.testing.assert_array_equal(a.p1, b.p1)
+    np.testing.assert_array_equal(a.p0, b.p0)
+    z = np.random.default_rng(0).random((50, 3))
+    np.testing.assert_allclose(a(z), b(z), rtol=1e-3, atol=1e-6)
     outs = []
     for ranks in (1, 2):
         out = tmp_path / f"s{ranks}.npy"

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from beckmann._mpi import global_bbox, on_root
+from beckmann._mpi import allreduce_array, global_bbox, on_root
 
 if TYPE_CHECKING:
     from beckmann._dolfinx import MPI
@@ -410,7 +410,7 @@ def density_table(sol: Solution) -> dict[str, Any]:
         spacing *= 1.25
     nodes = grid_nodes(lo, hi, shape)
     found, _, _ = cells.search(nodes, owned=True)
-    inside = np.asarray(comm.allreduce((found >= 0).astype(np.int8), op=MPI.MAX), dtype=bool)
+    inside = allreduce_array((found >= 0).astype(np.int8), MPI.MAX, comm).astype(bool)
     vals = sol.evaluate(nodes[inside], 0.0, what=("source", "target"))
     out: dict[str, Any] = {"lower": lo, "upper": hi}
     near = None

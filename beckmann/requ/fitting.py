@@ -159,6 +159,9 @@ def fit_field(
 
     The inputs are ``x`` (potential, flux, a velocity at one time), ``(x, t)`` (a run's velocity
     with ``time_input``) and ``(x, [t,] θ)`` for a sweep store (the velocity always with ``t``).
+    A run's velocity with ``time_input`` is fitted in the flux form by default
+    (``settings.velocity_form``): a network of ``F(x)`` divided by ``p_t`` tabulated from the run
+    (:class:`~beckmann.requ.flux_velocity.FluxVelocity`); its held-out errors are those of ``v``.
     Training and held-out points are drawn independently from the same measure
     (``settings.sampling``); rank 0 trains (:func:`~beckmann.requ.train.fit`), measures the
     held-out errors (:func:`~beckmann.requ.norms.errors`) and writes ``OUT.json`` + ``OUT.npz``.
@@ -272,6 +275,7 @@ def _report(
     return {
         "field": s.field,
         "velocity_form": model.form if isinstance(model, FluxVelocity) else "direct",
+        "density_table": model.info.get("density_table"),
         "time": fixed,
         "inputs": model.input_names,
         "parameters_theta": train["parameters"],
