@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy.linalg import solve_triangular
+from scipy.linalg.blas import dgemm
 
 from beckmann import density
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
@@ -314,8 +315,10 @@ class ReducedModel:
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         K, Msz = values.shape[0], self.size
         thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
-        if D is None:
-            D = np.array([self.coefficients(t) for t in thetas]).reshape(K, Msz)
+        if D is None:  # the magic-point values of all θ, then one triangular solve
+            fm = np.array([self.target_at(self.points.T, t) for t in thetas]).reshape(K, Msz)
+            C = solve_triangular(self.B, fm.T, lower=True, unit_diagonal=True).T if Msz else fm
+            D = np.asarray(C / (C @ self.Z)[:, None], dtype=np.float64)
         norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
         alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
@@ -323,19 +326,25 @@ class ReducedModel:
             blk = range(s, min(s + block, K))
             Dk = D[s : blk.stop]
             if self.rhs == "interpolant":
-                FT = np.empty((len(blk), self.nloc))  # rows: cheap writes, one GEMM
+                # rows (cheap writes, masses while in cache), then in place by one BLAS GEMM:
+                # Z r = f − Z Ξ d for the block, Fortran views of the C-order arrays
+                FT = np.empty((len(blk), self.nloc))
+                zl = np.empty(len(blk))
                 for j, i in enumerate(blk):
                     FT[j] = self.nodal_target(thetas[i])
-                Zf = allreduce_array(FT @ self.m, MPI.SUM, self.comm)
-                RT = FT / Zf[:, None] - Dk @ self.xi.T
-                rk = self.mass.nu * allreduce_array((RT * RT) @ self.mass.D, MPI.SUM, self.comm)
+                    zl[j] = FT[j] @ self.m
+                Zf = allreduce_array(zl, MPI.SUM, self.comm)
+                RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * Dk).T, beta=1.0, c=FT.T,
+                           trans_a=1, overwrite_c=1).T if self.nloc and Msz else FT
+                rk = self.mass.nu * allreduce_array(
+                    np.einsum("ki,ki,i->k", RT, RT, self.mass.D), MPI.SUM, self.comm) / Zf**2
                 eta = np.sqrt(rk / self.lam1) + alg[s : blk.stop]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rel = np.where(norm[s : blk.stop] > eta, eta / (norm[s : blk.stop] - eta),
                                    np.inf)
                 sel = np.flatnonzero(agree_mask(rel > exact_above, self.comm))
                 if sel.size:
-                    R = np.ascontiguousarray(RT[sel].T)
+                    R = np.ascontiguousarray(RT[sel].T) / Zf[sel]
                     rk[sel] = allreduce_array(np.einsum("ik,ik->k", R, self.mass.mult_block(R)),
                                               MPI.SUM, self.comm)
                 rr[s : blk.stop] = rk
