@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1])
     ap.add_argument("--peer-rtol", type=float, default=1e-10)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to beckmann solve (e.g. solver.rtol=1e-6; default: none)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     if args.worker == "peer":
@@ -140,7 +142,7 @@ def main() -> None:
             for r in args.ranks:
                 out = work / f"run{r}"
                 solve = [str(BIN / "beckmann"), "solve", str(cfg), "--out", str(out),
-                         "--overwrite", "-q"]
+                         "--overwrite", "-q", *sum((["--set", s] for s in args.set), [])]
                 if r > 1:
                     solve = [str(BIN / "mpirun"), "-n", str(r), *solve]
                 contenders.append((f"beckmann-{r}", solve))
@@ -163,7 +165,8 @@ def main() -> None:
 
     med = {who: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for who, rs in rows.items()}
     peer = med["skfem+pyamg"]
-    print(f"\nunit square n = {args.n}, P1, median of {args.repeat} (whole processes)")
+    print(f"\nunit square n = {args.n}, P1, median of {args.repeat} (whole processes)"
+          + (f"; beckmann with --set {' --set '.join(args.set)}" if args.set else ""))
     print(f"{'':12s} {'wall s':>8s} {'peak GB':>8s} {'time ratio':>10s} {'mem ratio':>9s}")
     for who, m in med.items():
         print(f"{who:12s} {m['wall']:8.2f} {m['rss_gb']:8.2f} {m['wall'] / peer['wall']:10.2f} "

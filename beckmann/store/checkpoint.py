@@ -81,29 +81,35 @@ def _vertex_datasets(
 ) -> dict[str, str] | None:
     """``{field: dataset}`` of P1 fields DOLFINx wrote into ``mesh_file``'s HDF5, or ``None``.
 
-    ``None`` unless ``V`` is scalar P1 on a linear mesh and every field is a single-step
-    ``/Function/NAME/*`` dataset of one row per geometry node of the file. Rank 0 only.
+    ``None`` unless ``V`` is scalar P1 on a linear mesh and ``mesh_file``'s XML (what ParaView
+    reads) gives every field as one node-centred attribute of one value per geometry node, in
+    an HDF5 dataset. Read from the XML, so the write path needs no h5py. Rank 0 only.
     """
-    import h5py
+    import xml.etree.ElementTree as ET
 
     el = V.ufl_element()
     msh = V.mesh
     if (el.discontinuous or el.embedded_superdegree != 1 or V.value_shape
             or msh.geometry.cmaps[0].degree != 1):  # fmt: skip
         return None
-    h5path = mesh_file.with_suffix(".h5")
-    try:
-        with h5py.File(h5path, "r") as h5:
-            rows = h5["Mesh/mesh/geometry"].shape[0]
-            out = {}
-            for name in names:
-                steps = list(h5.get(f"Function/{name}", {}))
-                ds = h5.get(f"Function/{name}/{steps[0]}") if len(steps) == 1 else None
-                if ds is None or ds.shape != (rows, 1) or ds.dtype != np.float64:
-                    return None
-                out[name] = f"Function/{name}/{steps[0]}"
-    except (OSError, KeyError):
+    root = ET.parse(mesh_file).getroot()
+    geometry = root.find("./Domain/Grid[@Name='mesh']/Geometry/DataItem")
+    if geometry is None:
         return None
+    rows = (geometry.get("Dimensions") or "").split()[:1]
+    h5name = mesh_file.with_suffix(".h5").name
+    out = {}
+    for name in names:
+        items = root.findall(f"./Domain/Grid[@Name='{name}']/Grid/Attribute[@Name='{name}']")
+        item = items[0].find("DataItem") if len(items) == 1 else None
+        if (item is None or items[0].get("Center") != "Node"
+                or (item.get("Format") or "").upper() != "HDF"
+                or (item.get("Dimensions") or "").split() != [*rows, "1"]):  # fmt: skip
+            return None
+        file, _, dataset = (item.text or "").strip().partition(":")
+        if file != h5name or not dataset:
+            return None
+        out[name] = dataset.lstrip("/")
     return out
 
 
@@ -132,8 +138,6 @@ def write_checkpoint(
         ValueError: No functions, or functions on different spaces.
         RuntimeError: On every rank, when a rank cannot write its file.
     """
-    import h5py
-
     if not functions:
         raise ValueError("a checkpoint needs at least one function")
     V = next(iter(functions.values())).function_space
@@ -171,6 +175,8 @@ def write_checkpoint(
     itype = np.int32 if imap.size_global < 2**31 else np.int64
     cell_counts = comm.allgather(ncells)
     dof_counts = comm.allgather(nown)
+
+    import h5py  # here: a P1 checkpoint (above) needs no h5py (its import is ~0.2 s)
 
     def write_share() -> None:
         path = folder / f"rank{comm.rank}.h5"
