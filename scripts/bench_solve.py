@@ -37,8 +37,8 @@ BIN = Path(sys.executable).parent
 EXPR = "1 + 0.5*cos(pi*x)*cos(pi*y)"
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS in GB of the child tree, stdout)."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """Run ``cmd``; return (wall s, peak RSS in GB of the child tree, stdout, CPU s)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -49,7 +49,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     data = json.loads(out.strip().splitlines()[-1])
-    return wall, float(data.get("rss_gb", 0.0)), out
+    return wall, float(data.get("rss_gb", 0.0)), out, float(data.get("cpu_s", 0.0))
 
 
 def wrapper(cmd: list[str]) -> None:
@@ -60,9 +60,11 @@ def wrapper(cmd: list[str]) -> None:
     sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
         sys.exit(proc.returncode)
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(proc.stdout.strip())
-    print(json.dumps({"rss_gb": rss}))
+    # CPU seconds (user + system) of the child tree: on a shared, loaded machine the wall time
+    # of each contender depends on the others' load, its CPU time much less
+    print(json.dumps({"rss_gb": usage.ru_maxrss / 1e6, "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 def worker_peer(n: int, rtol: float) -> None:
@@ -147,17 +149,17 @@ def main() -> None:
                     solve = [str(BIN / "mpirun"), "-n", str(r), *solve]
                 contenders.append((f"beckmann-{r}", solve))
             for who, cmd in contenders:  # interleaved, so that load hits all alike
-                wall, rss, _ = timed([*me, "--worker", "wrap", "--", *cmd], env)
-                row = {"wall": wall, "rss_gb": rss}
+                wall, rss, _, cpu = timed([*me, "--worker", "wrap", "--", *cmd], env)
+                row = {"wall": wall, "rss_gb": rss, "cpu": cpu}
                 if who.startswith("beckmann"):
                     run = work / f"run{who.split('-')[1]}"
                     summary = json.loads((run / "summary.json").read_text())
                     summaries[who] = summary
                     row["bytes"] = folder_bytes(run)
                 rows.setdefault(who, []).append(row)
-                print(f"rep {rep} {who:12s} wall {wall:7.2f} s  peak {rss:5.2f} GB  "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)
-        _, _, text = timed([*me, "--worker", "wrap", "--", *me, "--worker", "matvec", "--n",
+                print(f"rep {rep} {who:12s} wall {wall:7.2f} s  cpu {cpu:7.2f} s  "
+                      f"peak {rss:5.2f} GB  load {os.getloadavg()[0]:.2f}", flush=True)
+        _, _, text, _ = timed([*me, "--worker", "wrap", "--", *me, "--worker", "matvec", "--n",
                             str(args.n)], env)
         matvec = json.loads(text.strip().splitlines()[0])["matvec"]
     finally:
@@ -167,9 +169,11 @@ def main() -> None:
     peer = med["skfem+pyamg"]
     print(f"\nunit square n = {args.n}, P1, median of {args.repeat} (whole processes)"
           + (f"; beckmann with --set {' --set '.join(args.set)}" if args.set else ""))
-    print(f"{'':12s} {'wall s':>8s} {'peak GB':>8s} {'time ratio':>10s} {'mem ratio':>9s}")
+    print(f"{'':12s} {'wall s':>8s} {'cpu s':>8s} {'peak GB':>8s} {'time ratio':>10s} "
+          f"{'cpu ratio':>9s} {'mem ratio':>9s}")
     for who, m in med.items():
-        print(f"{who:12s} {m['wall']:8.2f} {m['rss_gb']:8.2f} {m['wall'] / peer['wall']:10.2f} "
+        print(f"{who:12s} {m['wall']:8.2f} {m['cpu']:8.2f} {m['rss_gb']:8.2f} "
+              f"{m['wall'] / peer['wall']:10.2f} {m['cpu'] / peer['cpu']:9.2f} "
               f"{m['rss_gb'] / peer['rss_gb']:9.2f}")
     for who, s in summaries.items():
         t = s["timings"]
