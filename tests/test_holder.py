@@ -167,6 +167,40 @@ def test_affine_bound_prunes_exactly(comm, alpha, offset):
         np.testing.assert_allclose(om, om_ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize("d", [2, 3])
+def test_closer_than_is_brute_force(d, monkeypatch):
+    """The boundary-margin search against all pairs, with targets exactly at distance r (the
+    edge) and a large r that takes the k-d tree branch."""
+    from beckmann.holder import derivatives
+
+    rng = np.random.default_rng(4)
+    T = rng.random((60, d))
+    X = np.r_[rng.random((3000, d)), T[:20] + 0.05 * np.eye(d)[0]]
+    dist = np.sqrt(((X[:, None, :] - T[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    for r in (1e-6, 0.05, 0.2, 3.0):
+        got = derivatives.closer_than(X, T, r)
+        np.testing.assert_array_equal(got, dist < r)
+    monkeypatch.setattr(derivatives, "CLOSER_THAN_PAIRS", 0)
+    np.testing.assert_array_equal(derivatives.closer_than(X, T, 0.05), dist < 0.05)
+    assert not derivatives.closer_than(X, T[:0], 0.05).any()
+
+
+@pytest.mark.parametrize(("kind", "m"), [("smooth", 1), ("smooth", 2), ("cusp", 1)])
+def test_modulus_probes_change_nothing(comm, kind, m, monkeypatch):
+    """ω with the probe lower bounds equals ω without them and the exact all-pairs ω."""
+    from beckmann.holder import multiscale
+
+    X, V = cloud(kind, 3000, m=m, seed=8)
+    Xl, Vl = split(comm, X, V)
+    s = [0.01, 0.02, 0.04, 0.08, 0.3]
+    fast = holder.modulus(Xl, Vl, comm, s, method="fast")
+    ref = holder.modulus(Xl, Vl, comm, s, method="exact")
+    monkeypatch.setattr(multiscale, "PROBE_CELLS", 0)
+    bare = holder.modulus(Xl, Vl, comm, s, method="fast")
+    np.testing.assert_array_equal(fast, bare)
+    np.testing.assert_allclose(fast, ref, rtol=1e-13)
+
+
 def test_fit_exponent_synthetic():
     s = np.geomspace(0.01, 1.0, 21)
     e = holder.fit_exponent(s, 3.0 * s**0.37)
