@@ -75,9 +75,10 @@ theta = {{ linspace = [0, 1, {k}] }}
 """
 
 
-def bump_config(n: int, k: int, method: str, tol: float, max_size: int) -> str:
+def bump_config(n: int, k: int, method: str, tol: float, max_size: int, train: int = 0) -> str:
     extra = (
         f'method = "reduced"\nreduced_tol = {tol}\nreduced_max = {max_size}\n'
+        + (f"reduced_train = {train}\n" if train else "")
         if method == "reduced"
         else ""
     )
@@ -244,7 +245,8 @@ def basis_sizes(n: int, tols: list[float], max_size: int) -> list[dict]:
 def study_reduced(args: argparse.Namespace, tmp: Path) -> dict:
     full_cfg, red_cfg = tmp / "full10.toml", tmp / "reduced.toml"
     full_cfg.write_text(bump_config(args.n, 10, "full", args.tol, args.max_size))
-    red_cfg.write_text(bump_config(args.n, args.grid, "reduced", args.tol, args.max_size))
+    red_cfg.write_text(bump_config(args.n, args.grid, "reduced", args.tol, args.max_size,
+                                   args.train))
     fulls, reds, red_summary = [], [], {}
     for _ in range(args.repeats):
         for cfg, times in ((full_cfg, fulls), (red_cfg, reds)):
@@ -285,6 +287,7 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=100, help="reduced: grid points per axis")
     ap.add_argument("--tol", type=float, default=1e-2, help="reduced: reduced_tol")
     ap.add_argument("--max-size", type=int, default=96, help="reduced: reduced_max")
+    ap.add_argument("--train", type=int, default=0, help="reduced: reduced_train (0: default)")
     ap.add_argument("--random", type=int, default=50, help="reduced: random θ checked")
     ap.add_argument("--tols", default="", help="reduced: comma-separated tolerances")
     ap.add_argument("--repeats", type=int, default=3)
