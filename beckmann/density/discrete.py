@@ -246,13 +246,17 @@ class DensityPoints:
             return float(comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM))
         # the same sum as DOLFINx's, without packing the coefficient: Σ_c |J_c| Σ_q ω_q u_cq
         if self._jacobians is None:
+            msh = self.V.mesh
+            x, vertices = msh.geometry.x, msh.geometry.dofmaps[0][:, : msh.topology.dim + 1]
             self._jacobians = np.concatenate(
-                [_affine_jacobians(self._cell_vertices(slice(s, min(s + (1 << 16), self._ncells))))
+                [_affine_jacobians(x[vertices[s : min(s + (1 << 16), self._ncells)]])
                  for s in range(0, self._ncells, 1 << 16)] or [np.zeros(0)]
             )
         nq = self._weights.size
-        local = u.x.array[: self._ncells * nq].reshape(-1, nq) @ self._weights
-        return float(comm.allreduce(float(local @ self._jacobians), op=MPI.SUM))
+        # einsum, not BLAS: a threaded OpenBLAS gemv is slow on a busy machine (see _chunks)
+        local = np.einsum("cq,q->c", u.x.array[: self._ncells * nq].reshape(-1, nq),
+                          self._weights)
+        return float(comm.allreduce(float(np.dot(local, self._jacobians)), op=MPI.SUM))
 
     def evaluate(
         self,
