@@ -124,7 +124,7 @@ def oscillation(
     if n < d + 2:
         return s, np.full(s.size, math.nan)
     order = np.lexsort(X.T[::-1])
-    X, V, W = X[order], V[order], W[order]
+    X, V, W = np.take(X, order, axis=0), np.take(V, order, axis=0), W[order]
     lo, hi = X.min(axis=0), X.max(axis=0)
     # remove the global affine fit first: it changes no cube's residual, and smaller values
     # lose fewer digits in the summed-area tables
@@ -159,17 +159,27 @@ def oscillation(
     for i, w in enumerate(widths):
         if np.any(w > nb):
             continue
-        S = np.zeros((*(nb - w + 1), mom.shape[1]))
-        N = np.zeros(tuple(nb - w + 1))
+        # inclusion-exclusion over the cube's corners, summed in corner order
+        S: FloatArray | None = None
+        N: FloatArray | None = None
         for corner in itertools.product((0, 1), repeat=d):
             sl = tuple(
                 slice(w, None) if c else slice(0, T.shape[a] - w) for a, c in enumerate(corner)
             )
-            S += (-1) ** (d - sum(corner)) * T[sl + (slice(None),)]
-            N += (-1) ** (d - sum(corner)) * C[sl]
-        S = S.reshape(-1, mom.shape[1])
+            plus = (d - sum(corner)) % 2 == 0
+            tS, tN = T[sl + (slice(None),)], C[sl]
+            if S is None or N is None:
+                S, N = (tS.copy(), tN.copy()) if plus else (-tS, -tN)
+            elif plus:
+                S += tS
+                N += tN
+            else:
+                S -= tS
+                N -= tN
+        assert S is not None and N is not None
         full = density * float(sides[i]) ** pos.size
-        S = S[N.ravel() >= max(d + 2.0, MIN_FILL * full) - 0.5]
+        enough = N.ravel() >= max(d + 2.0, MIN_FILL * full) - 0.5
+        S = np.compress(enough, S.reshape(-1, mom.shape[1]), axis=0)
         if S.shape[0]:
             osc[i] = float(np.sqrt(_residuals(S, d, m).max()))
     return sides, osc
