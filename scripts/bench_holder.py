@@ -15,7 +15,7 @@ field and for ``--field all`` (median of ``--repeats-fast``), serially; issue 15
 every field of a 150k-dof P3 run in under 10 s:
 
     .venv/bin/beckmann solve CONFIG --out /tmp/sq128   # unit square, P3, mesh.n = 128
-    .venv/bin/python scripts/bench_holder.py --run /tmp/sq128 --repeats-fast 3
+    .venv/bin/python scripts/bench_holder.py --run /tmp/sq128 --repeats-fast 3 [--fields all]
 """
 
 from __future__ import annotations
@@ -41,15 +41,18 @@ def field(X: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown field {kind!r}")
 
 
-def bench_run(run: str, repeats: int, json_out: str) -> None:
-    """Median wall time of ``beckmann holder RUN --field F`` as a whole process, per field."""
+def bench_run(run: str, repeats: int, json_out: str, fields: str = "") -> None:
+    """Median wall time of ``beckmann holder RUN --field F`` as a whole process, per field.
+
+    ``fields``: comma-separated subset of the fields and ``all`` (default: every one).
+    """
     import subprocess
     import sys
     from pathlib import Path
 
     exe = str(Path(sys.executable).with_name("beckmann"))
     out = {"run": run, "repeats": repeats, "seconds": {}}
-    for f in (*holder.FIELDS, "all"):
+    for f in fields.split(",") if fields else (*holder.FIELDS, "all"):
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -65,6 +68,7 @@ def bench_run(run: str, repeats: int, json_out: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="", help="time `beckmann holder RUN --field F` instead")
+    ap.add_argument("--fields", default="", help="with --run: only these (comma-separated)")
     ap.add_argument("--n", type=int, default=50_000, help="global number of points")
     ap.add_argument("--field", default="smooth", choices=["smooth", "holder", "vector"])
     ap.add_argument("--alpha", type=float, default=0.5, help="seminorm exponent")
@@ -74,7 +78,7 @@ def main() -> None:
     ap.add_argument("--json-out", default="", help="also write the figures to this JSON file")
     args = ap.parse_args()
     if args.run:
-        bench_run(args.run, args.repeats_fast, args.json_out)
+        bench_run(args.run, args.repeats_fast, args.json_out, args.fields)
         return
 
     comm = MPI.COMM_WORLD
