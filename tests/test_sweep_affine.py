@@ -15,6 +15,7 @@ from test_sweep import rel, single, sweep_cfg
 
 from beckmann import sweep
 from beckmann.density import Expression
+from beckmann.density.parametric import bind, polynomial
 from beckmann.sweep.engine import choose_method
 
 
@@ -31,7 +32,7 @@ def test_polynomial_equals_expression(text, terms):
     rng = np.random.default_rng(0)
     x = rng.random((3, 500))
     expr = Expression(text)
-    form = expr.polynomial(["theta", "b"] if "b" in text else ["theta"], {"a": 0.7})
+    form = polynomial(expr, ["theta", "b"] if "b" in text else ["theta"], {"a": 0.7})
     assert form is not None and len(form) == terms
     fields = form.fields(x)
     for theta in rng.normal(size=4) * 2:
@@ -45,7 +46,7 @@ def test_polynomial_equals_expression(text, terms):
     "text", ["exp(theta*x)", "1/theta", "x**theta", "theta**5", "(theta + x)**4 * (1 + theta)**4"]
 )
 def test_not_polynomial(text):
-    assert Expression(text).polynomial(["theta"]) is None
+    assert polynomial(Expression(text), ["theta"]) is None
 
 
 @pytest.mark.parametrize(
@@ -58,17 +59,17 @@ def test_bound_expression_equals_evaluate_bitwise(text):
     """θ-free sub-trees evaluated once: the same operations, so the same bits."""
     x = np.random.default_rng(1).random((3, 400))
     expr = Expression(text)
-    values = expr.bind(x, ["theta"], {"s": 0.05})
+    values = bind(expr, x, ["theta"], {"s": 0.05})
     assert values is not None
     for theta in (0.0, 0.37, 1.5):
         want = expr.evaluate(x, {"theta": theta, "s": 0.05})
         assert np.array_equal(values({"theta": theta}), want)
-    assert expr.bind(x, ["theta"], {"s": 0.05}, max_bytes=1000) is None  # over the budget
-    assert Expression("a*theta + x").bind(x, ["theta"]) is None  # 'a' has no value
+    assert bind(expr, x, ["theta"], {"s": 0.05}, max_bytes=1000) is None  # over the budget
+    assert bind(Expression("a*theta + x"), x, ["theta"]) is None  # 'a' has no value
 
 
 def test_free_parameter_without_value_is_not_polynomial():
-    assert Expression("a*theta").polynomial(["theta"]) is None
+    assert polynomial(Expression("a*theta"), ["theta"]) is None
 
 
 # ------------------------------------------------------------- the sweep's affine path

@@ -26,7 +26,6 @@ __all__ = [
     "FUNCTIONS",
     "Expression",
     "MissingParameterError",
-    "PolynomialForm",
     "check_params",
 ]
 
@@ -67,6 +66,9 @@ _OPERATORS: dict[type[ast.operator], Callable[..., Any]] = {
     ast.Div: np.divide,
     ast.Pow: np.power,
 }
+
+#: The NumPy operation of each operator and function (:mod:`beckmann.density.parametric`).
+OPERATORS, UNARY, BINARY, VARIADIC = _OPERATORS, _UNARY, _BINARY, _VARIADIC
 
 _MAX_EXPRESSION_LENGTH = 10_000
 _MAX_EXPRESSION_DEPTH = 400
@@ -157,7 +159,8 @@ class Expression:
         except (RecursionError, MemoryError) as err:
             raise ValueError(f"malformed expression {self._quoted}: nested too deeply") from err
         names: set[str] = set()
-        self._body = tree.body
+        #: The syntax tree (:mod:`beckmann.density.parametric` reads it).
+        self.tree = tree.body
         try:
             self._root = self._compile(tree.body, names)
         except RecursionError as err:
@@ -180,6 +183,10 @@ class Expression:
             segment = segment[:57] + "..."
         at = f" in {segment!r}" if segment and segment != self.text.strip() else ""
         return ValueError(f"malformed expression {self._quoted}: {reason}{at}")
+
+    def compile_node(self, node: ast.AST) -> _Node:
+        """A sub-tree of :attr:`tree` compiled as the whole expression is (a closure of env)."""
+        return self._compile(node, set())
 
     def _compile(self, node: ast.AST, names: set[str], depth: int = 0) -> _Node:
         # The closures recurse as deep as the tree: bound it well below Python's stack limit.
@@ -329,255 +336,3 @@ class Expression:
         with np.errstate(all="ignore"):
             values = self._root(env)
         return np.array(np.broadcast_to(values, (x.shape[1],)), dtype=np.float64)
-
-    def polynomial(
-        self,
-        names: list[str] | tuple[str, ...],
-        params: Mapping[str, float] | None = None,
-        *,
-        max_terms: int = 8,
-    ) -> PolynomialForm | None:
-        """The expression as a polynomial in the parameters ``names``, when it is one.
-
-        ``f(x; θ) = Σ_k θ^{e_k} f_k(x)`` exactly (as real functions: the floating-point sums are
-        regrouped, so values agree with :meth:`evaluate` to round-off), found on the syntax
-        tree: ``+ -`` merge terms, ``*`` multiplies them out, ``/`` and ``**`` (a small integer
-        literal power) keep it polynomial when the divisor / exponent is free of ``names``, and
-        every function call must have arguments free of ``names``. ``params`` gives the other
-        parameters (fixed); a sub-tree free of ``names`` becomes one θ-independent field
-        ``f_k``, evaluated once per point set by :meth:`PolynomialForm.fields`.
-
-        Returns:
-            The decomposition, or ``None`` when the expression is not such a polynomial (a
-            parameter inside a function, a divisor or an exponent) or has more than
-            ``max_terms`` monomials.
-        """
-        sweep = tuple(names)
-        fixed = dict(params or {})
-        missing = self.parameter_names - set(sweep) - fixed.keys()
-        if missing:
-            return None
-        try:
-            terms = _poly(self, self._body, sweep, max_terms)
-        except (_NotPolynomial, RecursionError):
-            return None
-        return PolynomialForm(sweep, fixed, terms)
-
-
-    def bind(
-        self,
-        x: FloatArray,
-        names: list[str] | tuple[str, ...],
-        params: Mapping[str, float] | None = None,
-        *,
-        max_bytes: int = 1 << 28,
-    ) -> Callable[[Mapping[str, float]], FloatArray] | None:
-        """The expression at fixed points ``x`` ``(3, N)`` as a function of ``names``.
-
-        Every largest sub-tree free of ``names`` is evaluated once, here; the returned function
-        evaluates only the rest (the θ-dependent arithmetic) for the values of ``names`` it is
-        given. ``params`` gives the other parameters. Same values as :meth:`evaluate` (the same
-        operations in the same order).
-
-        Returns:
-            ``values(theta) -> (N,)``, or ``None`` when the cached arrays would take more than
-            ``max_bytes``, or when a parameter has no value.
-        """
-        sweep = tuple(names)
-        fixed = dict(params or {})
-        if self.parameter_names - set(sweep) - fixed.keys():
-            return None
-        env: dict[str, Any] = {k: np.float64(v) for k, v in fixed.items()}
-        env.update(x=x[0], y=x[1], z=x[2])
-        budget = [max_bytes]
-        try:
-            with np.errstate(all="ignore"):
-                root = _bound(self, self._body, sweep, env, budget)
-        except (MemoryError, RecursionError):
-            return None
-        if budget[0] < 0:
-            return None
-        n = x.shape[1]
-
-        def values(theta: Mapping[str, float]) -> FloatArray:
-            env_t = {k: np.float64(theta[k]) for k in sweep}
-            with np.errstate(all="ignore"):
-                out = root(env_t)
-            return np.array(np.broadcast_to(out, (n,)), dtype=np.float64)
-
-        return values
-
-
-def _bound(
-    expr: Expression, node: ast.AST, names: tuple[str, ...], env: dict[str, Any], budget: list[int]
-) -> _Node:
-    """``node`` with its largest ``names``-free sub-trees evaluated at ``env`` (module use)."""
-    if not _uses(node, names):
-        value = expr._compile(node, set())(env)
-        budget[0] -= int(getattr(value, "nbytes", 0))
-        if budget[0] < 0:
-            raise MemoryError
-        return lambda env_t: value
-    if isinstance(node, ast.Name):
-        name = node.id
-        return lambda env_t: env_t[name]
-    if isinstance(node, ast.UnaryOp):
-        inner = _bound(expr, node.operand, names, env, budget)
-        if isinstance(node.op, ast.USub):
-            return lambda env_t: np.negative(inner(env_t))
-        return inner
-    if isinstance(node, ast.BinOp):
-        left = _bound(expr, node.left, names, env, budget)
-        right = _bound(expr, node.right, names, env, budget)
-        op = _OPERATORS[type(node.op)]
-        return lambda env_t: op(left(env_t), right(env_t))
-    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    args = [_bound(expr, a, names, env, budget) for a in node.args]
-    fname = node.func.id
-    if fname in _UNARY:
-        f1, a0 = _UNARY[fname], args[0]
-        return lambda env_t: f1(a0(env_t))
-    if fname in _BINARY:
-        f2, b0, b1 = _BINARY[fname], args[0], args[1]
-        return lambda env_t: f2(b0(env_t), b1(env_t))
-    fv = _VARIADIC[fname]
-    return lambda env_t: functools.reduce(fv, (a(env_t) for a in args))
-
-
-class _NotPolynomial(Exception):
-    """A node that makes the expression leave the polynomials in the sweep parameters."""
-
-
-_Terms = dict[tuple[int, ...], _Node]
-
-
-def _uses(node: ast.AST, names: tuple[str, ...]) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
-
-
-def _once(f: _Node) -> _Node:
-    """``f`` evaluated once per point set (kept in ``env["_once"]``).
-
-    A θ-independent sub-tree shared by several terms (``(1 + θ) g`` gives ``g`` to two) is
-    computed once.
-    """
-    key = object()
-
-    def g(env: Any) -> Any:
-        memo = env["_once"]
-        if key not in memo:
-            memo[key] = f(env)
-        return memo[key]
-
-    return g
-
-
-def _add(a: _Node, b: _Node, sign: float) -> _Node:
-    if sign > 0:
-        return lambda env: np.add(a(env), b(env))
-    return lambda env: np.subtract(a(env), b(env))
-
-
-def _merge(left: _Terms, right: _Terms, sign: float) -> _Terms:
-    out = dict(left)
-    for m, g in right.items():
-        if m in out:
-            out[m] = _add(out[m], g, sign)
-        elif sign > 0:
-            out[m] = g
-        else:
-            out[m] = lambda env, g=g: np.negative(g(env))
-    return out
-
-
-def _times(left: _Terms, right: _Terms, max_terms: int) -> _Terms:
-    out: _Terms = {}
-    for m1, f1 in left.items():
-        for m2, f2 in right.items():
-            m = tuple(a + b for a, b in zip(m1, m2, strict=True))
-            prod: _Node = lambda env, f1=f1, f2=f2: np.multiply(f1(env), f2(env))  # noqa: E731
-            out[m] = _add(out[m], prod, 1.0) if m in out else prod
-    if len(out) > max_terms:
-        raise _NotPolynomial
-    return out
-
-
-def _poly(expr: Expression, node: ast.AST, names: tuple[str, ...], max_terms: int) -> _Terms:
-    """The terms ``{exponents: field}`` of ``node`` (raises :class:`_NotPolynomial`)."""
-    zero = (0,) * len(names)
-    if not _uses(node, names):
-        return {zero: _once(expr._compile(node, set()))}
-    if isinstance(node, ast.Name):  # a sweep parameter
-        one = tuple(int(n == node.id) for n in names)
-        unit = np.float64(1.0)
-        return {one: lambda env: unit}
-    if isinstance(node, ast.UnaryOp):
-        inner = _poly(expr, node.operand, names, max_terms)
-        if isinstance(node.op, ast.UAdd):
-            return inner
-        return {m: (lambda env, f=f: np.negative(f(env))) for m, f in inner.items()}
-    if isinstance(node, ast.BinOp):
-        if isinstance(node.op, ast.Add | ast.Sub):
-            left = _poly(expr, node.left, names, max_terms)
-            right = _poly(expr, node.right, names, max_terms)
-            out = _merge(left, right, 1.0 if isinstance(node.op, ast.Add) else -1.0)
-            if len(out) > max_terms:
-                raise _NotPolynomial
-            return out
-        if isinstance(node.op, ast.Mult):
-            left = _poly(expr, node.left, names, max_terms)
-            return _times(left, _poly(expr, node.right, names, max_terms), max_terms)
-        if isinstance(node.op, ast.Div) and not _uses(node.right, names):
-            den = expr._compile(node.right, set())
-            num = _poly(expr, node.left, names, max_terms)
-            return {m: (lambda env, f=f: np.divide(f(env), den(env))) for m, f in num.items()}
-        if (
-            isinstance(node.op, ast.Pow)
-            and isinstance(node.right, ast.Constant)
-            and type(node.right.value) is int
-            and 0 <= node.right.value <= 4
-        ):
-            base = _poly(expr, node.left, names, max_terms)
-            out = {zero: (lambda env: np.float64(1.0))}
-            for _ in range(node.right.value):
-                out = _times(out, base, max_terms)
-            return out
-    raise _NotPolynomial
-
-
-class PolynomialForm:
-    """``f(x; θ) = Σ_k θ^{e_k} f_k(x)``: an expression split into θ-independent fields.
-
-    Built by :meth:`Expression.polynomial`. :meth:`fields` evaluates the ``f_k`` once at a set
-    of points; :meth:`coefficients` gives the monomials ``θ^{e_k}`` of one θ, so the values at
-    θ are ``coefficients(θ) @ fields(x)``: a few multiply-adds per point instead of the whole
-    expression. Not collective.
-
-    Attributes:
-        names: The sweep parameters, in the order of the exponents.
-        exponents: One tuple of exponents per term.
-    """
-
-    def __init__(self, names: tuple[str, ...], fixed: dict[str, float], terms: _Terms) -> None:
-        self.names = names
-        self._fixed = fixed
-        self.exponents = list(terms)
-        self._fields = [terms[m] for m in self.exponents]
-
-    def __len__(self) -> int:
-        return len(self.exponents)
-
-    def fields(self, x: FloatArray) -> FloatArray:
-        """The fields ``f_k`` at points ``x`` ``(3, N)``: shape ``(terms, N)``."""
-        env: dict[str, Any] = {k: np.float64(v) for k, v in self._fixed.items()}
-        env.update(x=x[0], y=x[1], z=x[2], _once={})
-        out = np.empty((len(self._fields), x.shape[1]))
-        with np.errstate(all="ignore"):
-            for k, f in enumerate(self._fields):
-                out[k] = f(env)
-        return out
-
-    def coefficients(self, theta: Mapping[str, float]) -> FloatArray:
-        """The monomials ``θ^{e_k}``, one per term."""
-        t = np.array([float(theta[n]) for n in self.names], dtype=np.float64)
-        return np.array([np.prod(t ** np.array(e)) for e in self.exponents], dtype=np.float64)

@@ -15,7 +15,7 @@ starts from the previous :math:`\theta`'s potential (``warm_start``). The flux
 applied to the potential's values.
 
 **Targets polynomial in θ** (the affine path, ``affine=True``, what ``run_sweep`` asks for): when
-every θ-dependent density is an expression that :meth:`beckmann.density.Expression.polynomial`
+every θ-dependent density is an expression that :func:`beckmann.density.parametric.polynomial`
 splits as ``f(x; θ) = Σ_k θ^{e_k} f_k(x)`` (a sum of products of θ-free sub-trees and powers of
 the parameters, e.g. ``(1 + θ) g(x) + θ h(x) + 3``), the fields ``f_k`` are evaluated once at the
 nodes and quadrature points, their right-hand sides ``b_k`` assembled and solved once
@@ -44,7 +44,7 @@ from beckmann import mesh as bmesh
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem
 from beckmann._mpi import allreduce_array, global_bbox
 from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
-from beckmann.density.expression import PolynomialForm
+from beckmann.density.parametric import PolynomialForm, bind, polynomial
 from beckmann.fields import gradient_matrix
 from beckmann.pipeline import discretise_density
 from beckmann.poisson import NeumannPoisson
@@ -206,7 +206,7 @@ class Engine:
                 continue
             fixed = {k: v for k, v in sec.get("params", {}).items() if k not in grid.names}
             expr = density.Expression(sec["expr"])
-            pair = [expr.bind(pts, grid.names, fixed) for pts in (self.points.nodes, self._qpts)]
+            pair = [bind(expr, pts, grid.names, fixed) for pts in (self.points.nodes, self._qpts)]
             if pair[0] is not None and pair[1] is not None:
                 self._bound[role] = (pair[0], pair[1])
         # the discretised density of the affine path, reused for every θ
@@ -227,7 +227,7 @@ class Engine:
             if not depends_on(sec, grid.names):
                 continue
             fixed = {k: v for k, v in sec.get("params", {}).items() if k not in grid.names}
-            form = density.Expression(sec["expr"]).polynomial(grid.names, fixed)
+            form = polynomial(density.Expression(sec["expr"]), grid.names, fixed)
             if form is None:
                 return {}
             forms[role] = form
