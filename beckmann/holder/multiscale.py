@@ -185,6 +185,7 @@ class _Level:
 
     pack: FloatArray  # (n_cells, K)
     reps: IntArray  # (n_cells, n_reps) point indices
+    ranges: FloatArray  # (n_cells, 2m): vmin, vmax (the first columns of pack)
 
 
 class _Cols:
@@ -242,7 +243,13 @@ class Tree:
                 ],
                 axis=1,
             )
-            self.levels.append(_Level(pack=pack, reps=np.stack(reps, axis=1)))
+            self.levels.append(
+                _Level(
+                    pack=pack,
+                    reps=np.stack(reps, axis=1),
+                    ranges=np.ascontiguousarray(pack[:, : 2 * self.m]),
+                )
+            )
 
 
 def _affine_models(V: FloatArray, cells: _Cells) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -421,7 +428,6 @@ def branch_and_bound(
     lb = lb0
     tiny = np.finfo(np.float64).tiny
     d, m = tree.d, tree.m
-    s = tree.cols.slices
     for k, (cells, lev) in enumerate(zip(tree.geo.levels, tree.levels, strict=True)):
         if not split and A.size >= 4 * P:
             A, B = A[rank::P], B[rank::P]
@@ -433,8 +439,8 @@ def branch_and_bound(
         dmax2 = np.einsum("ij,ij->i", span, span)
         keep = (dmin2 <= dhi2) & (dmax2 >= dlo2) & (dmax2 > 0.0)
         A, B, dmin2, dmax2 = A[keep], B[keep], dmin2[keep], dmax2[keep]
-        GA, GB = _rows(lev.pack, A), _rows(lev.pack, B)
-        dv = np.maximum(GA[:, s["vmax"]] - GB[:, s["vmin"]], GB[:, s["vmax"]] - GA[:, s["vmin"]])
+        RA, RB = _rows(lev.ranges, A), _rows(lev.ranges, B)
+        dv = np.maximum(RA[:, m:] - RB[:, :m], RB[:, m:] - RA[:, :m])
         ub = np.sqrt(np.einsum("ij,ij->i", dv, dv))
         if m == 1 and alpha == 0.0:
             # a scalar pair of distinct cells inside the window: its best pair is max - min
@@ -447,7 +453,11 @@ def branch_and_bound(
             ub = ub / dlow
         elif alpha > 0.0:
             ub = ub / dlow**alpha
+        # the value ranges' bound first; the affine models' only for the pairs it leaves
+        keep = ub > lb
+        A, B, ub, dlow, dmax2 = A[keep], B[keep], ub[keep], dlow[keep], dmax2[keep]
         if A.size:
+            GA, GB = _rows(lev.pack, A), _rows(lev.pack, B)
             dhigh = np.sqrt(np.minimum(dmax2, dhi2))
             ub = np.minimum(ub, _affine_bound(tree.cols, GA, GB, dlow, dhigh, alpha, d, m))
         # a pair whose bound does not beat lb has no pair of points that does: neither its
