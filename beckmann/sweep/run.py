@@ -121,12 +121,16 @@ def _solve_all(
     comm: MPI.Comm,
     show: bool,
     stream: tuple[ContinuityStream, IntArray, FloatArray] | None = None,
+    phases: dict[str, float] | None = None,
 ) -> int:
     """Solve this group's θ block by block, storing each at once; the number stored.
 
     With ``stream`` (the stream and this rank's joint dofs), every θ is also pushed to the
-    continuity report, in index order, from memory.
+    continuity report, in index order, from memory. ``phases`` gets the seconds spent in the
+    store writes (gather included) and in the pushes, part of the solve phase.
     """
+    phases = {} if phases is None else phases
+    phases.update(store_write=0.0, continuity_stream=0.0)
     gcomm = eng.comm
     grid = spec.grid
     store_flux = spec.options["store_flux"]
@@ -136,6 +140,7 @@ def _solve_all(
     with progress_bar(len(mine) * ngroups, "sweep", comm, disable=not show) as bar:
         for start in range(0, len(mine), eng.block):
             for phi, flux, row in eng.solve_block(mine[start : start + eng.block]):
+                tw = time.perf_counter()
                 g_phi = gather_rows(phi, gcomm)
                 g_flux = gather_rows(flux, gcomm) if store_flux else None
                 data = None
@@ -147,9 +152,12 @@ def _solve_all(
                         data["flux"] = g_flux if perm_flux is None else g_flux[perm_flux]
                 # collective on the group: every rank learns how its root's write went
                 write_entry(folder, row, grid, chash, data, gcomm)
+                tc = time.perf_counter()
+                phases["store_write"] += tc - tw
                 if stream is not None:
                     values = {"potential": phi, "flux": flux}
                     stream[0].push(values, phi[stream[1]])
+                    phases["continuity_stream"] += time.perf_counter() - tc
                 solved += 1
                 bar.update(n=ngroups, postfix=grid.label(row["index"]))
     return solved
@@ -289,11 +297,13 @@ def _run(
                 stream = _memory_stream(eng, spec, pending, ngroups, comm)
             t1 = time.perf_counter()
             solved = 0
+            phases: dict[str, float] = {}
             with collective(comm):  # one group's failure reaches every group
                 solved = _solve_all(
-                    eng, mine, folder, perms, spec, color, ngroups, comm, progress, stream
+                    eng, mine, folder, perms, spec, color, ngroups, comm, progress, stream, phases
                 )
             timings["solve"] = time.perf_counter() - t1
+            timings.update(phases)  # parts of "solve"
         finally:
             eng.destroy()
         group_root = gcomm.rank == 0
