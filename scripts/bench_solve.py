@@ -18,6 +18,7 @@ so the solve can be read in mat-vec units.
 
     python scripts/bench_solve.py                 # n = 1024: 1.05M P1 dofs, median of 3
     python scripts/bench_solve.py --n 256 --repeat 1
+    python scripts/bench_solve.py --worker tolerances --n 1024   # solver.rtol vs exact error
 """
 
 from __future__ import annotations
@@ -96,6 +97,41 @@ def worker_matvec(n: int) -> None:
     print(json.dumps({"matvec": statistics.median(times)}))
 
 
+def worker_tolerances(n: int) -> None:
+    """φ at several solver.rtol against the exact φ = cos πx cos πy / (4π²) (docs/performance.md).
+
+    p1 − p0 = ½ cos πx cos πy, so -Δφ = p1 − p0 with ∂φ/∂n = 0 and mean 0 is that φ.
+    """
+    import numpy as np
+    import ufl
+
+    from beckmann import config, pipeline
+    from beckmann._dolfinx import MPI, fem
+
+    ref = cost_ref = None
+    dx = ufl.dx(metadata={"quadrature_degree": 4})
+
+    def norm(u: object, grad: bool = False) -> float:
+        g = ufl.grad(u) if grad else u
+        return float(np.sqrt(fem.assemble_scalar(fem.form(ufl.inner(g, g) * dx))))
+
+    print(f"{'rtol':>7s} {'its':>4s} {'rel L2 err':>11s} {'rel H1 err':>11s} "
+          f"{'max|φ-φ(1e-10)|/max|φ|':>24s} {'cost rel diff':>14s}")
+    for rtol in (1e-10, 1e-8, 1e-7, 1e-6, 1e-5):
+        cfg = config.resolve(sets=[f"mesh.n={n}", "solver.degree=1", f"solver.rtol={rtol}",
+                                   "target.kind='expression'", f"target.expr='{EXPR}'"])
+        sol = pipeline.solve(cfg, MPI.COMM_WORLD)
+        x = ufl.SpatialCoordinate(sol.msh)
+        exact = ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) / (4 * ufl.pi**2)
+        e = sol.phi - exact
+        if ref is None:
+            ref, cost_ref = sol.phi.x.array.copy(), sol.info["beckmann_cost"]
+        diff = np.abs(sol.phi.x.array - ref).max() / np.abs(ref).max()
+        print(f"{rtol:7.0e} {sol.info['iterations']:4d} {norm(e) / norm(exact):11.3e} "
+              f"{norm(e, True) / norm(exact, True):11.3e} {diff:24.1e} "
+              f"{abs(sol.info['beckmann_cost'] - cost_ref) / cost_ref:14.1e}", flush=True)
+
+
 def raw_bytes(summary: dict) -> int:
     """Raw float64 size of mesh + vertex fields of a 2D P1 run (8 bytes per number)."""
     cells, vertices = summary["cells"], int(summary["ndofs"])
@@ -111,7 +147,9 @@ def folder_bytes(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--worker", choices=["peer", "matvec", "wrap"])
+    ap.add_argument("--worker", choices=["peer", "matvec", "wrap", "tolerances"],
+                    help="internal, except tolerances: the solver.rtol table of "
+                    "docs/performance.md")
     ap.add_argument("--n", type=int, default=1024, help="cells per side (1024: 1.05M P1 dofs)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1])
@@ -124,6 +162,8 @@ def main() -> None:
         return worker_peer(args.n, args.peer_rtol)
     if args.worker == "matvec":
         return worker_matvec(args.n)
+    if args.worker == "tolerances":
+        return worker_tolerances(args.n)
     if args.worker == "wrap":
         return wrapper(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
 
