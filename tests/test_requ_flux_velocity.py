@@ -84,8 +84,14 @@ def test_flux_velocity_values_jacobian_files_and_export(tmp_path):
     back = requ.load(tmp_path / "m", field="velocity")
     assert isinstance(back, FluxVelocity) and back.info["note"] == "test"
     np.testing.assert_array_equal(back(z), m(z))
-    # a damaged table shape is refused, naming the file
+    # version 2 (an older reader refuses it); the version must match the form
     js = json.loads((tmp_path / "m.json").read_text())
+    assert js["version"] == 2 and js["velocity_form"] == "flux/p_t"
+    (tmp_path / "v1.npz").write_bytes((tmp_path / "m.npz").read_bytes())
+    (tmp_path / "v1.json").write_text(json.dumps({**js, "version": 1}))
+    with pytest.raises(ValueError, match="v1.json.*version 1 has a velocity_form"):
+        requ.load(tmp_path / "v1")
+    # a damaged table shape is refused, naming the file
     js["density_grid"]["shape"] = [9, 8]
     (tmp_path / "bad.json").write_text(json.dumps(js))
     (tmp_path / "bad.npz").write_bytes((tmp_path / "m.npz").read_bytes())

@@ -41,6 +41,9 @@ FloatArray = npt.NDArray[np.float64]
 
 FORMAT = "beckmann-network"
 FORMAT_VERSION = 1
+#: The version of a velocity in the flux form (``velocity_form``, density tables): a reader of
+#: version 1 only refuses it instead of taking the flux network for the velocity.
+FLUX_FORMAT_VERSION = 2
 _MAX_JSON_BYTES = 64 * 2**20
 #: Largest array (in elements) a model file may declare; a 4096 x 4096 layer is 16.8M.
 MAX_ARRAY_ELEMENTS = 2**25
@@ -64,7 +67,8 @@ def architecture(model: Network | FluxVelocity) -> dict[str, Any]:
     if isinstance(model, FluxVelocity):
         arch = architecture(model.flux)
         arch.update(
-            field="velocity", velocity_form=model.form, info=model.info,
+            version=FLUX_FORMAT_VERSION, field="velocity", velocity_form=model.form,
+            info=model.info,
             density_grid={
                 "lower": [float(v) for v in model.grid_lower],
                 "upper": [float(v) for v in model.grid_upper],
@@ -172,11 +176,15 @@ def _read_json(js: Path) -> dict[str, Any]:
     if js.stat().st_size > _MAX_JSON_BYTES:
         raise ValueError(f"{str(js)!r} is larger than {_MAX_JSON_BYTES} bytes: not a model")
     arch = read_stamped_json(js, FORMAT, f"a beckmann network (missing format {FORMAT!r})")
-    if arch.get("version") != FORMAT_VERSION:
+    version = arch.get("version")
+    if version not in (FORMAT_VERSION, FLUX_FORMAT_VERSION):
         raise ValueError(
-            f"{str(js)!r} has format version {arch.get('version')!r}; "
-            f"this beckmann reads version {FORMAT_VERSION}"
+            f"{str(js)!r} has format version {version!r}; "
+            f"this beckmann reads versions {FORMAT_VERSION} and {FLUX_FORMAT_VERSION}"
         )
+    if (version == FLUX_FORMAT_VERSION) != ("velocity_form" in arch):
+        what = "lacks its velocity_form" if "velocity_form" not in arch else "has a velocity_form"
+        raise ValueError(f"{str(js)!r}: a model of format version {version} {what}")
     return arch
 
 
