@@ -95,8 +95,13 @@ def nodal_average(expr: Any, W: Any) -> Any:
     dofs = W.dofmap.list[cells]
     total = fem.Function(W)
     count = fem.Function(W)
-    np.add.at(total.x.array.reshape(-1, bs), dofs.ravel(), vals.reshape(-1, bs))
-    np.add.at(count.x.array.reshape(-1, bs), dofs.ravel(), 1.0)
+    # bincount adds in the order of the cells, as np.add.at does, several times faster
+    idx, flat = dofs.ravel(), vals.reshape(-1, bs)
+    tot, cnt = total.x.array.reshape(-1, bs), count.x.array.reshape(-1, bs)
+    hits = np.bincount(idx, minlength=tot.shape[0]).astype(np.float64)
+    for c in range(bs):
+        tot[:, c] += np.bincount(idx, weights=flat[:, c], minlength=tot.shape[0])
+        cnt[:, c] += hits
     for f in (total, count):
         f.x.scatter_reverse(la.InsertMode.add)
     n = W.dofmap.index_map.size_local * bs

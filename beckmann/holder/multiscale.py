@@ -219,17 +219,31 @@ class Tree:
         self.d, self.m, self.depth = geo.d, self.V.shape[1], geo.depth
         self.cols = _Cols(self.d, self.m)
         ncomp = min(self.m, 2)
-        self.levels: list[_Level] = []
+        levels: list[_Level] = []
         ar = np.arange(n)
-        for cells in geo.levels:
-            start = cells.start
-            vmin = np.minimum.reduceat(self.V, start, axis=0)
-            vmax = np.maximum.reduceat(self.V, start, axis=0)
+        below: tuple[FloatArray, FloatArray, IntArray] | None = None
+        for cells in reversed(geo.levels):
+            # value ranges and representatives from the level below (its cells partition each
+            # cell into contiguous runs): the same numbers as over the points, O(cells) work
+            if below is None:
+                val_max, val_min, idx, starts = self.V, self.V, ar, cells.start
+                owner = cells.cell_of
+            else:
+                val_max, val_min, idx = below
+                assert cells.child_start is not None and cells.child_count is not None
+                starts = cells.child_start
+                owner = np.repeat(np.arange(starts.size), cells.child_count)
+            vmin = np.minimum.reduceat(val_min, starts, axis=0)
+            vmax = np.maximum.reduceat(val_max, starts, axis=0)
             reps = []
             for k in range(ncomp):
-                for ext_v in (vmax, vmin):
-                    hit = np.where(self.V[:, k] == ext_v[cells.cell_of, k], ar, n)
-                    reps.append(np.minimum.reduceat(hit, start))
+                for j, (ext_v, mine) in enumerate(((vmax, val_max), (vmin, val_min))):
+                    # the first point (smallest index) where the extreme is attained
+                    at = idx if below is None else idx[:, 2 * k + j]
+                    hit = np.where(mine[:, k] == ext_v[owner, k], at, n)
+                    reps.append(np.minimum.reduceat(hit, starts))
+            rep_arr = np.stack(reps, axis=1)
+            below = (vmax, vmin, rep_arr)
             offset, slope, resid = _affine_models(self.V, cells)
             pack = np.concatenate(
                 [
@@ -243,13 +257,14 @@ class Tree:
                 ],
                 axis=1,
             )
-            self.levels.append(
+            levels.append(
                 _Level(
                     pack=pack,
-                    reps=np.stack(reps, axis=1),
+                    reps=rep_arr,
                     ranges=np.ascontiguousarray(pack[:, : 2 * self.m]),
                 )
             )
+        self.levels = levels[::-1]
 
 
 def _affine_models(V: FloatArray, cells: _Cells) -> tuple[FloatArray, FloatArray, FloatArray]:
