@@ -303,13 +303,13 @@ def solve_spd(C: FloatArray, rhs: FloatArray) -> FloatArray:
     if d == 1:
         return rhs / C[:, :1, :1]
     if d == 2:
-        a, b, c = C[:, 0, 0], C[:, 0, 1], C[:, 1, 1]
-        det = (a * c - b * b)[:, None]
+        a, b, c = C[:, 0, 0, None], C[:, 0, 1, None], C[:, 1, 1, None]
+        det = a * c - b * b
         r0, r1 = rhs[:, 0, :], rhs[:, 1, :]
-        return np.stack(
-            [(c[:, None] * r0 - b[:, None] * r1) / det, (a[:, None] * r1 - b[:, None] * r0) / det],
-            axis=1,
-        )
+        out = np.empty(rhs.shape)
+        out[:, 0, :] = (c * r0 - b * r1) / det
+        out[:, 1, :] = (a * r1 - b * r0) / det
+        return out
     return np.linalg.solve(C, rhs)
 
 
