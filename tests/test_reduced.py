@@ -211,6 +211,7 @@ def test_reduced_store_probe_reload_and_box(mpi_tmp_path, comm):
     theta = {"a": 0.437, "b": 0.61}
     res = sweep.probe(store, theta, pts)
     assert res["method"] == "reduced" and res["error_bound"] > 0 and res["cost_bound"] > 0
+    assert res["truth"] == "interpolant"
     # the same store on one rank alone
     alone = sweep.probe(sweep.SweepStore(mpi_tmp_path / "s", MPI.COMM_SELF), theta, pts)
     np.testing.assert_allclose(alone["potential"], res["potential"], rtol=1e-10, atol=1e-14)

@@ -168,8 +168,8 @@ def reduced_solution(
     """The reduced fields at any θ of a reduced store and their certificate; collective.
 
     Returns the :class:`~beckmann.fields.Solution` (potential ``φ_M(θ)``, densities at θ) and
-    :meth:`~beckmann.sweep.reduced.ReducedModel.certify`'s bounds plus ``basis_size`` and
-    ``extrapolated``.
+    :meth:`~beckmann.sweep.reduced.ReducedModel.certify`'s bounds plus ``basis_size``,
+    ``extrapolated`` and ``truth`` (``[sweep] reduced_rhs``: the discrete solution bounded).
 
     Raises:
         ValueError: θ outside the parameter box without ``extrapolate`` (on every rank), or a
@@ -191,7 +191,7 @@ def reduced_solution(
     model = _reduced_model(store)
     d = model.coefficients(theta)
     cert = dict(model.certify(theta, d))
-    cert.update(basis_size=model.size, extrapolated=outside)
+    cert.update(basis_size=model.size, extrapolated=outside, truth=model.rhs)
     sol = _densities(store, theta)
     sol.phi.x.array[: model.nloc] = model.potential(d)
     sol.phi.x.scatter_forward()
@@ -219,8 +219,11 @@ def _probe_reduced(
             "cost": cert["cost"],
             "cost_bound": cert["cost_bound"],
             "relative_bound": cert["relative_bound"],
-            "bounds": "error_bound ≥ ‖∇(φ_h − φ_M)‖_L2(Ω), cost_bound ≥ |J_h − J_M| "
-            "(docs/reduced.md)",
+            "truth": cert["truth"],
+            "bounds": "error_bound ≥ ‖∇(φ_h − φ_M)‖_L2(Ω), cost_bound ≥ |J_h − J_M|, φ_h the "
+            "P_k solution with the target's " + ("nodal interpolant" if cert["truth"] ==
+                                                 "interpolant" else "quadrature values")
+            + " (docs/reduced.md)",
         }
     )
     return out
