@@ -57,20 +57,23 @@ def to_vertex_function(
     nown = msh.topology.index_map(tdim).size_local
     cells = np.arange(nown, dtype=np.int32)
     # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
-    nv = Q.dofmap.list.shape[1]
-    if el.embedded_superdegree == 0:  # DG0: a cell's one value at each of its vertices
-        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
-        vals = np.broadcast_to(own[:, None, :], (nown, nv, bs))
-    else:
-        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
-        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
     dofs = Q.dofmap.list[:nown].ravel()
     nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
     acc = la.vector(Q.dofmap.index_map, bs)
     cnt = la.vector(Q.dofmap.index_map, 1)
     a = np.zeros((nblocks, bs))
-    for j in range(bs):
-        a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
+    if el.embedded_superdegree == 0:
+        # DG0: a cell's one value goes to each of its vertices, one vertex position at a time
+        # (no (cell, vertex, component) copy of the values, no interpolation kernel)
+        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
+        for col in np.ascontiguousarray(Q.dofmap.list[:nown].T):
+            for j in range(bs):
+                a[:, j] += np.bincount(col, weights=own[:, j], minlength=nblocks)
+    else:
+        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
+        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
+        for j in range(bs):
+            a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
     acc.array[:] = a.ravel()
     cnt.array[:] = np.bincount(dofs, minlength=nblocks)
     for vec in (acc, cnt):
