@@ -441,7 +441,7 @@ class QuadratureRHS:
         self, p0: DiscreteDensity, p1: DiscreteDensity, b: PETSc.Vec | None = None
     ) -> PETSc.Vec:
         """Assemble ``∫ (q1 − q0) w dx`` into ``b`` (created when ``None``); ghosts summed."""
-        self.f.x.array[:] = p1.q.x.array - p0.q.x.array
+        np.subtract(p1.q.x.array, p0.q.x.array, out=self.f.x.array)  # no temporary
         if b is None:
             b = dolfinx.fem.petsc.create_vector(self.points.V)
         with b.localForm() as loc:
