@@ -123,18 +123,21 @@ def _exact_sums(
     F: FloatArray,
     MF: FloatArray,
     m: FloatArray,
-    xis: FloatArray,
-    MXi: FloatArray,
+    XiT: FloatArray,
+    MXiT: FloatArray,
     c: FloatArray,
     chunk: int = 8192,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``(mᵀR, Rᵀ M R, Rᵀ M F)`` column sums of ``R = F − Ξ c`` from ``R`` itself (row chunks)."""
+    """``(mᵀR, Rᵀ M R, Rᵀ M F)`` column sums of ``R = F − Ξ c`` from ``R`` itself.
+
+    ``XiT`` and ``MXiT`` hold the rows ``ξ_m`` and ``M ξ_m``; ``R`` is formed in row chunks.
+    """
     size = c.shape[0]
     acc = np.zeros((3, F.shape[1]))
     for i in range(0, F.shape[0], chunk):
         sl = slice(i, i + chunk)
-        R = F[sl] - xis[sl, :size] @ c
-        MR = MF[sl] - MXi[sl, :size] @ c
+        R = F[sl] - XiT[:size, sl].T @ c
+        MR = MF[sl] - MXiT[:size, sl].T @ c
         acc += np.stack([m[sl] @ R, np.einsum("ik,ik->k", R, MR), np.einsum("ik,ik->k", R, MF[sl])])
     mR, RMR, RMF = _sum(comm, acc)
     return mR, RMR, RMF
@@ -176,8 +179,10 @@ def greedy_eim(
     # mᵀR = Zs − Znᵀ C, Rᵀ M F = FMF − Σ C ∘ H, Rᵀ M R = FMF − 2 Σ C ∘ H + diag(Cᵀ Gx C), with
     # H = (M Ξ)ᵀ F (one GEMV over F per step), Gx = Ξᵀ M Ξ and Zn = Ξᵀ m; before a stop they
     # are recomputed from R itself (rows in chunks).
-    xis = np.zeros((n, max_size))  # preallocated: growing it would copy O(M² N)
-    MXi = np.zeros((n, max_size))  # M ξ_m
+    # ξ_m and M ξ_m as rows (preallocated: growing would copy O(M² N); rows: the leading
+    # block is contiguous, so no GEMV copies it)
+    XiT = np.zeros((max_size, n))
+    MXiT = np.zeros((max_size, n))
     H = np.zeros((max_size, K))
     Gx = np.zeros((max_size, max_size))
     Zn = np.zeros(max_size)
@@ -187,7 +192,7 @@ def greedy_eim(
     G = np.zeros((0, 0))
     eta_alg = np.zeros(0)
     fmag = np.zeros((0, K))  # F at the magic points
-    out = Greedy(xis[:, :0], points, B, Z, G, eta_alg)
+    out = Greedy(XiT[:0].T, points, B, Z, G, eta_alg)
     c = np.zeros((0, K))
     for size in range(max_size + 1):
         if size == 0:
@@ -199,7 +204,7 @@ def greedy_eim(
             cGc = np.einsum("mk,mn,nk->k", c, Gx[:size, :size], c)
             eta, rel = _bounds(small, Zs - Zn[:size] @ c, FMF - 2.0 * cH + cGc, FMF - cH)
             if float(rel.max()) <= tol or size == max_size:
-                eta, rel = _bounds(small, *_exact_sums(comm, F, MF, m, xis, MXi, c))
+                eta, rel = _bounds(small, *_exact_sums(comm, F, MF, m, XiT, MXiT, c))
             worst = float(rel.max())
             crit = eta  # the next snapshot: the largest absolute bound
             out.history.append(worst)
@@ -213,20 +218,20 @@ def greedy_eim(
                 break
         k = int(np.argmax(crit))
         c_k = c[:, k]
-        q = F[:, k] - xis[:, :size] @ c_k
+        q = F[:, k] - XiT[:size].T @ c_k
         qmax, owner, j = _argmax_global(comm, q, offset)
         if size and qmax <= 1e-13 * fmax:
             out.stop = "exact"
             break
         here = comm.rank == owner
         qx, pt, xi_row, f_row = comm.bcast(
-            (q[j], x[j], xis[j, :size].copy(), F[j].copy()) if here else None, root=owner
+            (q[j], x[j], XiT[:size, j].copy(), F[j].copy()) if here else None, root=owner
         )
         q /= qx
-        Mq = (MF[:, k] - MXi[:, :size] @ c_k) / qx  # M R[:, k] / qx
-        xis[:, size] = q
-        MXi[:, size] = Mq
-        sums = _sum(comm, np.concatenate([[m @ q], xis[:, : size + 1].T @ Mq, F.T @ Mq]))
+        Mq = (MF[:, k] - MXiT[:size].T @ c_k) / qx  # M R[:, k] / qx
+        XiT[size] = q
+        MXiT[size] = Mq
+        sums = _sum(comm, np.concatenate([[m @ q], XiT[: size + 1] @ Mq, F.T @ Mq]))
         Zn[size] = sums[0]
         Gx[size, : size + 1] = Gx[: size + 1, size] = sums[1 : size + 2]
         H[size] = sums[size + 2 :]
@@ -238,7 +243,7 @@ def greedy_eim(
         G = np.block([[G, g_row[:size, None]], [g_row[None, :size], g_row[None, size:]]])
         eta_alg = np.append(eta_alg, e_alg)
         out.xi, out.points, out.B, out.Z, out.G, out.eta_alg = (
-            xis[:, : size + 1], points, B, Z, G, eta_alg
+            XiT[: size + 1].T, points, B, Z, G, eta_alg
         )
     if out.stop == "exact" and log is not None:
         log(f"reduced basis: M = {out.xi.shape[1]}, the residuals vanished (exact)")

@@ -511,9 +511,10 @@ def build_reduced(
     src = eng.fixed["source"]
     # ∫ q0 w (mass 1), by the engine's quadrature right-hand side (no null-space removal here)
     b0 = model.qrhs.assemble(model._zero, src, model._b).array[:nloc].copy()
-    psis = np.zeros((nloc, max_size))
-    bxis = np.zeros((nloc, max_size))
-    xis = np.zeros((nloc, max_size))
+    # the basis as rows while it grows (contiguous leading blocks: no copies in the GEMVs)
+    psis = np.zeros((max_size, nloc))
+    bxis = np.zeros((max_size, nloc))
+    xis = np.zeros((max_size, nloc))
     Zs: list[float] = []
 
     def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> tuple[
@@ -528,7 +529,7 @@ def build_reduced(
         else:
             bk = model.raw_rhs(thetas_d[k])
             Zk = float(comm.allreduce(float(bk.sum()), MPI.SUM))
-            bm = (bk - bxis[:, :j] @ c_k) / qx
+            bm = (bk - bxis[:j].T @ c_k) / qx
             Zm = (Zk - float(np.dot(Zs, c_k))) / qx
         eng.b.array[:] = bm - Zm * b0
         eng.poisson.nullspace.remove(eng.b)
@@ -538,11 +539,11 @@ def build_reduced(
         eng.phi.x.scatter_forward()
         eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
         Apsi = eng.Aphi.array[:nloc].copy()
-        psis[:, j] = psi
-        bxis[:, j] = bm
-        xis[:, j] = q
+        psis[j] = psi
+        bxis[j] = bm
+        xis[j] = q
         Zs.append(Zm)
-        g = psis[:, : j + 1].T @ Apsi
+        g = psis[: j + 1] @ Apsi
         out = np.empty_like(g)
         comm.Allreduce(g, out, op=MPI.SUM)
         # the solve's residual is round-off (MUMPS): the solve-free diagonal bound suffices
@@ -551,9 +552,9 @@ def build_reduced(
     res = greedy_eim(F, MF, m, eng.x, comm, add_basis, lam1=lam1, tol=tol, max_size=max_size,
                      log=log)
     size = len(Zs)
-    model.bxi = np.ascontiguousarray(bxis[:, :size])
-    model.psi = np.ascontiguousarray(psis[:, :size])
-    model.xi = np.ascontiguousarray(xis[:, :size]) if rhs == "interpolant" else xis[:, :0]
+    model.bxi = np.ascontiguousarray(bxis[:size].T)
+    model.psi = np.ascontiguousarray(psis[:size].T)
+    model.xi = np.ascontiguousarray(xis[:size].T if rhs == "interpolant" else xis[:0].T)
     model.points, model.B, model.Z, model.G, model.eta_alg = (
         res.points, res.B, res.Z, res.G, res.eta_alg
     )
