@@ -201,6 +201,28 @@ def test_modulus_probes_change_nothing(comm, kind, m, monkeypatch):
     np.testing.assert_allclose(fast, ref, rtol=1e-13)
 
 
+@pytest.mark.parametrize(("d", "m"), [(2, 1), (2, 2), (3, 1)])
+def test_tree_residuals_bound_every_cell(d, m):
+    """Each cell's affine residual, measured (fine levels) or bounded through its children
+    (coarse levels), is at least the largest |g(x) − model(x)| over its points."""
+    from beckmann.holder import multiscale
+
+    X, V = cloud("smooth", 6000, d=d, m=m, seed=2)
+    V = V.reshape(len(X), -1) + 1e3 * (X[:, :1] ** 2)  # a large, curved part
+    tree = multiscale.Tree(X, V)
+    sl = tree.cols.slices
+    assert tree.depth >= multiscale.EXACT_LEVELS  # both kinds of level are checked
+    for cells, lev in zip(tree.geo.levels, tree.levels, strict=True):
+        owner = cells.cell_of
+        off = lev.pack[:, sl["offset"]][owner]
+        slope = lev.pack[:, sl["slope"]].reshape(-1, tree.m, tree.d)[owner]
+        cen = lev.pack[:, sl["center"]][owner]
+        err = tree.V - off - np.einsum("nkd,nd->nk", slope, tree.X - cen)
+        worst = np.zeros(cells.start.size)
+        np.maximum.at(worst, owner, np.linalg.norm(err, axis=1))
+        assert np.all(worst <= lev.pack[:, sl["resid"]][:, 0] * (1 + 1e-9) + 1e-12)
+
+
 def test_fit_exponent_synthetic():
     s = np.geomspace(0.01, 1.0, 21)
     e = holder.fit_exponent(s, 3.0 * s**0.37)

@@ -53,6 +53,10 @@ def _rows(a: npt.NDArray[Any], idx: IntArray) -> npt.NDArray[Any]:
     return np.take(a, idx, axis=0)
 
 
+#: The finest levels whose affine residuals are measured on the points; coarser levels bound
+#: them through their children (:func:`_affine_models_up`).
+EXACT_LEVELS = 3
+
 #: Cells probed for lower bounds of ``ω`` (:func:`_probe_lower_bounds`), and points taken
 #: near each end of a probe.
 PROBE_CELLS = 32
@@ -222,7 +226,9 @@ class Tree:
         levels: list[_Level] = []
         ar = np.arange(n)
         below: tuple[FloatArray, FloatArray, IntArray] | None = None
-        for cells in reversed(geo.levels):
+        models: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = None
+        for lev_index in range(geo.depth, -1, -1):
+            cells = geo.levels[lev_index]
             # value ranges and representatives from the level below (its cells partition each
             # cell into contiguous runs): the same numbers as over the points, O(cells) work
             if below is None:
@@ -244,7 +250,11 @@ class Tree:
                     reps.append(np.minimum.reduceat(hit, starts))
             rep_arr = np.stack(reps, axis=1)
             below = (vmax, vmin, rep_arr)
-            offset, slope, resid = _affine_models(self.V, cells)
+            if models is None or lev_index > geo.depth - EXACT_LEVELS:
+                models = _affine_models(self.V, cells)
+            else:
+                models = _affine_models_up(cells, geo.levels[lev_index + 1], *models)
+            offset, slope, resid, _ = models
             pack = np.concatenate(
                 [
                     vmin,
@@ -290,7 +300,58 @@ def _affine_models(V: FloatArray, cells: _Cells) -> tuple[FloatArray, FloatArray
     size += np.sqrt(np.einsum("ij,ij->i", V, V))
     E2 = np.sqrt(np.einsum("ij,ij->i", E, E)) + RESID_SLACK * size
     resid = np.maximum.reduceat(E2, start)
-    return vmean, slope, resid
+    return vmean, slope, resid, Cyg.reshape(-1, d, V.shape[1])
+
+
+def _affine_models_up(
+    cells: _Cells,
+    below: _Cells,
+    offset: FloatArray,
+    slope: FloatArray,
+    resid: FloatArray,
+    cyg: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """:func:`_affine_models` of a level from its children's models, ``O(cells)`` work.
+
+    The least-squares sums add up over the children (``Σ_c Cyg_c + n_c (c_c − c) ⊗ (a_c − a)``,
+    ``a`` the means); the residual is bounded through the children's: for ``x`` in child ``c``,
+    ``g(x) − a − P(x − c_p) = e_c(x) + [a_c − a − P(c_c − c_p)] + (P_c − P)(x − c_c)``, so
+    ``ε <= max_c ε_c + |a_c − a − P(c_c − c_p)| + |P_c − P| r_c`` (Frobenius), with
+    :data:`RESID_SLACK` for the rounding. A looser ε than the exact one, on the coarse levels
+    only (:data:`EXACT_LEVELS`), where few pairs are bounded.
+    """
+    assert cells.child_start is not None and cells.child_count is not None
+    d, m = cells.center.shape[1], offset.shape[1]
+    starts = cells.child_start
+    owner = np.repeat(np.arange(starts.size), cells.child_count)
+    nc = below.count.astype(np.float64)
+    cnt = cells.count.astype(np.float64)
+    vmean = np.add.reduceat(offset * nc[:, None], starts, axis=0) / cnt[:, None]
+    dc = below.center - _rows(cells.center, owner)  # (children, d)
+    da = offset - _rows(vmean, owner)  # (children, m)
+    Cyg = np.add.reduceat(
+        (cyg + nc[:, None, None] * dc[:, :, None] * da[:, None, :]).reshape(-1, d * m),
+        starts,
+        axis=0,
+    ).reshape(-1, d, m)
+    coef = solve_spd(cells.Cn, Cyg / cells.scale[:, None, None])
+    up = np.ascontiguousarray(np.swapaxes(coef, 1, 2))  # (cells, m, d)
+    Pp = _rows(up, owner)  # (children, m, d)
+    jump = da - np.einsum("nkd,nd->nk", Pp, dc)
+    dP = (slope - Pp).reshape(-1, m * d)
+    nPp = np.sqrt(np.einsum("nkd,nkd->n", Pp, Pp))
+    mag = (
+        np.sqrt(np.einsum("ij,ij->i", offset, offset))
+        + np.sqrt(np.einsum("ij,ij->i", da, da))
+        + nPp * np.sqrt(np.einsum("ij,ij->i", dc, dc))
+    )
+    bound = (
+        resid
+        + np.sqrt(np.einsum("ij,ij->i", jump, jump))
+        + np.sqrt(np.einsum("ij,ij->i", dP, dP)) * below.radius
+        + RESID_SLACK * mag
+    ) * (1.0 + 1e-12)
+    return vmean, up, np.maximum.reduceat(bound, starts), Cyg
 
 
 def solve_spd(C: FloatArray, rhs: FloatArray) -> FloatArray:
