@@ -16,11 +16,13 @@ one Neumann solve per basis function and none per θ. The certified bound on
 .. math:: \eta(\theta) = \sqrt{\beta(b_r) / \lambda_{1,h}} + \sum_m |d_m|\,\eta_{alg,m},\qquad
           b_r = b(\theta)/Z(\theta) - \sum_m d_m b_m,
 
-with ``β(b) ≥ bᵀM⁻¹b`` (:meth:`MassNorm.dual`), :math:`\lambda_{1,h}` from
-:mod:`beckmann.sweep.eigen` and :math:`\eta_{alg,m}` the bound on the algebraic error of the
-``m``-th solve; the cost bound is ``|J_h − J_M| ≤ η (‖∇φ_M‖ + η / 2)``. Computing ``b(θ)``
-needs the target at every quadrature point (``O(N_q)``, no solve); the fields alone need ``M``
-point values and ``Ψ d``.
+with ``β(b) ≥ bᵀM⁻¹b``, :math:`\lambda_{1,h}` from :mod:`beckmann.sweep.eigen` and
+:math:`\eta_{alg,m}` the bound on the algebraic error of the ``m``-th solve; the cost bound is
+``|J_h − J_M| ≤ η (‖∇φ_M‖ + η / 2)``. With the default truth (``[sweep] reduced_rhs =
+"interpolant"``, ``b(θ) = M I_h f(θ)``) ``β(b_r) = rᵀMr`` for the nodal residual ``r``, bounded
+for the grid by ``ν rᵀ diag(M) r`` (``O(N M)`` per θ, no solve, no quadrature); with
+``"quadrature"`` it needs the target at every quadrature point and a mass CG
+(:meth:`MassNorm.dual`). The fields alone need ``M`` point values and ``Ψ d``.
 
 :class:`ReducedModel` holds the basis over the owned dofs of one space (the engine's while
 building, the store's when reloaded on any number of ranks).

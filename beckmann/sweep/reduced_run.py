@@ -5,7 +5,8 @@ greedy EIM on the training set (:func:`beckmann.sweep.training.training_set`) wi
 solve per basis function, until the certified relative bound is below ``reduced_tol`` on the
 training set (with the margin :data:`GREEDY_MARGIN`) or the basis has ``reduced_max``
 functions (``summary["reduced"]["stop"]`` says which). Online: every grid θ gets its
-coefficients and its certified bounds (``O(N_q)`` each, no solve). The store keeps the
+coefficients and its certified bounds (``O(N M)`` each with the default interpolant truth,
+blocks of 128 θ, no solve). The store keeps the
 basis, the magic points, the per-θ coefficients and bounds (``reduced.h5``) and the layout,
 never a field per θ::
 
