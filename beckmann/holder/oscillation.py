@@ -74,19 +74,27 @@ def _moments(Y: FloatArray, V: FloatArray) -> FloatArray:
 
 def _residuals(S: FloatArray, d: int, m: int) -> FloatArray:
     """Mean squared residual of the affine least-squares fit from cube sums ``S`` (rows)."""
-    cnt = S[:, 0]
-    my = S[:, 1 : 1 + d] / cnt[:, None]
+    # one transposed copy: every column below is read contiguously (the values are the same)
+    ST = np.ascontiguousarray(S.T)
+    w = S.shape[0]
+    cnt = ST[0]
+    my = [ST[1 + i] / cnt for i in range(d)]
     k = 1 + d
-    C = np.empty((S.shape[0], d, d))
+    C = np.empty((w, d, d))
     for i in range(d):
         for j in range(i, d):
-            C[:, i, j] = C[:, j, i] = S[:, k] / cnt - my[:, i] * my[:, j]
+            C[:, i, j] = C[:, j, i] = ST[k] / cnt - my[i] * my[j]
             k += 1
-    mg = S[:, k : k + m] / cnt[:, None]
+    mg = np.empty((w, m))
+    for c in range(m):
+        mg[:, c] = ST[k + c] / cnt
     k += m
-    Cyg = S[:, k : k + d * m].reshape(-1, d, m) / cnt[:, None, None] - my[:, :, None] * mg[:, None]
+    Cyg = np.empty((w, d, m))
+    for i in range(d):
+        for c in range(m):
+            Cyg[:, i, c] = ST[k + i * m + c] / cnt - my[i] * mg[:, c]
     k += d * m
-    var = S[:, k] / cnt - np.einsum("wk,wk->w", mg, mg)
+    var = ST[k] / cnt - np.einsum("wk,wk->w", mg, mg)
     # the affine fit's explained variance tr(Cygᵀ C⁻¹ Cyg); a degenerate cube (points on a
     # line) explains what its pseudo-inverse can
     scale = np.maximum(np.einsum("wii->w", C) / d, np.finfo(np.float64).tiny)
