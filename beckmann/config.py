@@ -157,7 +157,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "bool", True, "store the flux F = grad φ of every θ (DG_{k-1} values)"
         ),
         "continuity": Option("bool", True, "compute the continuity-in-θ report at the end"),
-        "joint_points": Option("int", 20000, "points (x, θ) for the joint Hölder estimate"),
+        "joint_points": Option(
+            "int",
+            0,
+            "points (x, θ) for the joint Hölder estimate in (x, θ); 0 = off (e.g. 20000: on a "
+            "small sweep it costs more than the solves)",
+        ),
         "continuity_holder": Option(
             "bool",
             False,

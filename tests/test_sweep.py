@@ -164,7 +164,7 @@ def test_continuity_of_affine_family(mpi_tmp_path, comm):
     """p1 = 1 + θ g with ∫g = 0: φ(θ) = θ φ_g, so the θ-exponent is 1 and the Lipschitz
     constant is the brute-force max over pairs of ‖φ_i − φ_j‖_∞ / |θ_i − θ_j|."""
     cfg = sweep_cfg({"theta": {"random": [0.0, 0.8, 6], "seed": 4}}, n=10, degree=1,
-                    expr="1 + theta*cos(pi*x)*cos(pi*y)", group_size=1)
+                    expr="1 + theta*cos(pi*x)*cos(pi*y)", group_size=1, joint_points=20000)
     summary = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
     rep = summary["continuity"]
     assert rep["phi"]["exponent"]["estimate"] == pytest.approx(1.0, abs=0.02)
@@ -191,6 +191,7 @@ def test_continuity_streams_a_documented_pair_set(mpi_tmp_path, comm):
     assert {tuple(p) for p in pairs.tolist()} == (
         {(b - 1, b) for b in range(1, 7)} | {(a, b) for a in (0, 3, 6) for b in range(7) if a < b})
     assert rep["pairs"] == len(pairs) and rep["anchors"] == 3
+    assert "off" in rep["joint"] and "points" not in rep["joint"]  # joint_points = 0: opt-in
     th = store.grid.values[:, 0]
     P = [store.read(i) for i in range(7)]
     F = [store.read(i, "flux") for i in range(7)]

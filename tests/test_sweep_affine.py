@@ -160,10 +160,11 @@ continuity = false
 
 def test_continuity_from_memory_equals_the_store_pass(mpi_tmp_path, comm):
     """A fresh sweep streams its report while solving; the store pass gives the same one."""
-    cfg = sweep_cfg({"theta": {"linspace": [0.3, 0.7, 7]}}, n=8, degree=1, group_size=0)
+    cfg = sweep_cfg({"theta": {"linspace": [0.3, 0.7, 7]}}, n=8, degree=1, group_size=0,
+                    joint_points=20000)
     summary = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")
     store = sweep.SweepStore(mpi_tmp_path / "s", comm)
-    again = sweep.continuity_report(store, comm)
+    again = sweep.continuity_report(store, comm, joint_points=20000)
     for field in ("phi", "flux", "joint"):
         assert json.dumps(summary["continuity"][field], sort_keys=True) == json.dumps(
             again[field], sort_keys=True

@@ -4,7 +4,8 @@ r"""The continuity-in-θ report of a finished sweep (docs/math.md, "Continuity i
 ``‖F(θ) − F(θ')‖_∞`` (over the flux values, Euclidean norm per point); their modulus of
 continuity in ``|θ − θ'|`` (Euclidean, in parameter units), the fitted exponent
 (:func:`beckmann.holder.fit_exponent`) and the seminorm with that exponent clipped to
-``[0, 1]``. *Joint*: :func:`beckmann.holder.estimate` on the points :math:`(x, \theta)` of a
+``[0, 1]``. *Joint* (opt-in, ``joint_points > 0``: on a small sweep it costs more than the
+solves): :func:`beckmann.holder.estimate` on the points :math:`(x, \theta)` of a
 random subset of dofs at every θ, with values φ. *C^{k,α}* (opt-in):
 :mod:`beckmann.sweep.holder_norms`.
 
@@ -117,8 +118,12 @@ class ContinuityStream:
         self.sample.append(np.asarray(sample, dtype=np.float64))
         self.pushed += 1
 
-    def finish(self, coords: FloatArray) -> dict[str, Any]:
-        """The report (without ``holder``); ``coords`` of this rank's joint dofs. Collective."""
+    def finish(self, coords: FloatArray, *, joint: bool = True) -> dict[str, Any]:
+        """The report (without ``holder``); ``coords`` of this rank's joint dofs. Collective.
+
+        ``joint = False`` (``joint_points = 0``) leaves the joint estimate out: ``"joint"``
+        then says how to ask for it.
+        """
         comm, theta, pairs = self.comm, self.theta, self.pairs
         out: dict[str, Any] = {
             "pairs": int(pairs.shape[0]),
@@ -132,13 +137,19 @@ class ContinuityStream:
             dmax = np.empty_like(self.d[n])
             comm.Allreduce(self.d[n], dmax, op=MPI.MAX)
             out["phi" if n == "potential" else "flux"] = theta_modulus(dist, dmax)
-        out["joint"] = _joint(comm, theta, self.sample, coords)
+        out["joint"] = (
+            _joint(comm, theta, self.sample, coords)
+            if joint
+            else {"off": "set sweep.joint_points (e.g. 20000) for the joint Hölder estimate"}
+        )
         out["norm"] = "sup over dofs (phi) / flux values (F); |θ−θ'| Euclidean in parameter units"
         return out
 
 
 def joint_pick(n_total: int, k: int, joint_points: int) -> IntArray:
     """The joint estimate's dofs: a fixed random subset of ``n_total`` (same on every rank)."""
+    if joint_points <= 0:
+        return np.zeros(0, dtype=np.int64)
     per_theta = max(16, joint_points // k)
     return np.sort(np.random.default_rng(0).choice(n_total, min(per_theta, n_total), False))
 
@@ -147,7 +158,7 @@ def continuity_report(
     store: SweepStore,
     comm: MPI.Comm,
     *,
-    joint_points: int = 20000,
+    joint_points: int = 0,
     holder: dict[str, Any] | None = None,
     anchors: int = 4,
 ) -> dict[str, Any]:
@@ -191,7 +202,7 @@ def continuity_report(
     for i in done:
         values = {n: store.read(i, n, slice(rng_lo[n], rng_hi[n])) for n in names}
         stream.push(values, values["potential"][mine - lo])
-    out = stream.finish(coords[mine])
+    out = stream.finish(coords[mine], joint=joint_points > 0)
     if holder is not None:
         out["holder"] = holder_report(store, comm, done, theta, **holder)
     return out

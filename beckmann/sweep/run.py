@@ -320,7 +320,7 @@ def _run(
         if spec.options["continuity_holder"]:
             holder = {k: spec.options[f"holder_{k}"] for k in ("k", "alpha", "pairs")}
         if stream is not None:  # every θ was pushed while solving: no store pass
-            report = stream[0].finish(stream[2])
+            report = stream[0].finish(stream[2], joint=spec.options["joint_points"] > 0)
             if holder is not None:
                 done = list(range(len(grid)))
                 report["holder"] = holder_report(store, comm, done, grid.values, **holder)
