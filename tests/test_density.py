@@ -105,6 +105,16 @@ def test_expression_3d_uses_z_and_2d_z_is_zero():
     np.testing.assert_allclose(expression("x - y")(x2[:2]), x2[0] - x2[1])
 
 
+def test_expression_square_is_x_times_x_and_other_powers_are_pow():
+    """``a**2`` takes the np.square path: bitwise x*x; ``**2.5``, ``**3``, ``**(1+1)`` do not."""
+    x = points(500, 2, seed=3) - 0.5
+    np.testing.assert_array_equal(expression("(x - y)**2")(x), (x[0] - x[1]) * (x[0] - x[1]))
+    np.testing.assert_array_equal(expression("x**2.0")(x), x[0] * x[0])
+    np.testing.assert_array_equal(expression("x**3")(x), np.power(x[0], 3))
+    np.testing.assert_array_equal(expression("abs(x)**2.5")(x), np.power(np.abs(x[0]), 2.5))
+    np.testing.assert_array_equal(expression("y**(1 + 1)")(x), np.power(x[1], 2.0))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -70,6 +70,19 @@ _OPERATORS: dict[type[ast.operator], Callable[..., Any]] = {
 #: The NumPy operation of each operator and function (:mod:`beckmann.density.parametric`).
 OPERATORS, UNARY, BINARY, VARIADIC = _OPERATORS, _UNARY, _BINARY, _VARIADIC
 
+
+
+def _is_square(node: ast.BinOp) -> bool:
+    """``a ** 2`` with the literal 2 (or 2.0): x*x is the correctly rounded square."""
+    r = node.right
+    return (
+        isinstance(node.op, ast.Pow)
+        and isinstance(r, ast.Constant)
+        and type(r.value) in (int, float)
+        and r.value == 2
+    )
+
+
 _MAX_EXPRESSION_LENGTH = 10_000
 _MAX_EXPRESSION_DEPTH = 400
 # Operators that chain left to right without nesting (a + b - c, a * b / c).
@@ -244,6 +257,8 @@ class Expression:
             cur = cur.left
         if not ops:  # ** (right-associative) or a lone operator
             left = self._compile(node.left, names, depth)
+            if _is_square(node):  # np.square (= x*x) is several times faster than np.power
+                return lambda env: np.square(left(env))
             right = self._compile(node.right, names, depth)
             op = _OPERATORS[type(node.op)]
             return lambda env: op(left(env), right(env))
