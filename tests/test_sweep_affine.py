@@ -133,6 +133,7 @@ def test_choose_method():
     assert choose_method(300_000, 3, 64) == "gamg"
 
 
+@pytest.mark.serial  # it runs its own `beckmann` process (under mpirun, PMI would be inherited)
 @pytest.mark.parametrize(
     ("target", "given", "method", "affine"),
     [(AFFINE, "", "gamg", True), (BUMP, "", "mumps", False), (BUMP, "gamg", "gamg", False)],
