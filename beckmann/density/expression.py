@@ -67,20 +67,32 @@ _OPERATORS: dict[type[ast.operator], Callable[..., Any]] = {
     ast.Pow: np.power,
 }
 
-#: The NumPy operation of each operator and function (:mod:`beckmann.density.parametric`).
-OPERATORS, UNARY, BINARY, VARIADIC = _OPERATORS, _UNARY, _BINARY, _VARIADIC
+#: The NumPy operation of each function (operators: :func:`binary_operation`), for
+#: :mod:`beckmann.density.parametric`.
+UNARY, BINARY, VARIADIC = _UNARY, _BINARY, _VARIADIC
 
 
 
-def _is_square(node: ast.BinOp) -> bool:
-    """``a ** 2`` with the literal 2 (or 2.0): x*x is the correctly rounded square."""
+def _square(a: Any, _two: Any) -> Any:
+    return np.square(a)
+
+
+def binary_operation(node: ast.BinOp) -> Callable[[Any, Any], Any]:
+    """The NumPy operation of a binary node, ``op(left, right)``.
+
+    ``a ** 2`` with the literal 2 (or 2.0) is ``np.square``: the correctly rounded x*x, several
+    times faster than ``np.power``. :mod:`beckmann.density.parametric` evaluates with the same
+    operations, so its values stay those of :meth:`Expression.evaluate`.
+    """
     r = node.right
-    return (
+    if (
         isinstance(node.op, ast.Pow)
         and isinstance(r, ast.Constant)
         and type(r.value) in (int, float)
         and r.value == 2
-    )
+    ):
+        return _square
+    return _OPERATORS[type(node.op)]
 
 
 _MAX_EXPRESSION_LENGTH = 10_000
@@ -257,10 +269,8 @@ class Expression:
             cur = cur.left
         if not ops:  # ** (right-associative) or a lone operator
             left = self._compile(node.left, names, depth)
-            if _is_square(node):  # np.square (= x*x) is several times faster than np.power
-                return lambda env: np.square(left(env))
             right = self._compile(node.right, names, depth)
-            op = _OPERATORS[type(node.op)]
+            op = binary_operation(node)
             return lambda env: op(left(env), right(env))
         operands.append(cur)
         ops.reverse()

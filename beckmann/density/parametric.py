@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from beckmann.density.expression import BINARY, OPERATORS, UNARY, VARIADIC, Expression
+from beckmann.density.expression import BINARY, UNARY, VARIADIC, Expression, binary_operation
 
 __all__ = ["PolynomialForm", "bind", "polynomial"]
 
@@ -125,7 +125,7 @@ def _bound(
     if isinstance(node, ast.BinOp):
         left = _bound(expr, node.left, names, env, budget)
         right = _bound(expr, node.right, names, env, budget)
-        op = OPERATORS[type(node.op)]
+        op = binary_operation(node)
         return lambda env_t: op(left(env_t), right(env_t))
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     args = [_bound(expr, a, names, env, budget) for a in node.args]
