@@ -121,6 +121,14 @@ def run_cli(*args: str, ranks: int = 1, check: bool = True, timeout: float = 300
     return proc
 
 
+@pytest.fixture(scope="module")
+def run8(tmp_path_factory):
+    """A run folder of the built-in example at n = 8, solved once per test module (serial)."""
+    out = tmp_path_factory.mktemp("run8") / "run"
+    run_cli("solve", "--set", "mesh.n=8", "--out", str(out))
+    return out
+
+
 @pytest.fixture
 def cli():
     return run_cli

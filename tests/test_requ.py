@@ -337,15 +337,6 @@ def test_fit_under_mpi_gives_one_model():
 # ---- the `beckmann fit` command (subprocesses, from the serial session)
 
 
-@pytest.fixture(scope="module")
-def run8(tmp_path_factory):
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("requ-run") / "run"
-    run_cli("solve", "--set", "mesh.n=8", "--out", str(out))
-    return out
-
-
 @pytest.mark.serial
 def test_cli_fit_potential(run8, tmp_path):
     """The report's errors are recomputed by hand from the saved model and the FE solution.

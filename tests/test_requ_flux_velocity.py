@@ -110,15 +110,6 @@ def test_flux_velocity_values_jacobian_files_and_export(tmp_path):
         np.testing.assert_allclose(np.asarray(vj(x, t)), m(z), rtol=1e-12, atol=1e-14)
 
 
-@pytest.fixture(scope="module")
-def run8(tmp_path_factory):
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("flux-run") / "run"
-    run_cli("solve", "--set", "mesh.n=8", "--out", str(out))
-    return out
-
-
 @pytest.mark.serial
 def test_density_table_matches_the_run(run8):
     """The table holds the run's p0, p1 at the grid nodes (dolfinx's evaluation) and

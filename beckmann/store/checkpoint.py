@@ -64,6 +64,12 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def _cells_with_ghosts(msh: dmesh.Mesh) -> int:
+    """The number of this rank's cells, owned and ghost."""
+    cmap = msh.topology.index_map(msh.topology.dim)
+    return int(cmap.size_local + cmap.num_ghosts)
+
+
 def _cell_dofs(V: fem.FunctionSpace, ncells: int) -> IntArray:
     """``V``'s dofs (block indices) of the first ``ncells`` local cells, in local order.
 
@@ -278,9 +284,7 @@ def _read_vertex_fields(
     import h5py
 
     msh = V.mesh
-    tdim = msh.topology.dim
-    cmap = msh.topology.index_map(tdim)
-    ncells = cmap.size_local + cmap.num_ghosts
+    ncells = _cells_with_ghosts(msh)
     # dof -> geometry node through the cells (both lists are the vertices in reference order),
     # node -> row of the file (exact)
     node = np.empty(V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts, np.int64)
@@ -310,9 +314,7 @@ def _read_cell_fields(
 ) -> dict[str, fem.Function]:
     """The fields of a per-rank checkpoint, keyed by (original cell, position in the cell)."""
     msh = V.mesh
-    tdim = msh.topology.dim
-    cmap = msh.topology.index_map(tdim)
-    ncells = cmap.size_local + cmap.num_ghosts
+    ncells = _cells_with_ghosts(msh)
     original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)[:ncells]
     ref = _cell_dofs(V, ncells)
     bs = V.dofmap.index_map_bs
