@@ -24,7 +24,7 @@ JSON index.
 global index (rank 0's owned cells, then rank 1's, ...), and a mesh read back from the file knows
 each cell's row there (``topology.original_cell_index``) and keeps each cell's vertex order. So a
 dof is named exactly by (original cell, position in the cell's dof list): see
-:func:`_cell_dofs` for why edge-dof permutations do not change that. On reload each rank reads
+:func:`cell_dofs` for why edge-dof permutations do not change that. On reload each rank reads
 the ``dofmap`` rows of its cells (owned and ghost) and the values of exactly the dofs they name,
 from the files and row ranges that hold them, in blocks: memory O(its share), no k-d tree, no
 tolerance.
@@ -33,7 +33,7 @@ tolerance.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,17 @@ from beckmann._mpi import agree, on_root
 from beckmann.store.jsonio import read_json, write_json
 from beckmann.store.writes import before_collective_write, write_on_each, write_on_root
 
-__all__ = ["CHECKPOINT_VERSION", "Checkpoint", "read_checkpoint", "write_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "cell_dofs",
+    "cells_with_ghosts",
+    "owned_dofmap",
+    "read_checkpoint",
+    "read_rows",
+    "write_checkpoint",
+    "writer_dofs",
+]
 
 CHECKPOINT_VERSION = 2
 _FORMAT = "beckmann-checkpoint"
@@ -64,13 +74,13 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _cells_with_ghosts(msh: dmesh.Mesh) -> int:
+def cells_with_ghosts(msh: dmesh.Mesh) -> int:
     """The number of this rank's cells, owned and ghost."""
     cmap = msh.topology.index_map(msh.topology.dim)
     return int(cmap.size_local + cmap.num_ghosts)
 
 
-def _cell_dofs(V: fem.FunctionSpace, ncells: int) -> IntArray:
+def cell_dofs(V: fem.FunctionSpace, ncells: int) -> IntArray:
     """``V``'s dofs (block indices) of the first ``ncells`` local cells, in local order.
 
     Local position ``i`` of a cell is always the basis function of reference point ``X_i``
@@ -80,6 +90,19 @@ def _cell_dofs(V: fem.FunctionSpace, ncells: int) -> IntArray:
     order, which DOLFINx's XDMF reader does.
     """
     return np.asarray(V.dofmap.list[:ncells], dtype=np.int64)
+
+
+def owned_dofmap(V: fem.FunctionSpace) -> npt.NDArray[np.integer[Any]]:
+    """The dofs (global block indices) of the rank's owned cells, in local order. Not collective.
+
+    Row ``c`` belongs to the owned cell ``c``: written by every rank in rank order, the rows
+    are in the order of the cells' global index (the mesh file's row order, module docstring).
+    int32 while the global count allows it.
+    """
+    imap = V.dofmap.index_map
+    ref = cell_dofs(V, V.mesh.topology.index_map(V.mesh.topology.dim).size_local)
+    glob = imap.local_to_global(ref.ravel().astype(np.int32)).reshape(ref.shape)
+    return glob.astype(np.int32 if imap.size_global < 2**31 else np.int64)
 
 
 def _vertex_datasets(
@@ -171,14 +194,10 @@ def write_checkpoint(
                          "datasets": datasets, "meta": meta or {}}  # fmt: skip
                 write_json(folder / _INDEX, index, comm)
                 return
-    tdim = msh.topology.dim
-    ncells = msh.topology.index_map(tdim).size_local
-    imap = V.dofmap.index_map
+    ncells = msh.topology.index_map(msh.topology.dim).size_local
     bs = V.dofmap.index_map_bs
-    nown = imap.size_local
-    ref = _cell_dofs(V, ncells)
-    glob = imap.local_to_global(ref.ravel().astype(np.int32)).reshape(ref.shape)
-    itype = np.int32 if imap.size_global < 2**31 else np.int64
+    nown = V.dofmap.index_map.size_local
+    glob = owned_dofmap(V)
     cell_counts = comm.allgather(ncells)
     dof_counts = comm.allgather(nown)
 
@@ -188,7 +207,7 @@ def write_checkpoint(
         path = folder / f"rank{comm.rank}.h5"
         tmp = path.with_name(path.name + ".part")
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("dofmap", data=glob.astype(itype))
+            h5.create_dataset("dofmap", data=glob)
             for name, u in functions.items():
                 h5.create_dataset(name, data=u.x.array[: nown * bs].reshape(nown, bs))
         os.replace(tmp, path)
@@ -256,25 +275,53 @@ def _read_hull(ds: Any, mine: IntArray, parts: list[npt.NDArray[Any]]) -> None:
         start = int(mine[hi]) if hi < mine.size else stop
 
 
-def _read_rows(
-    folder: Path, offsets: list[int], wanted: IntArray, dataset: str
+def read_rows(
+    file: Path | Callable[[int], Path],
+    offsets: list[int],
+    wanted: IntArray,
+    dataset: str,
+    check: Callable[[Any, int], None] | None = None,
 ) -> npt.NDArray[Any]:
-    """Rows ``wanted`` (sorted, unique, global) of ``dataset`` split over ``rank<r>.h5``."""
+    """Rows ``wanted`` (sorted, unique, global) of ``dataset`` split over per-rank files.
+
+    Writer rank ``r`` holds rows ``offsets[r]:offsets[r + 1]`` in ``file(r)`` (a folder:
+    ``rank<r>.h5`` in it). Only the files and row ranges that hold wanted rows are read, in
+    blocks. ``check(h5, r)`` may raise on a file that is not what the caller expects. Not
+    collective.
+    """
     import h5py
 
+    path = file if callable(file) else (lambda r, d=Path(file): d / f"rank{r}.h5")
     parts: list[npt.NDArray[Any]] = []
     bounds = np.searchsorted(wanted, offsets)
     for r in range(len(offsets) - 1):
         mine = wanted[bounds[r] : bounds[r + 1]] - offsets[r]
         if mine.size == 0:
             continue
-        with h5py.File(folder / f"rank{r}.h5", "r") as h5:
+        with h5py.File(path(r), "r") as h5:
+            if check is not None:
+                check(h5, r)
             ds = h5[dataset]
             if ds.shape[0] != offsets[r + 1] - offsets[r]:
-                raise RuntimeError(f"rank{r}.h5: {dataset} has {ds.shape[0]} rows, expected "
+                raise RuntimeError(f"{path(r).name}: {dataset} has {ds.shape[0]} rows, expected "
                                    f"{offsets[r + 1] - offsets[r]}")
             _read_hull(ds, mine, parts)
     return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+def writer_dofs(rows: npt.NDArray[Any], ref: IntArray) -> tuple[IntArray, IntArray]:
+    """The writer's dofs ``need`` (sorted, unique) and ``pos`` with ``need[pos]`` per local dof.
+
+    ``rows``: the writer's dofmap rows of the local cells ``ref`` (``cell_dofs``) lists. Not
+    collective.
+
+    Raises:
+        RuntimeError: The rows do not fit the cells (another element or mesh).
+    """
+    if rows.shape != ref.shape:
+        raise RuntimeError(f"dofmap rows have shape {rows.shape}, expected {ref.shape}")
+    need, pos = np.unique(np.asarray(rows, dtype=np.int64).ravel(), return_inverse=True)
+    return need, pos
 
 
 def _read_vertex_fields(
@@ -284,7 +331,7 @@ def _read_vertex_fields(
     import h5py
 
     msh = V.mesh
-    ncells = _cells_with_ghosts(msh)
+    ncells = cells_with_ghosts(msh)
     # dof -> geometry node through the cells (both lists are the vertices in reference order),
     # node -> row of the file (exact)
     node = np.empty(V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts, np.int64)
@@ -314,20 +361,18 @@ def _read_cell_fields(
 ) -> dict[str, fem.Function]:
     """The fields of a per-rank checkpoint, keyed by (original cell, position in the cell)."""
     msh = V.mesh
-    ncells = _cells_with_ghosts(msh)
+    ncells = cells_with_ghosts(msh)
     original = np.asarray(msh.topology.original_cell_index, dtype=np.int64)[:ncells]
-    ref = _cell_dofs(V, ncells)
+    ref = cell_dofs(V, ncells)
     bs = V.dofmap.index_map_bs
     cells, cell_pos = np.unique(original, return_inverse=True)
-    rows = _read_rows(folder, index["cell_offsets"], cells, "dofmap")
-    if rows.shape != (cells.size, ref.shape[1]):
-        raise RuntimeError(f"dofmap rows have shape {rows.shape}, expected "
-                           f"{(cells.size, ref.shape[1])}")
-    writer_dofs = rows[cell_pos].astype(np.int64)  # (local cell, position)
-    need, dof_pos = np.unique(writer_dofs.ravel(), return_inverse=True)
+    rows = read_rows(folder, index["cell_offsets"], cells, "dofmap")
+    if rows.shape[0] != cells.size:
+        raise RuntimeError(f"{rows.shape[0]} dofmap rows read, expected {cells.size}")
+    need, dof_pos = writer_dofs(rows[cell_pos], ref)
     functions = {}
     for name in index["fields"]:
-        vals = _read_rows(folder, index["dof_offsets"], need, name).reshape(need.size, bs)
+        vals = read_rows(folder, index["dof_offsets"], need, name).reshape(need.size, bs)
         u = fem.Function(V, name=name)
         u.x.array.reshape(-1, bs)[ref.ravel()] = vals[dof_pos]
         functions[name] = u
