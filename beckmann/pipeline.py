@@ -295,11 +295,13 @@ def _write_solution(sol: Solution, out: Path, cfg: dict[str, Any]) -> dict[str, 
     native = bool(cfg["output"]["vtx"])
     text = toml_dumps(cfg)
     write_on_root(comm, "config.toml", lambda: (out / "config.toml").write_text(text))
-    fields = {"source": sol.p0, "target": sol.p1, "potential": sol.phi, "flux": sol.flux()}
+    # the vertex flux straight from φ and the cells' geometry (no DG flux on the way)
+    fields = {"source": sol.p0, "target": sol.p1, "potential": sol.phi,
+              "flux": sol.vertex_flux()}  # fmt: skip
     with XdmfSeries(out / "solution.xdmf", sol.msh) as xdmf:
         vertex = xdmf.write(fields, 0.0)
     if native:
-        for name, u in fields.items():
+        for name, u in {**fields, "flux": sol.flux()}.items():
             with NativeSeries(out / "vtx" / f"{name}.bp", name) as bp:
                 bp.write(u, 0.0)
     return vertex
