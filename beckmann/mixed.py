@@ -140,13 +140,18 @@ class MixedPoisson:
     ) -> None:
         if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
             raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
+        self.requested_method = method
+        if method == "auto":  # the geometric multigrid is the primal P1 solve's
+            method = "gamg"
         if method not in ("gamg", "mumps"):
-            raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
+            raise ValueError(
+                f"unknown solver method {method!r} for the mixed formulation; use 'auto', "
+                "'gamg' or 'mumps'"
+            )
         self.msh = msh
         self.comm = msh.comm
         self.degree = degree
         self.V, self.W = flux_spaces(msh, degree)
-        self.requested_method = method
         if method == "gamg" and self.ndofs < DIRECT_BELOW and not petsc_options:
             method = "mumps"  # AMG has nothing to coarsen (see beckmann.poisson.DIRECT_BELOW)
         self.method = method

@@ -11,6 +11,11 @@ matrix is singular with the constants as its kernel; it is handed to PETSc with 
 (and as GAMG's near null space). The right-hand side is made orthogonal to the constants and the
 solution is shifted to mean zero afterwards, so every method returns the same φ.
 
+Methods: ``gmg`` (CG + geometric multigrid on the nested grids of a P1 unit square,
+:mod:`beckmann.multigrid`), ``gamg`` (CG + smoothed-aggregation AMG, any mesh and degree),
+``mumps`` (direct), and ``auto`` (the default): ``gmg`` where the mesh has the grid hierarchy,
+else ``gamg``, and ``mumps`` below :data:`DIRECT_BELOW` dofs.
+
 The operator depends only on the mesh and the degree, never on the densities: a
 :class:`NeumannPoisson` is built once and :meth:`NeumannPoisson.solve` is called for each right-hand
 side (linear path, Fisher-Rao time grid, parameter sweeps).
@@ -23,9 +28,11 @@ from typing import Any
 
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._mpi import agree
+from beckmann.multigrid import grid_hierarchy
 
 __all__ = [
     "DIRECT_BELOW",
+    "METHODS",
     "NeumannPoisson",
     "SolverError",
     "default_petsc_options",
@@ -42,18 +49,44 @@ _counter = itertools.count()
 #: PETSc's GAMG set-up can fail on one rank while the others wait (a hang, not an error).
 DIRECT_BELOW = 1000
 
+#: The values of ``solver.method`` (the primal solve).
+METHODS = ("auto", "gmg", "gamg", "mumps")
+
 
 class SolverError(RuntimeError):
     """PETSc failed to solve (diverged, broken preconditioner, bad option)."""
 
 
 def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
-    """PETSc options for ``method`` (``"gamg"`` or ``"mumps"``) at relative tolerance ``rtol``.
+    """PETSc options for ``method`` (``"gmg"``, ``"gamg"`` or ``"mumps"``) at tolerance ``rtol``.
 
     GAMG: CG with smoothed-aggregation AMG, Chebyshev/Jacobi smoothing; tuned in
-    ``scripts/bench_solve.py``. MUMPS: LU with null-pivot detection (ICNTL(24)) so the singular
-    Neumann matrix factorises; the null space is projected out afterwards.
+    ``scripts/bench_solve.py``. GMG: CG with a V-cycle on the grid hierarchy (the levels and
+    prolongations are given by :class:`NeumannPoisson`), Galerkin coarse operators, two
+    Chebyshev/Jacobi steps before and after, LU of the coarsest grid as MUMPS does the singular
+    one. MUMPS: LU with null-pivot detection (ICNTL(24)) so the singular Neumann matrix
+    factorises; the null space is projected out afterwards.
     """
+    if method == "gmg":
+        return {
+            "ksp_type": "cg",
+            "ksp_rtol": rtol,
+            "ksp_atol": 0.0,
+            "ksp_norm_type": "unpreconditioned",
+            "ksp_max_it": 1000,
+            "pc_type": "mg",
+            "pc_mg_type": "multiplicative",
+            "pc_mg_cycle_type": "v",
+            "pc_mg_galerkin": "both",
+            "mg_levels_ksp_type": "chebyshev",
+            "mg_levels_pc_type": "jacobi",
+            "mg_levels_ksp_max_it": 2,
+            "mg_coarse_ksp_type": "preonly",
+            "mg_coarse_pc_type": "lu",
+            "mg_coarse_pc_factor_mat_solver_type": "mumps",
+            "mg_coarse_mat_mumps_icntl_24": 1,
+            "mg_coarse_mat_mumps_icntl_25": 0,
+        }
     if method == "gamg":
         return {
             "ksp_type": "cg",
@@ -79,7 +112,7 @@ def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
             "mat_mumps_icntl_24": 1,
             "mat_mumps_icntl_25": 0,
         }
-    raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
+    raise ValueError(f"unknown solver method {method!r}; use 'gmg', 'gamg' or 'mumps'")
 
 
 class NeumannPoisson:
@@ -89,27 +122,49 @@ class NeumannPoisson:
 
     Args:
         V: Scalar Lagrange space of the potential.
-        method: ``"gamg"`` (CG + AMG) or ``"mumps"`` (direct).
+        method: ``"auto"``, ``"gmg"`` (CG + geometric multigrid, P1 on the unit square),
+            ``"gamg"`` (CG + AMG) or ``"mumps"`` (direct); see the module docstring.
+            ``"auto"`` with ``petsc_options`` that set the preconditioner (``pc_*``,
+            ``mg_*``) means ``"gamg"``: such options are AMG's.
         rtol: Relative residual tolerance of the Krylov iteration.
         petsc_options: Extra PETSc options; they override the defaults of ``method``.
+
+    Raises:
+        ValueError: On every rank, for a bad ``rtol`` or ``method``, or ``"gmg"`` on a mesh
+            without the grid hierarchy.
     """
 
     def __init__(
         self,
         V: fem.FunctionSpace,
         *,
-        method: str = "gamg",
+        method: str = "auto",
         rtol: float = 1e-10,
         petsc_options: dict[str, Any] | None = None,
     ) -> None:
         if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
             raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
-        if method not in ("gamg", "mumps"):
-            raise ValueError(f"unknown solver method {method!r}; use 'gamg' or 'mumps'")
+        if method not in METHODS:
+            raise ValueError(
+                f"unknown solver method {method!r}; use {', '.join(map(repr, METHODS))}"
+            )
         self.V = V
         self.requested_method = method
-        if method == "gamg" and self.ndofs < DIRECT_BELOW and not petsc_options:
+        if method in ("auto", "gamg") and self.ndofs < DIRECT_BELOW and not petsc_options:
             method = "mumps"
+        hierarchy = None
+        if method == "gmg" or (method == "auto" and not any(
+                k.startswith(("pc_", "mg_")) for k in petsc_options or {})):  # fmt: skip
+            hierarchy = grid_hierarchy(V)  # collective: the same answer on every rank
+            if hierarchy is None and method == "gmg":
+                raise ValueError(
+                    "solver.method = 'gmg' needs P1 (solver.degree = 1) on mesh.kind = "
+                    "'unit_square' with mesh.n = m * 2^k, k >= 1, m <= 128 (coarsest grid) and "
+                    "n > 16; use 'gamg' or 'auto'"
+                )
+            method = "gmg" if hierarchy is not None else "gamg"
+        elif method == "auto":
+            method = "gamg"
         self.comm = V.mesh.comm
         msh = V.mesh
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
@@ -130,7 +185,7 @@ class NeumannPoisson:
         # (semi-)definite lets it estimate eigenvalues with CG: ~20% off the AMG setup.
         self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
         self.A.setOption(PETSc.Mat.Option.SYMMETRY_ETERNAL, True)
-        if method == "gamg":
+        if method in ("gamg", "gmg"):
             self.A.setOption(PETSc.Mat.Option.SPD, True)
         self.nullspace = PETSc.NullSpace().create(constant=True, comm=self.comm)
         self.A.setNullSpace(self.nullspace)
@@ -145,6 +200,15 @@ class NeumannPoisson:
         self.ksp = PETSc.KSP().create(self.comm)
         self.ksp.setOptionsPrefix(self.prefix)
         self.ksp.setOperators(self.A)
+        self.levels = 1
+        if hierarchy is not None:  # PCMG wants its levels before its options
+            pc = self.ksp.getPC()
+            pc.setType("mg")
+            self.levels = len(hierarchy.sizes)
+            pc.setMGLevels(self.levels)
+            for level, P in enumerate(hierarchy.prolongations, start=1):
+                pc.setMGInterpolation(level, P)
+            hierarchy.destroy()  # PCMG holds its own references
         set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the {method} solver",
                    hint=" or other solver.petsc_options" if petsc_options else "")  # fmt: skip
         self.method = method

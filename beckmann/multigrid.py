@@ -1,0 +1,178 @@
+r"""Geometric multigrid for P1 on the structured unit square: the nested grid hierarchy.
+
+DOLFINx's ``create_unit_square(n, n, DiagonalType.right)`` cuts every square of the
+:math:`n \times n` grid along its bottom-left to top-right diagonal. The grid of
+:math:`n/2 \times n/2` squares cut the same way is *nested* in it: each coarse triangle is the
+union of four fine ones (the uniform red refinement of a right-diagonal triangle is again
+right-diagonal). So the coarse P1 space is a subspace of the fine one and the prolongation is
+exact interpolation, arithmetic on grid indices: a fine vertex :math:`p = (i, j)` with odd
+coordinates :math:`O` is the midpoint of the coarse edge from :math:`p - e_O` to
+:math:`p + e_O` (horizontal, vertical or the diagonal), and a vertex with no odd coordinate is a
+coarse vertex. The coarse operators are Galerkin products :math:`P^T A P`, which for nested P1
+spaces are the stiffness matrices of the coarse grids themselves, so no coarse mesh is built.
+
+Ownership follows the fine mesh's partition: a coarse vertex belongs to the rank that owns it on
+the level below, so restriction and prolongation communicate only along the partition's
+boundary. Coarse vertices are numbered rank by rank; the parents' natural indices
+:math:`i (m + 1) + j` are turned into that numbering by a memory-scalable PETSc ``AO``.
+
+:func:`grid_hierarchy` checks the mesh before it builds anything: every vertex on the grid,
+every cell a right-diagonal half square. Any other mesh (a file, a gmsh domain, a refined or
+perturbed grid) gets ``None`` and the caller keeps algebraic multigrid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from beckmann._dolfinx import MPI, PETSc, fem
+
+__all__ = [
+    "COARSEST_MAX",
+    "COARSEST_MIN",
+    "GridHierarchy",
+    "grid_cells_per_side",
+    "grid_hierarchy",
+    "levels",
+]
+
+#: The coarsening stops at a grid of at most this many squares per side (or earlier, at an odd
+#: one); the coarsest grid is solved directly.
+COARSEST_MIN = 16
+#: A hierarchy whose coarsest grid has more squares per side than this (``n`` with a large odd
+#: factor, e.g. 1000 = 8 x 125 is fine, 1022 = 2 x 511 is not) is not used: its direct coarse
+#: solve would cost more than AMG.
+COARSEST_MAX = 128
+
+IntArray = npt.NDArray[np.int64]
+
+
+def grid_cells_per_side(V: fem.FunctionSpace) -> int | None:
+    """``n`` if ``V`` is P1 on DOLFINx's right-diagonal ``n x n`` unit square, else ``None``.
+
+    Collective. Checked, not assumed: the vertex count is :math:`(n+1)^2`, the cell count
+    :math:`2n^2`, every vertex lies on the grid (to 1e-9 of a square) and every locally owned
+    cell is a half square containing its bottom-left to top-right diagonal.
+    """
+    msh = V.mesh
+    comm = msh.comm
+    el = V.element.basix_element
+    if (msh.topology.dim != 2 or msh.geometry.dim != 2 or V.dofmap.index_map_bs != 1
+            or el.degree != 1 or el.discontinuous or msh.geometry.cmaps[0].degree != 1):  # fmt: skip
+        return None
+    nv = msh.topology.index_map(0).size_global
+    n = math.isqrt(nv) - 1
+    ncells = msh.topology.index_map(2)
+    ok = n >= 1 and (n + 1) ** 2 == nv and ncells.size_global == 2 * n * n
+    if ok:
+        x = msh.geometry.x[:, :2] * n
+        ij = np.rint(x)
+        nloc = ncells.size_local
+        g = msh.geometry.dofmaps[0][:nloc]
+        tri = ij[g].astype(np.int64)  # (cells, 3, 2)
+        lo = tri.min(axis=1)
+        off = tri - lo[:, None, :]
+        code = np.sort(off[:, :, 0] * 2 + off[:, :, 1], axis=1)  # {0, 2, 3} or {0, 1, 3}
+        ok = bool(
+            np.all(np.abs(x - ij) < 1e-9) and np.all(ij >= 0) and np.all(ij <= n)
+            and np.all(off <= 1) and np.all(code[:, 0] == 0) and np.all(code[:, 2] == 3)
+            and np.all((code[:, 1] == 1) | (code[:, 1] == 2))
+        )  # fmt: skip
+    ok = bool(comm.allreduce(ok, op=MPI.LAND))
+    return n if ok else None
+
+
+def levels(n: int) -> list[int]:
+    """Squares per side of each grid, fine to coarse: ``n``, ``n/2``, ... (empty: no hierarchy).
+
+    Halving stops at an odd ``m`` or at ``m <= COARSEST_MIN``; a hierarchy with no coarse
+    grid or whose coarsest grid exceeds :data:`COARSEST_MAX` is empty.
+    """
+    out = [n]
+    while out[-1] % 2 == 0 and out[-1] > COARSEST_MIN:
+        out.append(out[-1] // 2)
+    return out if len(out) > 1 and out[-1] <= COARSEST_MAX else []
+
+
+@dataclass
+class GridHierarchy:
+    """The nested grids of a P1 unit square, coarsest first.
+
+    Attributes:
+        sizes: Squares per side, fine to coarse (as :func:`levels`).
+        prolongations: ``P[l]`` maps level ``l`` to level ``l + 1``; level ``len(P)`` is the
+            space's own (DOLFINx's dof numbering), as ``PCMGSetInterpolation(l + 1, P[l])``
+            wants them.
+        vertices: Per level, the grid indices ``(i, j)`` of the vertices this rank owns, in
+            their numbering order.
+    """
+
+    sizes: list[int]
+    prolongations: list[PETSc.Mat]
+    vertices: list[IntArray]
+
+    def destroy(self) -> None:
+        """Free the prolongations."""
+        for P in self.prolongations:
+            P.destroy()
+
+
+def grid_hierarchy(V: fem.FunctionSpace) -> GridHierarchy | None:
+    """The grid hierarchy of ``V``; ``None``: no hierarchy. Collective.
+
+    ``None`` when ``V`` is not P1 on the right-diagonal unit square (:func:`grid_cells_per_side`)
+    or ``n`` has no usable hierarchy (:func:`levels`), the same on every rank.
+    """
+    n = grid_cells_per_side(V)
+    sizes = levels(n) if n is not None else []
+    if not sizes:
+        return None
+    comm = V.mesh.comm
+    nloc = V.dofmap.index_map.size_local
+    ij = np.rint(V.tabulate_dof_coordinates()[:nloc, :2] * n).astype(np.int64)
+    prolongations, vertices = [], [ij]
+    for mc in sizes[1:]:
+        P, ij = _prolongation(comm, ij, mc)
+        prolongations.append(P)
+        vertices.append(ij)
+    return GridHierarchy(sizes, prolongations[::-1], vertices[::-1])
+
+
+def _prolongation(comm: MPI.Comm, ij: IntArray, mc: int) -> tuple[PETSc.Mat, IntArray]:
+    """P from the ``mc``-grid to the ``2 mc``-grid whose owned vertices are ``ij``.
+
+    ``ij[k]`` is the grid index of the ``k``-th owned fine vertex (numbered rank by rank, as
+    PETSc's layout of ``len(ij)`` local rows is). Returns ``P`` and the coarse grid's owned
+    vertices in their numbering order.
+    """
+    coarse = ~np.any(ij % 2, axis=1)
+    cij = ij[coarse] // 2
+    nc = int(cij.shape[0])
+    cstart = int(comm.exscan(nc) or 0)
+    natural = (cij[:, 0] * (mc + 1) + cij[:, 1]).astype(PETSc.IntType)
+    ao = PETSc.AO().createMemoryScalable(
+        natural, np.arange(cstart, cstart + nc, dtype=PETSc.IntType), comm=comm
+    )
+    odd = ij % 2
+    lo, hi = (ij - odd) // 2, (ij + odd) // 2  # the parents (the same one for a coarse vertex)
+    count = np.where(coarse, 1, 2).astype(PETSc.IntType)
+    indptr = np.zeros(len(ij) + 1, dtype=PETSc.IntType)
+    np.cumsum(count, out=indptr[1:])
+    cols = np.empty(int(indptr[-1]), dtype=PETSc.IntType)
+    vals = np.empty(int(indptr[-1]))
+    first, second = indptr[:-1], indptr[:-1][~coarse] + 1
+    cols[first] = lo[:, 0] * (mc + 1) + lo[:, 1]
+    vals[first] = np.where(coarse, 1.0, 0.5)
+    cols[second] = hi[~coarse, 0] * (mc + 1) + hi[~coarse, 1]
+    vals[second] = 0.5
+    cols = ao.app2petsc(cols)
+    ao.destroy()
+    P = PETSc.Mat().createAIJ(((len(ij), PETSc.DECIDE), (nc, PETSc.DECIDE)), comm=comm)
+    P.setPreallocationNNZ((2, 2))
+    P.setValuesCSR(indptr, cols, vals)
+    P.assemble()
+    return P, cij

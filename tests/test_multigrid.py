@@ -1,0 +1,127 @@
+"""Geometric multigrid (beckmann.multigrid, solver.method = "gmg" / "auto").
+
+The prolongations are checked against DOLFINx's own interpolation between the nested meshes,
+the solve against the exact φ = cos(πx) cos(πy) / (4π²) and against GAMG's and MUMPS's φ, on
+any number of ranks (the suite runs serially and under mpirun -n 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beckmann import config, multigrid, pipeline
+from beckmann._dolfinx import MPI, dmesh, fem, ufl
+from beckmann.poisson import NeumannPoisson
+
+EXPR2 = "1 + 0.5*cos(pi*x)*cos(pi*y)"
+
+
+def square(n: int, diagonal=dmesh.DiagonalType.right):
+    return dmesh.create_unit_square(MPI.COMM_WORLD, n, n, dmesh.CellType.triangle,
+                                    ghost_mode=dmesh.GhostMode.shared_facet,
+                                    diagonal=diagonal)  # fmt: skip
+
+
+def test_the_grid_is_recognised_and_nothing_else():
+    V = fem.functionspace(square(12), ("Lagrange", 1))
+    assert multigrid.grid_cells_per_side(V) == 12
+    assert multigrid.grid_cells_per_side(fem.functionspace(square(12), ("Lagrange", 2))) is None
+    left = square(12, dmesh.DiagonalType.left)  # the coarse triangles are not unions of fine
+    assert multigrid.grid_cells_per_side(fem.functionspace(left, ("Lagrange", 1))) is None
+    moved = square(12)
+    x = moved.geometry.x
+    x[:, 0] += 1e-3 * np.sin(7 * x[:, 1]) * x[:, 0] * (1 - x[:, 0])  # same topology, off-grid
+    assert multigrid.grid_cells_per_side(fem.functionspace(moved, ("Lagrange", 1))) is None
+    cube = dmesh.create_unit_cube(MPI.COMM_WORLD, 4, 4, 4)
+    assert multigrid.grid_cells_per_side(fem.functionspace(cube, ("Lagrange", 1))) is None
+
+
+def test_levels():
+    assert multigrid.levels(1024) == [1024, 512, 256, 128, 64, 32, 16]
+    assert multigrid.levels(1000) == [1000, 500, 250, 125]
+    assert multigrid.levels(96) == [96, 48, 24, 12]
+    assert multigrid.levels(1022) == []  # coarsest 511: too large for the direct solve
+    assert multigrid.levels(16) == [] and multigrid.levels(33) == []
+
+
+def test_prolongation_is_dolfinx_interpolation_between_the_nested_meshes():
+    # P c = the coarse P1 function with vertex values c, evaluated at the fine vertices
+    n = 48
+    V = fem.functionspace(square(n), ("Lagrange", 1))
+    hierarchy = multigrid.grid_hierarchy(V)
+    assert hierarchy is not None and hierarchy.sizes == [48, 24, 12]
+    rng = np.random.default_rng(3)
+    for level, P in enumerate(hierarchy.prolongations):
+        mc, mf = hierarchy.sizes[::-1][level], hierarchy.sizes[::-1][level + 1]
+        R = rng.standard_normal((mc + 1, mc + 1))
+        Vc = fem.functionspace(square(mc), ("Lagrange", 1))
+        uc = fem.Function(Vc)
+        uc.interpolate(lambda X, R=R, mc=mc: R[np.rint(X[0] * mc).astype(int),
+                                                np.rint(X[1] * mc).astype(int)])  # fmt: skip
+        Vf = fem.functionspace(square(mf), ("Lagrange", 1))
+        uf = fem.Function(Vf)
+        cells = np.arange(Vf.mesh.topology.index_map(2).size_local, dtype=np.int32)
+        data = fem.create_interpolation_data(Vf, Vc, cells, 1e-10)
+        uf.interpolate_nonmatching(uc, cells, data)
+        c, f = P.createVecs()
+        ijc = hierarchy.vertices[level]
+        c.array[:] = R[ijc[:, 0], ijc[:, 1]]
+        P.mult(c, f)
+        # both on the whole (mf + 1)^2 grid: each vertex is owned by one rank
+        nf = Vf.dofmap.index_map.size_local
+        X = np.rint(Vf.tabulate_dof_coordinates()[:nf, :2] * mf).astype(int)
+        ours, ref = np.zeros((mf + 1, mf + 1)), np.zeros((mf + 1, mf + 1))
+        ijf = hierarchy.vertices[level + 1]
+        ours[ijf[:, 0], ijf[:, 1]] = f.array
+        ref[X[:, 0], X[:, 1]] = uf.x.array[:nf]
+        comm = MPI.COMM_WORLD
+        ours, ref = comm.allreduce(ours, op=MPI.SUM), comm.allreduce(ref, op=MPI.SUM)
+        assert np.abs(ours - ref).max() < 1e-13
+        assert comm.allreduce(len(ijf), op=MPI.SUM) == (mf + 1) ** 2
+        for v in (c, f):
+            v.destroy()
+    hierarchy.destroy()
+
+
+def exact_cfg(n: int, **extra: str) -> dict:
+    sets = [f"mesh.n={n}", "solver.degree=1", "target.kind=expression", f"target.expr={EXPR2}",
+            *[f"{k}={v}" for k, v in extra.items()]]  # fmt: skip
+    return config.resolve(sets=sets)
+
+
+def l2_error(sol) -> float:
+    x = ufl.SpatialCoordinate(sol.msh)
+    e = sol.phi - ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) / (4 * ufl.pi**2)
+    return float(np.sqrt(sol.comm.allreduce(fem.assemble_scalar(fem.form(e * e * ufl.dx)),
+                                            op=MPI.SUM)))  # fmt: skip
+
+
+def test_gmg_is_the_default_and_matches_gamg_mumps_and_the_exact_solution():
+    sols = {m: pipeline.solve(exact_cfg(64, **({"solver.method": m} if m else {})))
+            for m in ("", "gamg", "mumps")}  # fmt: skip
+    assert sols[""].info["method"] == "gmg"
+    assert sols["gamg"].info["method"] == "gamg"
+    assert sols[""].info["iterations"] < sols["gamg"].info["iterations"]
+    comm = MPI.COMM_WORLD
+    phi = {m: s.phi.x.array for m, s in sols.items()}
+    scale = comm.allreduce(np.abs(phi["mumps"]).max(), op=MPI.MAX)
+    for m in ("", "gamg"):
+        assert comm.allreduce(np.abs(phi[m] - phi["mumps"]).max(), op=MPI.MAX) < 1e-8 * scale
+    # the discretisation error, O(h^2): ||e|| / ||phi|| = 4.2e-5 at n = 256 (docs/performance.md)
+    err, ref = l2_error(sols[""]), l2_error(sols["mumps"])
+    assert err == pytest.approx(ref, rel=1e-6)
+    assert err < 0.04 / 64**2
+
+
+def test_gmg_asked_for_where_it_cannot_run():
+    with pytest.raises(ValueError, match=r"solver\.method = 'gmg' needs P1"):
+        pipeline.solve(exact_cfg(12, **{"solver.method": "gmg"}))
+    V = fem.functionspace(square(32), ("Lagrange", 2))
+    P = NeumannPoisson(V)  # auto on P2: algebraic multigrid
+    assert P.method == "gamg"
+    P.destroy()
+    V = fem.functionspace(square(32), ("Lagrange", 1))
+    P = NeumannPoisson(V, petsc_options={"pc_gamg_threshold": 0.05})  # AMG's options: AMG
+    assert P.method == "gamg"
+    P.destroy()
