@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from beckmann.density.expression import BINARY, UNARY, VARIADIC, Expression, binary_operation
 
-__all__ = ["PolynomialForm", "bind", "polynomial"]
+__all__ = ["PolynomialForm", "bind", "bind_block", "polynomial"]
 
 FloatArray = npt.NDArray[np.float64]
 _Node = Callable[[Mapping[str, Any]], Any]
@@ -60,6 +60,28 @@ def polynomial(
     return PolynomialForm(sweep, fixed, terms)
 
 
+def _bind_root(
+    expr: Expression,
+    x: FloatArray,
+    sweep: tuple[str, ...],
+    params: Mapping[str, float] | None,
+    max_bytes: int,
+) -> _Node | None:
+    """The θ-dependent rest of ``expr`` at ``x`` (its θ-free sub-trees evaluated), or ``None``."""
+    fixed = dict(params or {})
+    if expr.parameter_names - set(sweep) - fixed.keys():
+        return None
+    env: dict[str, Any] = {k: np.float64(v) for k, v in fixed.items()}
+    env.update(x=x[0], y=x[1], z=x[2])
+    budget = [max_bytes]
+    try:
+        with np.errstate(all="ignore"):
+            root = _bound(expr, expr.tree, sweep, env, budget)
+    except (MemoryError, RecursionError):
+        return None
+    return None if budget[0] < 0 else root
+
+
 def bind(
     expr: Expression,
     x: FloatArray,
@@ -80,18 +102,8 @@ def bind(
         ``max_bytes``, or when a parameter has no value.
     """
     sweep = tuple(names)
-    fixed = dict(params or {})
-    if expr.parameter_names - set(sweep) - fixed.keys():
-        return None
-    env: dict[str, Any] = {k: np.float64(v) for k, v in fixed.items()}
-    env.update(x=x[0], y=x[1], z=x[2])
-    budget = [max_bytes]
-    try:
-        with np.errstate(all="ignore"):
-            root = _bound(expr, expr.tree, sweep, env, budget)
-    except (MemoryError, RecursionError):
-        return None
-    if budget[0] < 0:
+    root = _bind_root(expr, x, sweep, params, max_bytes)
+    if root is None:
         return None
     n = x.shape[1]
 
@@ -100,6 +112,42 @@ def bind(
         with np.errstate(all="ignore"):
             out = root(env_t)
         return np.array(np.broadcast_to(out, (n,)), dtype=np.float64)
+
+    return values
+
+
+def bind_block(
+    expr: Expression,
+    x: FloatArray,
+    names: list[str] | tuple[str, ...],
+    params: Mapping[str, float] | None = None,
+    *,
+    max_bytes: int = 1 << 28,
+) -> Callable[[FloatArray], FloatArray] | None:
+    """As :func:`bind`, for many θ at once: ``values(T)`` with ``T`` ``(K, len(names))``.
+
+    Returns ``(K, N)``, row ``k`` the values at θ ``T[k]`` (columns in ``names`` order): each
+    NumPy operation runs once over the whole ``(K, N)`` block, θ broadcast along the rows,
+    instead of ``K`` times over ``N`` values. Element by element the same operations as
+    :func:`bind` (IEEE arithmetic is exact per element; functions see contiguous arrays as
+    there), so the same values.
+    """
+    sweep = tuple(names)
+    root = _bind_root(expr, x, sweep, params, max_bytes)
+    if root is None:
+        return None
+    n = x.shape[1]
+    fresh = not isinstance(expr.tree, ast.Name)  # an operation at the root makes a new array
+
+    def values(T: FloatArray) -> FloatArray:
+        T = np.asarray(T, dtype=np.float64).reshape(-1, len(sweep))
+        env_t = {k: np.ascontiguousarray(T[:, i : i + 1]) for i, k in enumerate(sweep)}
+        with np.errstate(all="ignore"):
+            out = root(env_t)
+        shape = (T.shape[0], n)
+        if fresh and isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float64:
+            return out  # computed here (not a cached θ-free array): no copy
+        return np.array(np.broadcast_to(out, shape), dtype=np.float64)
 
     return values
 

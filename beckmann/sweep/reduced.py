@@ -348,6 +348,12 @@ class ReducedModel:
         return model, {"results": results, "attrs": attrs}
 
 
+def _sum_rows(comm: MPI.Comm, a: FloatArray) -> FloatArray:
+    out = np.empty_like(a)
+    comm.Allreduce(np.ascontiguousarray(a), out, op=MPI.SUM)
+    return out
+
+
 def build_reduced(
     eng: Engine,
     thetas: FloatArray,
@@ -384,11 +390,13 @@ def build_reduced(
     )
     comm, nloc = eng.comm, eng.nloc
     thetas_d = [dict(zip(names, map(float, t), strict=True)) for t in thetas]
-    F = np.empty((nloc, len(thetas_d)))
-    for k, t in enumerate(thetas_d):
-        F[:, k] = eng.raw("target", t)
     mass = MassNorm(eng.V)
-    MF = mass.mult_block(F) if F.shape[1] else np.zeros_like(F)
+    # snapshots and their masses as rows (contiguous writes; M f_k by one sparse product each)
+    FT = np.empty((len(thetas_d), nloc))
+    MFT = np.empty_like(FT)
+    for k, t in enumerate(thetas_d):
+        FT[k] = eng.raw("target", t)
+        MFT[k] = mass.mult(FT[k])
     m = mass.mult(np.ones(nloc))
     lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
     model = ReducedModel(
@@ -410,13 +418,15 @@ def build_reduced(
     psis = np.zeros((max_size, nloc))
     bxis = np.zeros((max_size, nloc))
     xis = np.zeros((max_size, nloc))
+    rhss = np.zeros((max_size, nloc))  # b_m − Z_m b_0, null space removed: the solves' data
     Zs: list[float] = []
+    G = np.zeros((max_size, max_size))
+    eta_alg = np.zeros(max_size)
+    solved = [0]
 
-    def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> tuple[
-        FloatArray, float, float
-    ]:
+    def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> float:
         # ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m): its right-hand side and mass, M ξ_m and mᵀξ_m
-        # (interpolant) or by quadrature
+        # (interpolant) or by quadrature; the solve waits for solve_basis
         j = len(Zs)
         if rhs == "interpolant":
             bm = mass.mult(q)
@@ -428,24 +438,32 @@ def build_reduced(
             Zm = (Zk - float(np.dot(Zs, c_k))) / qx
         eng.b.array[:] = bm - Zm * b0
         eng.poisson.nullspace.remove(eng.b)
-        rhs_m = eng.b.array[:nloc].copy()
-        (psi,), _ = eng.solve_rhs([rhs_m])
-        eng.phi.x.array[:nloc] = psi
-        eng.phi.x.scatter_forward()
-        eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
-        Apsi = eng.Aphi.array[:nloc].copy()
-        psis[j] = psi
+        rhss[j] = eng.b.array[:nloc]
         bxis[j] = bm
         xis[j] = q
         Zs.append(Zm)
-        g = psis[: j + 1] @ Apsi
-        out = np.empty_like(g)
-        comm.Allreduce(g, out, op=MPI.SUM)
-        # the solve's residual is round-off (MUMPS): the solve-free diagonal bound suffices
-        return out, float(np.sqrt(mass.dual_diagonal(rhs_m - Apsi) / lam1)), Zm
+        return Zm
 
-    res = greedy_eim(F, MF, m, eng.x, comm, add_basis, lam1=lam1, tol=tol, max_size=max_size,
-                     log=log)
+    def solve_basis() -> tuple[FloatArray, FloatArray]:
+        # the pending functions in one MUMPS block solve; their A ψ, Gram rows and η_alg
+        j0, j1 = solved[0], len(Zs)
+        if j1 > j0:
+            sols, _ = eng.solve_rhs([rhss[j] for j in range(j0, j1)])
+            for j, psi in zip(range(j0, j1), sols, strict=True):
+                psis[j] = psi
+                eng.phi.x.array[:nloc] = psi
+                eng.phi.x.scatter_forward()
+                eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
+                Apsi = eng.Aphi.array[:nloc]
+                g = _sum_rows(comm, psis[: j + 1] @ Apsi)
+                G[j, : j + 1] = G[: j + 1, j] = g
+                # the solve's residual is round-off (MUMPS): the solve-free diagonal bound
+                eta_alg[j] = np.sqrt(mass.dual_diagonal(rhss[j] - Apsi) / lam1)
+            solved[0] = j1
+        return G[:j1, :j1].copy(), eta_alg[:j1].copy()
+
+    res = greedy_eim(FT, MFT, m, eng.x, comm, add_basis, solve_basis, lam1=lam1, tol=tol,
+                     max_size=max_size, log=log)
     size = len(Zs)
     model.bxi = np.ascontiguousarray(bxis[:size].T)
     model.psi = np.ascontiguousarray(psis[:size].T)
