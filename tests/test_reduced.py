@@ -311,3 +311,27 @@ def test_training_set_of_a_large_product_grid_is_a_subgrid_with_its_edges():
     t = training_set(grid(300, 3), 400)
     assert 300 <= t.shape[0] <= 400
     assert {0.3, 0.7} <= set(t[:, 1]) and {0.3, 0.7} <= set(t[:, 0])
+
+
+@pytest.mark.parametrize(
+    ("expr", "params", "floor"),
+    [(BUMP, {}, 0.0), ("c*sin(a*x) + b**2*exp(-y) + 2", {"c": 0.5}, 0.25), ("a", {}, 0.0)],
+)
+def test_block_evaluation_is_bitwise_the_per_theta_one(expr, params, floor):
+    """Many θ at once (``parametric.bind_block``, ``ReducedModel._block_evaluator``) give, row
+    by row, exactly the evaluator's per-θ values: the certificate's truth does not move."""
+    from beckmann import density
+    from beckmann.density.parametric import bind, bind_block
+
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.random((2, 257)), np.zeros((1, 257))])
+    T = rng.random((7, 2)) * 0.6 + 0.2
+    e = density.Expression(expr)
+    one, many = bind(e, x, ["a", "b"], params), bind_block(e, x, ["a", "b"], params)
+    ev = density.make_evaluator({"kind": "expression", "expr": expr, "params": params,
+                                 "floor": floor}, gdim=2, bbox=(np.zeros(2), np.ones(2)))
+    block = many(T)
+    assert block.shape == (7, 257)
+    for k, (a, b) in enumerate(T):
+        assert np.array_equal(block[k], one({"a": a, "b": b}))
+        assert np.array_equal(block[k] + floor, ev(x, {"a": a, "b": b}))

@@ -43,6 +43,7 @@ from beckmann import density
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._mpi import agree, allreduce_array, global_bbox, on_root
 from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
+from beckmann.density.parametric import bind_block
 from beckmann.store.writes import write_on_root
 from beckmann.sweep.eigen import first_neumann_eigenvalue
 from beckmann.sweep.eim import Greedy, greedy_eim
@@ -65,6 +66,10 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 
 _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
+
+#: θ per evaluation of the nodal target in :meth:`ReducedModel.certify_many`: its temporaries
+#: (``_EVAL_ROWS × N`` values each) stay in cache.
+_EVAL_ROWS = 2
 
 #: ``[sweep] reduced_rhs``: the truth's right-hand side (docs/reduced.md).
 RHS_KINDS = ("interpolant", "quadrature")
@@ -139,6 +144,43 @@ class ReducedModel:
         gdim = V.mesh.geometry.dim
         bbox = global_bbox(V.mesh.geometry.x[:, :gdim], self.comm)
         self.ev = density.make_evaluator(cfg["target"], gdim=gdim, bbox=bbox)
+        self._tcfg = cfg["target"]
+        self._nodal_block = self._block_evaluator(self._xT)
+        self._magic: tuple[FloatArray, Any] | None = None  # (points, their block evaluator)
+
+    def _block_evaluator(self, pts: FloatArray) -> Callable[[FloatArray], FloatArray] | None:
+        """Raw target at ``pts`` ``(3, n)`` for many θ at once, or ``None`` (not an expression).
+
+        The rows of ``T`` ``(K, len(names))`` give θ; :func:`~beckmann.density.parametric.
+        bind_block`, the values of :meth:`target_at` (same operations, the floor added last).
+        """
+        sec = self._tcfg
+        if sec.get("kind") != "expression":
+            return None
+        fixed = {k: v for k, v in sec.get("params", {}).items() if k not in self.names}
+        f = bind_block(density.Expression(sec["expr"]), np.ascontiguousarray(pts), self.names,
+                       fixed)
+        floor = float(sec.get("floor", 0.0))
+        if f is None or floor == 0.0:
+            return f
+
+        def with_floor(T: FloatArray) -> FloatArray:
+            v = f(T)
+            v += floor
+            return v
+
+        return with_floor
+
+    def _magic_values(self, values: FloatArray) -> FloatArray:
+        """``(K, M)`` raw target at the magic points for the θ rows of ``values``."""
+        if self._magic is None or self._magic[0] is not self.points:
+            self._magic = (self.points, self._block_evaluator(self.points.T))
+        f = self._magic[1]
+        if f is not None:
+            return f(values)
+        thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
+        return np.array([self.target_at(self.points.T, t) for t in thetas]).reshape(
+            len(thetas), self.size)
 
     @property
     def size(self) -> int:
@@ -213,28 +255,35 @@ class ReducedModel:
         """
         values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         K, Msz = values.shape[0], self.size
-        thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
-        if D is None:  # the magic-point values of all θ, then one triangular solve
-            fm = np.array([self.target_at(self.points.T, t) for t in thetas]).reshape(K, Msz)
+        if D is None:  # the magic-point values of all θ at once, then one triangular solve
+            fm = self._magic_values(values)
             C = solve_triangular(self.B, fm.T, lower=True, unit_diagonal=True).T if Msz else fm
             D = np.asarray(C / (C @ self.Z)[:, None], dtype=np.float64)
         norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
         alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
+        thetas: list[dict[str, float]] | None = None
+        if self.rhs == "interpolant":
+            FT = np.empty((min(block, K), self.nloc))  # one buffer for every block
         for s in range(0, K, block):
             blk = range(s, min(s + block, K))
+            nb = len(blk)
             Dk = D[s : blk.stop]
             if self.rhs == "interpolant":
-                # rows (cheap writes, masses while in cache), then in place by one BLAS GEMM:
-                # Z r = f − Z Ξ d for the block, Fortran views of the C-order arrays
-                FT = np.empty((len(blk), self.nloc))
-                zl = np.empty(len(blk))
-                for j, i in enumerate(blk):
-                    FT[j] = self.nodal_target(thetas[i])
-                    zl[j] = FT[j] @ self.m
-                Zf = allreduce_array(zl, MPI.SUM, self.comm)
-                RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * Dk).T, beta=1.0, c=FT.T,
-                           trans_a=1, overwrite_c=1).T if self.nloc and Msz else FT
+                # the nodal targets as rows, a few θ per evaluation (cache-sized temporaries),
+                # then in place by one BLAS GEMM: Z r = f − Z Ξ d for the block, Fortran views
+                # of the C-order arrays
+                Fb = FT[:nb]
+                if self._nodal_block is not None:
+                    for j in range(0, nb, _EVAL_ROWS):
+                        Fb[j : j + _EVAL_ROWS] = self._nodal_block(
+                            values[s + j : min(s + j + _EVAL_ROWS, blk.stop)])
+                else:
+                    for j, i in enumerate(blk):
+                        Fb[j] = self.nodal_target(self._theta(values[i]))
+                Zf = allreduce_array(Fb @ self.m, MPI.SUM, self.comm)
+                RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * Dk).T, beta=1.0, c=Fb.T,
+                           trans_a=1, overwrite_c=1).T if self.nloc and Msz else Fb
                 rk = self.mass.nu * allreduce_array(
                     np.einsum("ki,ki,i->k", RT, RT, self.mass.D), MPI.SUM, self.comm) / Zf**2
                 eta = np.sqrt(rk / self.lam1) + alg[s : blk.stop]
@@ -248,12 +297,14 @@ class ReducedModel:
                                               MPI.SUM, self.comm)
                 rr[s : blk.stop] = rk
             else:
+                if thetas is None:
+                    thetas = [self._theta(t) for t in values]
                 for j, i in enumerate(blk):
                     b = self.raw_rhs(thetas[i])
                     Zf = float(self.comm.allreduce(float(b.sum()), MPI.SUM))
                     rr[i] = self.mass.dual(b / Zf - self.bxi @ Dk[j])
             if update is not None:
-                update(len(blk))
+                update(nb)
         rr = np.maximum(rr, 0.0)
         eta = np.sqrt(rr / self.lam1) + alg
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -267,6 +318,9 @@ class ReducedModel:
             "residual": np.sqrt(rr),
             "coefficients": D,
         }
+
+    def _theta(self, t: FloatArray) -> dict[str, float]:
+        return dict(zip(self.names, map(float, t), strict=True))
 
     def destroy(self) -> None:
         """Free the PETSc objects made here."""
