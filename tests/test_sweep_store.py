@@ -219,7 +219,9 @@ def test_sweep_refuses_other_kinds_and_foreign_folders(mpi_tmp_path, comm):
     comm.barrier()
     cfg2 = small_cfg(THETAS[:2])
     sweep.run_sweep(cfg2, comm, out=store, overwrite=True)
-    assert sorted(p.name for p in (store / "theta").iterdir()) == ["000000.h5", "000001.h5"]
+    shares = [f"{i:06d}.r{r}.h5" for i in (0, 1) for r in range(1, comm.size)]  # one group
+    assert sorted(p.name for p in (store / "theta").iterdir()) == sorted(
+        ["000000.h5", "000001.h5", *shares])
     assert json.loads((store / "sweep.json").read_text())["grid"]["values"] == [[0.3], [0.4]]
 
 

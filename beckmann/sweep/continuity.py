@@ -203,18 +203,22 @@ def continuity_report(
     sizes = store.sizes()
     has_flux = comm.bcast(store.has(done[0], "flux") if comm.rank == 0 else None)
     names = ["potential"] + (["flux"] if has_flux else [])
-    rng_lo = {n: t * comm.rank // comm.size for n, t in zip(names, sizes, strict=False)}
-    rng_hi = {n: t * (comm.rank + 1) // comm.size for n, t in zip(names, sizes, strict=False)}
-    # the joint estimate's dofs: a fixed random subset, each rank keeps the ones it reads
-    coords = comm.bcast(store.layout()[0] if comm.rank == 0 else None)
+    # every rank its owned dofs of the store's space (read exactly, any layout); the joint
+    # estimate's dofs: a fixed random subset of layout d0's rows (as the memory stream's)
+    V = store.space()
     pick = joint_pick(sizes[0], k, joint_points)
-    lo, hi = rng_lo["potential"], rng_hi["potential"]
-    mine = pick[(pick >= lo) & (pick < hi)]
+    mine = np.flatnonzero(np.isin(store.layout_rows(), pick)) if pick.size else pick
+    coords = V.tabulate_dof_coordinates()[mine, : V.mesh.geometry.dim]
     stream = ContinuityStream(theta, names, comm, anchors=anchors)
     for i in done:
-        values = {n: store.read(i, n, slice(rng_lo[n], rng_hi[n])) for n in names}
-        stream.push(values, values["potential"][mine - lo])
-    out = stream.finish(coords[mine], joint=joint_points > 0)
+        values = {"potential": store.values(i)}
+        if has_flux:
+            F = store.flux(i)
+            dm = F.function_space.dofmap
+            bs, n = dm.index_map_bs, dm.index_map.size_local
+            values["flux"] = F.x.array[: n * bs].reshape(n, bs)
+        stream.push(values, values["potential"][mine])
+    out = stream.finish(coords, joint=joint_points > 0)
     if holder is not None:
         out["holder"] = holder_report(store, comm, done, theta, **holder)
     return out

@@ -363,21 +363,10 @@ class ReducedModel:
             RuntimeError: The file cannot be read, or the layout does not match the mesh.
         """
         import h5py
-        from scipy.spatial import cKDTree
 
         V = store.space()
         comm = store.comm
-        n = V.dofmap.index_map.size_local
-        coords, _ = store.layout()
-        mine = V.tabulate_dof_coordinates()[:n, : coords.shape[1]]
-        if n:
-            dist, idx = cKDTree(coords).query(mine)
-        else:
-            dist, idx = np.zeros(0), np.zeros(0, dtype=np.int64)
-        diam = float(np.ptp(coords, axis=0).max()) if coords.size else 1.0
-        bad = bool(np.any(dist > 1e-10 * max(diam, 1.0)))
-        agree(comm, f"{str(store.folder)!r}: the stored layout and mesh differ" if bad else None,
-              RuntimeError)
+        idx = store.layout_rows()  # exact: the basis rows are in layout d0's dof order
         path = store.folder / REDUCED_FILE
         err = None
         arrays: dict[str, FloatArray] = {}

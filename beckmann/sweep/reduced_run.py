@@ -38,8 +38,9 @@ from beckmann.sweep.engine import Engine
 from beckmann.sweep.modulus import coefficient_continuity
 from beckmann.sweep.reduced import ReducedModel, build_reduced
 from beckmann.sweep.spec import SweepSpec
-from beckmann.sweep.store import STORE_FORMAT, flux_keys, write_layout
+from beckmann.sweep.store import write_layout
 from beckmann.sweep.training import training_set
+from beckmann.sweep.writer import STORE_FORMAT, STORE_VERSION
 
 __all__ = ["ENRICH_ROUNDS", "GREEDY_MARGIN", "run_reduced"]
 
@@ -66,7 +67,7 @@ def _write_meta(folder: Path, cfg: dict[str, Any], spec: SweepSpec, comm: MPI.Co
             )
         meta = {
             "format": STORE_FORMAT,
-            "version": 1,
+            "version": STORE_VERSION,
             "beckmann": __version__,
             "method": "reduced",
             "config": cfg,
@@ -129,7 +130,7 @@ def run_reduced(
         eng = Engine(ecfg, grid, comm, block=1, warm_start=False)
     assert eng is not None
     try:
-        write_layout(folder, eng.msh, eng.x[:, : eng.gdim], flux_keys(eng.W), eng.degree, comm)
+        write_layout(folder, eng, comm)
         timings["setup"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         train = training_set(grid, opts["reduced_train"])

@@ -2,9 +2,10 @@
 
 The world communicator is split (``comm.Split``) into groups of ``group_size`` ranks; each group
 builds its own :class:`~beckmann.sweep.engine.Engine` on its sub-communicator and solves a
-contiguous share of the pending θ. Each finished θ is written at once by its group's first
-rank, and the group agrees on the outcome of every write, so a failing write ends all ranks
-instead of leaving some in the next θ's collectives.
+contiguous share of the pending θ. Each finished θ is written at once, every rank of the group
+its own share (nothing is gathered, :mod:`beckmann.sweep.entries`), and the group agrees on the
+outcome of every write, so a failing write ends all ranks instead of leaving some in the next
+θ's collectives.
 """
 
 from __future__ import annotations
@@ -25,15 +26,9 @@ from beckmann.store.jsonio import write_json
 from beckmann.sweep.continuity import ContinuityStream, continuity_report, joint_pick
 from beckmann.sweep.engine import Engine, split_groups
 from beckmann.sweep.holder_norms import holder_report
+from beckmann.sweep.layout import register_layout
 from beckmann.sweep.spec import SweepSpec, parse_sweep
-from beckmann.sweep.store import (
-    SweepStore,
-    flux_keys,
-    gather_rows,
-    layout_permutation,
-    read_layout,
-    write_layout,
-)
+from beckmann.sweep.store import SweepStore
 from beckmann.sweep.writer import prepare_store, store_hash, unlock_store, write_entry
 
 __all__ = ["run_sweep"]
@@ -84,37 +79,17 @@ def _setup(
     return eng
 
 
-def _layout(
-    folder: Path, eng: Engine, gcomm: MPI.Comm, color: int, comm: MPI.Comm
-) -> tuple[IntArray | None, IntArray | None]:
-    """Write the layout once (group 0) and map each group's order onto it; collective."""
-    has_layout = comm.bcast((folder / "layout").is_dir() if comm.rank == 0 else None)
-    coords = eng.x[:, : eng.gdim]
-    keys = flux_keys(eng.W)
-    if not has_layout and color == 0:
-        write_layout(folder, eng.msh, coords, keys, eng.degree, gcomm)
-    comm.barrier()
-    g_coords, g_keys = gather_rows(coords, gcomm), gather_rows(keys, gcomm)
-    perms: tuple[IntArray | None, IntArray | None] = (None, None)
-    with collective(comm):
-        if gcomm.rank == 0:
-            assert g_coords is not None and g_keys is not None
-            try:
-                stored_x, stored_k = read_layout(folder)
-            except OSError as e:
-                raise RuntimeError(f"sweep store {str(folder)!r}: {e}") from e
-            perms = (
-                layout_permutation(stored_x, g_coords, "potential"),
-                layout_permutation(stored_k, g_keys, "flux"),
-            )
-    return perms
+def _layout(folder: Path, eng: Engine, gcomm: MPI.Comm, color: int, comm: MPI.Comm) -> int:
+    """This group's distribution in the store's layouts, written once if new; collective."""
+    spaces = {"potential": eng.V, "flux": eng.W}
+    return register_layout(folder, spaces, eng.x[:, : eng.gdim], gcomm, color, comm)
 
 
 def _solve_all(
     eng: Engine,
     mine: list[int],
     folder: Path,
-    perms: tuple[IntArray | None, IntArray | None],
+    layout: int,
     spec: SweepSpec,
     color: int,
     ngroups: int,
@@ -127,7 +102,8 @@ def _solve_all(
 
     With ``stream`` (the stream and this rank's joint dofs), every θ is also pushed to the
     continuity report, in index order, from memory. ``phases`` gets the seconds spent in the
-    store writes (gather included) and in the pushes, part of the solve phase.
+    store writes (every rank its own share, :func:`write_entry`) and in the pushes, part of the
+    solve phase.
     """
     phases = {} if phases is None else phases
     phases.update(store_write=0.0, continuity_stream=0.0)
@@ -135,23 +111,15 @@ def _solve_all(
     grid = spec.grid
     store_flux = spec.options["store_flux"]
     chash = store_hash(eng.cfg)  # the store's (prepare_store wrote it into the manifest)
-    perm_phi, perm_flux = perms
     solved = 0
     with progress_bar(len(mine) * ngroups, "sweep", comm, disable=not show) as bar:
         for start in range(0, len(mine), eng.block):
             for phi, flux, row in eng.solve_block(mine[start : start + eng.block]):
                 tw = time.perf_counter()
-                g_phi = gather_rows(phi, gcomm)
-                g_flux = gather_rows(flux, gcomm) if store_flux else None
-                data = None
                 row = {**row, "group": color, "group_size": gcomm.size}
-                if gcomm.rank == 0:
-                    assert g_phi is not None
-                    data = {"potential": g_phi if perm_phi is None else g_phi[perm_phi]}
-                    if g_flux is not None:
-                        data["flux"] = g_flux if perm_flux is None else g_flux[perm_flux]
-                # collective on the group: every rank learns how its root's write went
-                write_entry(folder, row, grid, chash, data, gcomm)
+                data = {"potential": phi, "flux": flux} if store_flux else {"potential": phi}
+                # collective on the group: every rank learns how every share's write went
+                write_entry(folder, row, grid, chash, data, gcomm, layout)
                 tc = time.perf_counter()
                 phases["store_write"] += tc - tw
                 if stream is not None:
@@ -171,7 +139,8 @@ def _memory_stream(
     That is when one group solves every θ of the grid, in index order (a fresh store). The
     pass is then the store pass's (:func:`~beckmann.sweep.continuity.continuity_report`)
     without reading the store back: each rank pushes its owned values, and the joint dofs
-    are the same global dofs (the layout is the group's gathered order). Otherwise ``None``.
+    are picked among the group's global dofs, the order of the store's layout d0 (as the store
+    pass picks them, :func:`~beckmann.sweep.continuity.continuity_report`). Otherwise ``None``.
     """
     k = len(spec.grid)
     if ngroups != 1 or list(pending) != list(range(k)) or k < 2:
@@ -291,7 +260,7 @@ def _run(
         method, affine = eng.poisson.method, bool(eng.forms)
         timings["setup"] = time.perf_counter() - t0
         try:
-            perms = _layout(folder, eng, gcomm, color, comm)
+            layout = _layout(folder, eng, gcomm, color, comm)
             stream = None
             if spec.options["continuity"]:
                 stream = _memory_stream(eng, spec, pending, ngroups, comm)
@@ -300,7 +269,7 @@ def _run(
             phases: dict[str, float] = {}
             with collective(comm):  # one group's failure reaches every group
                 solved = _solve_all(
-                    eng, mine, folder, perms, spec, color, ngroups, comm, progress, stream, phases
+                    eng, mine, folder, layout, spec, color, ngroups, comm, progress, stream, phases
                 )
             timings["solve"] = time.perf_counter() - t1
             timings.update(phases)  # parts of "solve"

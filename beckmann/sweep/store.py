@@ -4,10 +4,12 @@ Layout (``--out DIR``)::
 
     beckmann.json         manifest: kind "sweep", format version, config hash (store.folder)
     sweep.lock            while a sweep writes: its host, pid and start time (store.lock)
-    sweep.json            config, parameter names, the grid, the interpolation axes
-    layout/mesh.xdmf      the mesh (written once)
-    layout/layout.h5      dof coordinates of the potential space, keys of the flux values
-    theta/000017.h5       one finished θ: index, θ, config hash, potential, flux, summary row
+    sweep.json            config, parameter names, the grid, the store format version (2)
+    layout/d0/...         the mesh and, per distribution of the writing groups, each writer
+                          rank's cells and dofmaps, written once (beckmann.sweep.layout)
+    theta/000017.h5       one finished θ: writer rank 0's share (index, θ, config hash, layout,
+                          its owned potential and flux values, the summary row) and
+    theta/000017.r1.h5    the other writer ranks' shares (beckmann.sweep.entries)
     summary.json          every row, timings, the continuity-in-θ report (at the end)
 
 **Why a store is not staged whole.** A run folder is written into a temporary sibling and
@@ -18,44 +20,51 @@ where ``--resume`` finds them, and staging would throw hours of work away. Inste
 * the manifest and ``sweep.json`` are written first, so the folder is a sweep store (refused by
   ``solve --out`` and every other kind) from its first moment; ``summary.json`` appears last
   and marks a complete sweep;
-* each entry is written atomically (``000017.h5.part``, then ``os.replace``) and carries its
-  index, θ and the config hash (:mod:`beckmann.sweep.entries`), so ``--resume`` verifies what
-  a rename cannot guarantee (a file copied over another, truncated or corrupt files, another
-  config), solves those entries again and says which;
+* each share is written atomically (``.part``, then ``os.replace``), rank 0's last, and
+  carries its index, θ, the config hash and its layout (:mod:`beckmann.sweep.entries`), so
+  ``--resume`` verifies what a rename cannot guarantee (a file copied over another, truncated
+  or corrupt files, another config), solves those entries again and says which;
 * a lock file (:mod:`beckmann.store.lock`) keeps a second writer out; a lock left by a killed
   writer is recognised as stale (its pid is gone) and taken over;
 * ``--overwrite`` empties an old store before the new sweep starts: never a mix of two sweeps.
 
-Entries are written by their group's first rank; PyPI's h5py is serial, and one file per θ
-needs no parallel HDF5. Values are stored in the order of the layout's dof coordinates, so a
-store reloads on any number of ranks.
+**Exact keys, nothing gathered.** This is the checkpoint format of a run
+(:mod:`beckmann.store.checkpoint`): every rank of a group writes its owned values with serial
+h5py, and a dof is keyed by (cell, position in the cell) through the layout's dofmaps, written
+once per store instead of per θ. A reader on any number of ranks reads the dofmap rows of its
+cells and then, per θ, only the values those rows name (:class:`beckmann.sweep.layout.Layouts`).
+No coordinates are matched. A store of format version 1 (gathered, coordinate-keyed) is refused
+with one line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from beckmann._dolfinx import MPI, dolfinx, fem
+from beckmann._dolfinx import MPI, fem
 from beckmann._mpi import agree, on_root
+from beckmann.store.checkpoint import read_rows
 from beckmann.store.folder import read_manifest
-from beckmann.store.writes import before_collective_write, write_on_root
-from beckmann.sweep.entries import check_identity, completed, theta_path
+from beckmann.sweep.entries import (
+    check_identity,
+    completed,
+    entry_share,
+    share_path,
+    theta_path,
+)
 from beckmann.sweep.grid import Grid
-from beckmann.sweep.writer import STORE_FORMAT
+from beckmann.sweep.layout import Layouts, register_layout
+from beckmann.sweep.writer import STORE_FORMAT, check_version
 
 __all__ = [
     "REDUCED_FILE",
     "SweepStore",
-    "flux_keys",
     "gather_rows",
-    "layout_permutation",
-    "read_layout",
     "theta_path",
     "write_layout",
 ]
@@ -64,13 +73,15 @@ __all__ = [
 REDUCED_FILE = "reduced.h5"
 
 FloatArray = npt.NDArray[np.float64]
-
-#: Largest distance, relative to the domain's size, at which two dof coordinates are the same.
-_MATCH_TOL = 1e-10
+IntArray = npt.NDArray[np.int64]
 
 
 def gather_rows(a: FloatArray, comm: MPI.Comm) -> FloatArray | None:
-    """Row blocks gathered on rank 0 of ``comm`` in rank order (``None`` elsewhere)."""
+    """Row blocks gathered on rank 0 of ``comm`` in rank order (``None`` elsewhere).
+
+    For the reduced basis (:mod:`beckmann.sweep.reduced`), whose rows are in the rank order of
+    its writer, i.e. distribution d0's dof order; θ entries are never gathered.
+    """
     a = np.ascontiguousarray(a)
     if comm.size == 1:
         return a
@@ -85,96 +96,18 @@ def gather_rows(a: FloatArray, comm: MPI.Comm) -> FloatArray | None:
     return out
 
 
-def flux_keys(W: fem.FunctionSpace) -> FloatArray:
-    """Keys of the rank's owned flux values that do not depend on the partition.
-
-    The DG dof's point and its cell's midpoint (DG dofs on a shared vertex differ by their
-    cell); the midpoint alone for DG_0. Not collective.
-    """
-    msh = W.mesh
-    d = msh.geometry.dim
-    tdim = msh.topology.dim
-    ncells = msh.topology.index_map(tdim).size_local
-    cells = np.arange(ncells, dtype=np.int32)
-    wdofs = W.dofmap.list[:ncells]
-    nw = W.dofmap.index_map.size_local
-    owner = np.empty(nw, dtype=np.int64)
-    owner[wdofs.ravel()] = np.repeat(cells, wdofs.shape[1])
-    mid = dolfinx.mesh.compute_midpoints(msh, tdim, cells)[:, :d]
-    if W.ufl_element().embedded_superdegree == 0:
-        return mid[owner]
-    return np.hstack([W.tabulate_dof_coordinates()[:nw, :d], mid[owner]])
-
-
-def write_layout(
-    folder: Path, msh: Any, coords: FloatArray, keys: FloatArray, degree: int, gcomm: MPI.Comm
-) -> None:
-    """Write mesh and dof layout once (``layout.part`` renamed to ``layout``); collective.
-
-    ``coords`` and ``keys`` are the rank's owned dof coordinates and flux keys; the layout
-    stores them in rank order of ``gcomm``.
-    """
-    import h5py
-
-    part = folder / "layout.part"
-    write_on_root(gcomm, "layout", lambda: part.mkdir(parents=True, exist_ok=True))
-    before_collective_write(gcomm, "layout")
-    with dolfinx.io.XDMFFile(gcomm, str(part / "mesh.xdmf"), "w") as f:
-        f.write_mesh(msh)
-    g_coords = gather_rows(coords, gcomm)
-    g_keys = gather_rows(keys, gcomm)
-
-    def write() -> None:
-        with h5py.File(part / "layout.h5", "w") as h5:
-            h5.attrs["degree"] = degree
-            h5.attrs["gdim"] = coords.shape[1]
-            h5.create_dataset("dof_coordinates", data=g_coords)
-            h5.create_dataset("flux_keys", data=g_keys)
-        os.replace(part, folder / "layout")
-
-    write_on_root(gcomm, "layout", write)
-
-
-def read_layout(folder: Path) -> tuple[FloatArray, FloatArray]:
-    """Stored dof coordinates and flux keys. Not collective."""
-    import h5py
-
-    with h5py.File(folder / "layout" / "layout.h5", "r") as h5:
-        return h5["dof_coordinates"][:], h5["flux_keys"][:]
-
-
-def _match(stored: FloatArray, mine: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """For each of ``mine``, the index of the nearest stored point and the distance."""
-    from scipy.spatial import cKDTree
-
-    dist, idx = cKDTree(stored).query(mine)
-    return np.asarray(dist), np.asarray(idx, dtype=np.int64)
-
-
-def layout_permutation(
-    stored: FloatArray, mine: FloatArray, what: str
-) -> npt.NDArray[np.int64] | None:
-    """``perm`` with ``mine[perm] == stored`` (``None`` for the identity). Not collective.
-
-    Raises:
-        RuntimeError: The two layouts are not the same points.
-    """
-    if stored.shape == mine.shape and np.array_equal(stored, mine):
-        return None
-    if stored.shape != mine.shape:
-        raise RuntimeError(f"the stored {what} layout does not match this mesh")
-    dist, perm = _match(mine, stored)
-    diam = float(np.ptp(stored, axis=0).max()) if stored.size else 1.0
-    if np.any(dist > _MATCH_TOL * max(diam, 1.0)):
-        raise RuntimeError(f"the stored {what} layout does not match this mesh")
-    return perm
+def write_layout(folder: Path, eng: Any, comm: MPI.Comm) -> int:
+    """Register the layout of one group (``comm``) running ``eng``; its id. Collective."""
+    spaces = {"potential": eng.V, "flux": eng.W}
+    return register_layout(folder, spaces, eng.x[:, : eng.gdim], comm, 0, comm)
 
 
 class SweepStore:
     """A sweep store opened on ``comm`` (any number of ranks). Collective construction.
 
     Raises:
-        ValueError: ``folder`` is not a sweep store (on every rank).
+        ValueError: ``folder`` is not a sweep store, or one of another format version (on
+            every rank).
     """
 
     def __init__(self, folder: str | Path, comm: MPI.Comm) -> None:
@@ -197,20 +130,24 @@ class SweepStore:
                     f"{str(self.folder)!r} is not a beckmann sweep store ({e}); create one with "
                     "`beckmann sweep CONFIG --out DIR`"
                 ) from e
+            check_version(meta, self.folder)
             return dict(meta)
 
         meta = on_root(comm, read_meta)
         self.config: dict[str, Any] = meta["config"]
         self.grid = Grid.from_json(meta["grid"])
-        #: The config hash every entry must carry (``None`` for a store of an older beckmann).
+        #: The config hash every entry must carry (``None`` for a reduced store).
         self.config_hash: str | None = meta.get("config_hash")
-        self._space: tuple[Any, npt.NDArray[np.int64]] | None = None
+        self.layouts = Layouts(self.folder, comm)
+        self._spaces: dict[str, fem.FunctionSpace] = {}
+        self._entries: dict[int, tuple[int, int]] = {}
 
     def completed(self) -> list[int]:
         """Indices of the stored θ (same on every rank). Collective.
 
         A reduced store (docs/reduced.md) holds every grid θ: its basis and their coefficients.
         """
+
         def done() -> list[int]:
             if (self.folder / REDUCED_FILE).is_file():
                 return list(range(len(self.grid)))
@@ -218,8 +155,14 @@ class SweepStore:
 
         return list(on_root(self.comm, done))
 
+    def _refuse(self, i: int, name: str, why: str) -> RuntimeError:
+        return RuntimeError(
+            f"sweep store {str(self.folder)!r}: theta/{name} is not {self.grid.label(i)}: {why}; "
+            f"`beckmann sweep CONFIG --out {str(self.folder)} --resume` solves it again"
+        )
+
     def _open(self, i: int) -> Any:
-        """Entry ``i`` open for reading, its index, θ and config hash checked. Not collective.
+        """Entry ``i``'s rank-0 share open for reading, its identity checked. Not collective.
 
         Raises:
             RuntimeError: The file is not θ ``i`` of this store (e.g. a copy of another entry).
@@ -231,11 +174,30 @@ class SweepStore:
         why = check_identity(h5, i, self.grid, self.config_hash)
         if why is not None:
             h5.close()
-            raise RuntimeError(
-                f"sweep store {str(self.folder)!r}: theta/{path.name} is not {self.grid.label(i)}:"
-                f" {why}; `beckmann sweep CONFIG --out {str(self.folder)} --resume` solves it again"
-            )
+            raise self._refuse(i, path.name, why)
         return h5
+
+    def _entry(self, i: int) -> tuple[int, int]:
+        """``(layout, ranks)`` of entry ``i`` (read once). Not collective."""
+        if i not in self._entries:
+            with self._open(i) as h5:
+                self._entries[i] = entry_share(h5)
+        return self._entries[i]
+
+    def _read(self, i: int, name: str, wanted: IntArray) -> FloatArray:
+        """Rows ``wanted`` (sorted, unique) of entry ``i``'s ``name`` in its layout's order."""
+        d, ranks = self._entry(i)
+        offsets = self.layouts.offsets(d, name)
+        if len(offsets) != ranks + 1:
+            raise RuntimeError(f"{ranks} shares, layout d{d} has {len(offsets) - 1} ranks")
+
+        def check(h5: Any, r: int) -> None:
+            why = check_identity(h5, i, self.grid, self.config_hash, (d, r, ranks))
+            if why is not None:
+                raise self._refuse(i, share_path(self.folder, i, r).name, why)
+
+        return np.asarray(read_rows(lambda r: share_path(self.folder, i, r), offsets, wanted,
+                                    name, check))  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         """Summary rows of the stored θ, by index (same on every rank). Collective."""
@@ -255,86 +217,126 @@ class SweepStore:
             return name in h5
 
     def read(self, i: int, name: str = "potential", rows: slice | None = None) -> FloatArray:
-        """Stored values of θ ``i`` in layout order (a slice of them). Not collective.
+        """Stored values of θ ``i`` in its layout's dof order (a slice of them). Not collective.
+
+        That order is the writer group's global dof numbering; entries of one distribution
+        (:mod:`beckmann.sweep.layout`) share it. For values on a space use :meth:`values`.
 
         Raises:
-            RuntimeError: The entry or dataset cannot be read, or the file is not θ ``i``.
+            RuntimeError: The entry or dataset cannot be read, or a file is not θ ``i``.
         """
         path = theta_path(self.folder, i)
         try:
-            with self._open(i) as h5:
-                return np.asarray(h5[name][rows if rows is not None else slice(None)])
+            d, _ = self._entry(i)
+            n = self.layouts.offsets(d, name)[-1]
+            wanted = np.arange(n, dtype=np.int64)[rows if rows is not None else slice(None)]
+            return self._read(i, name, wanted)
         except (OSError, KeyError) as e:
             raise RuntimeError(
                 f"cannot read {name} of {self.grid.label(i)} from {path}: {e}"
             ) from e
 
-    def layout(self) -> tuple[FloatArray, FloatArray]:
-        """Stored dof coordinates and flux keys. Not collective."""
-        return read_layout(self.folder)
-
     def sizes(self) -> tuple[int, int]:
         """Numbers of stored potential and flux values (same on every rank). Collective."""
 
         def read() -> tuple[int, int]:
-            import h5py
-
-            with h5py.File(self.folder / "layout" / "layout.h5", "r") as h5:
-                return int(h5["dof_coordinates"].shape[0]), int(h5["flux_keys"].shape[0])
+            index = self.layouts.index(0)["spaces"]
+            return (int(index["potential"]["dof_offsets"][-1]),
+                    int(index["flux"]["dof_offsets"][-1]))  # fmt: skip
 
         return on_root(self.comm, read)
 
-    def _indices(
-        self, V: fem.FunctionSpace, what: str, exc: type[Exception] = RuntimeError
-    ) -> npt.NDArray[np.int64]:
-        """Layout index of each owned dof of ``V``; collective."""
-        n = V.dofmap.index_map.size_local
-        coords, _ = self.layout()
-        dist, idx = _match(coords, V.tabulate_dof_coordinates()[:n, : coords.shape[1]])
-        diam = float(np.ptp(coords, axis=0).max()) if coords.size else 1.0
-        bad = np.count_nonzero(dist > _MATCH_TOL * max(diam, 1.0))
-        agree(
-            self.comm,
-            f"sweep store {str(self.folder)!r}: {what} and the stored layout differ"
-            if bad
-            else None,
-            exc,
-        )
-        return idx
+    def coordinates(self) -> FloatArray:
+        """Coordinates of every potential dof of layout d0, in its order. Not collective."""
+        return self.layouts.coordinates(0)
+
+    def _space(self, name: str) -> fem.FunctionSpace:
+        if not self._spaces:
+            try:
+                msh = self.layouts.mesh()
+            except RuntimeError as e:
+                raise RuntimeError(f"sweep store {str(self.folder)!r}: {e}") from e
+            self._spaces["mesh"] = msh
+        if name not in self._spaces:
+            el = on_root(self.comm, lambda: self.layouts.element(name))
+            family, degree, shape = el["family"], el["degree"], tuple(el["shape"])
+            self._spaces[name] = fem.functionspace(
+                self._spaces["mesh"], (family, degree, shape) if shape else (family, degree)
+            )
+        return self._spaces[name]
 
     def space(self) -> fem.FunctionSpace:
         """The potential's space on the stored mesh, distributed over ``comm``. Collective."""
-        if self._space is None:
-            with dolfinx.io.XDMFFile(
-                self.comm, str(self.folder / "layout" / "mesh.xdmf"), "r"
-            ) as f:
-                msh = f.read_mesh(name="mesh")
-            V = fem.functionspace(msh, ("Lagrange", self.config["solver"]["degree"]))
-            self._space = (V, self._indices(V, "the stored mesh"))
-        return self._space[0]
+        return self._space("potential")
+
+    def flux_space(self) -> fem.FunctionSpace:
+        """The flux's (DG vector) space on the stored mesh. Collective."""
+        return self._space("flux")
+
+    def function(
+        self, i: int, name: str = "potential", V: fem.FunctionSpace | None = None
+    ) -> fem.Function:
+        """Field ``name`` of θ ``i`` on ``V`` (default: the store's space of it). Collective.
+
+        Exact: each rank reads the layout's dofmap rows of its cells and the values of the dofs
+        they name. ``V`` may also be a space of the same element on a mesh built from the
+        store's mesh config (any partition), e.g. of an independent
+        :func:`beckmann.pipeline.solve`: its cells are found by their original index.
+
+        Raises:
+            RuntimeError: The entry cannot be read, or is not θ ``i`` (on every rank).
+            ValueError: ``V``'s mesh is not the store's (on every rank).
+        """
+        own = V is None or V.mesh is self._spaces.get("mesh")
+        V = self._space(name) if V is None else V
+        u = fem.Function(V, name=name)
+        error, kind = None, RuntimeError
+        try:
+            d, _ = self._entry(i)
+            try:
+                need, pos, ref = self.layouts.dofs(d, name, V, own)
+            except RuntimeError as e:
+                kind = ValueError
+                raise RuntimeError(f"sweep store {str(self.folder)!r}: {e}") from e
+            kind = RuntimeError
+            bs = V.dofmap.index_map_bs
+            vals = self._read(i, name, need).reshape(need.size, bs)
+            u.x.array.reshape(-1, bs)[ref.ravel()] = vals[pos]
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            error = " ".join(str(e).split())
+        agree(self.comm, error, kind)
+        return u
 
     def values(self, i: int, V: fem.FunctionSpace | None = None) -> FloatArray:
         """Owned values of φ(θ ``i``) on ``V`` (default :meth:`space`); collective."""
-        if V is None:
-            self.space()
-            assert self._space is not None
-            idx = self._space[1]
-        else:
-            idx = self._indices(V, "the given space", ValueError)
-        return self.read(i)[idx]
+        u = self.function(i, "potential", V)
+        return u.x.array[: u.function_space.dofmap.index_map.size_local].copy()
 
     def potential(self, i: int, V: fem.FunctionSpace | None = None) -> fem.Function:
-        """φ of θ ``i`` on ``V`` (default :meth:`space`), matched by dof coordinates. Collective.
+        """φ of θ ``i`` on ``V`` (default :meth:`space`), exactly keyed. Collective."""
+        return self.function(i, "potential", V)
 
-        ``V`` may be any scalar Lagrange space of the same degree on the same mesh geometry
-        (any partition), e.g. the space of an independent :func:`beckmann.pipeline.solve`.
+    def flux(self, i: int) -> fem.Function:
+        """The stored flux of θ ``i`` on :meth:`flux_space`. Collective."""
+        return self.function(i, "flux")
+
+    def layout_rows(self) -> IntArray:
+        """Layout d0's row of each owned dof of :meth:`space` (exact). Collective.
+
+        The reduced basis (:mod:`beckmann.sweep.reduced`) is stored in d0's order.
         """
-        vals = self.values(i, V)
-        V = V if V is not None else self.space()
-        phi = fem.Function(V, name="potential")
-        phi.x.array[: V.dofmap.index_map.size_local] = vals
-        phi.x.scatter_forward()
-        return phi
+        V = self.space()
+        error, rows = None, np.zeros(0, dtype=np.int64)
+        try:
+            need, pos, ref = self.layouts.dofs(0, "potential", V, True)
+            n = V.dofmap.index_map.size_local
+            rows = np.empty(n + V.dofmap.index_map.num_ghosts, dtype=np.int64)
+            rows[ref.ravel()] = need[pos]
+            rows = rows[:n]
+        except (OSError, KeyError, RuntimeError) as e:
+            error = f"sweep store {str(self.folder)!r}: {' '.join(str(e).split())}"
+        agree(self.comm, error, RuntimeError)
+        return rows
 
     def index_of(self, theta: dict[str, float]) -> int | None:
         """Grid index of ``theta`` (relative tolerance 1e-12), or ``None``. Not collective."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,24 @@ from beckmann.store.folder import (
 )
 from beckmann.store.jsonio import dumps_json, write_text_atomic
 from beckmann.store.lock import acquire_lock, release_lock
-from beckmann.store.writes import write_on_root
-from beckmann.sweep.entries import completed, theta_path, verify_entry, write_entry_file
+from beckmann.store.writes import described_write, write_on_each, write_on_root
+from beckmann.sweep.entries import (
+    completed,
+    share_path,
+    theta_path,
+    verify_entry,
+    write_entry_file,
+)
 from beckmann.sweep.grid import Grid
+from beckmann.sweep.layout import LAYOUT, read_index
 
 __all__ = [
     "LOCK",
     "STORE_FORMAT",
+    "STORE_VERSION",
+    "check_version",
     "comparable",
+    "layout_sizes",
     "prepare_store",
     "store_hash",
     "unlock_store",
@@ -46,7 +57,8 @@ FloatArray = npt.NDArray[np.float64]
 #: The lock file of a store being written.
 LOCK = "sweep.lock"
 STORE_FORMAT = "beckmann-sweep"
-_STORE_VERSION = 1
+#: 2: per-rank, exactly keyed shares (beckmann.sweep.layout); 1: gathered, coordinate-keyed
+STORE_VERSION = 2
 #: ``[sweep]`` keys that do not change the stored results (reports, grouping).
 _REPORT_KEYS = (
     "group_size",
@@ -68,27 +80,59 @@ def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def write_entry(
     folder: Path,
-    row: dict[str, Any] | None,
+    row: dict[str, Any],
     grid: Grid,
     chash: str,
-    data: dict[str, FloatArray] | None,
+    data: dict[str, FloatArray],
     gcomm: MPI.Comm,
+    layout: int,
 ) -> None:
-    """Write one finished θ (``row["index"]``) from rank 0 of ``gcomm``; collective on ``gcomm``.
+    """Write one finished θ (``row["index"]``): every rank of ``gcomm`` its own share.
 
-    Only rank 0's ``row`` and ``data`` are used (the others may pass ``None``). The file carries
-    the index, θ and the config hash ``chash`` (:mod:`beckmann.sweep.entries`).
+    ``data``: this rank's owned values (the order of ``layout``'s dofmaps); ``row`` is the same
+    on every rank, rank 0's share carries it. The shares of ranks > 0 are renamed into place
+    first, rank 0's last (:mod:`beckmann.sweep.entries`). Collective on ``gcomm``.
 
     Raises:
-        RuntimeError: On every rank of ``gcomm``, when the write fails.
+        RuntimeError: On every rank of ``gcomm``, when a rank's write fails.
     """
-    index = gcomm.bcast(int(row["index"]) if gcomm.rank == 0 and row is not None else None)
+    index = int(row["index"])
+    r, size = gcomm.rank, gcomm.size
+    path = share_path(folder, index, r)
+    what = f"theta/{index:06d}.h5"
 
     def write() -> None:
-        assert row is not None and data is not None
-        write_entry_file(theta_path(folder, index), index, grid, chash, row, data)
+        write_entry_file(path, index, grid, chash, row if r == 0 else None, data,
+                         layout=layout, rank=r, ranks=size, rename=r > 0)  # fmt: skip
 
-    write_on_root(gcomm, f"theta/{index:06d}.h5", write)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        write_on_each(gcomm, what, write)
+        if size == 1:
+            described_write(what, lambda: os.replace(tmp, path))  # one rank: nothing to agree
+        else:
+            write_on_root(gcomm, what, lambda: os.replace(tmp, path))
+    except RuntimeError:
+        # every rank raises here together: leave no half entry (a share without rank 0's)
+        tmp.unlink(missing_ok=True)
+        if r > 0:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def check_version(meta: dict[str, Any], folder: Path) -> None:
+    """Refuse a store of another format version (one line: what to do).
+
+    Raises:
+        ValueError: ``meta`` (``sweep.json``) is of another version.
+    """
+    version = meta.get("version")
+    if version != STORE_VERSION:
+        raise ValueError(
+            f"{str(folder)!r} is a sweep store of format version {version} (beckmann "
+            f"{meta.get('beckmann', '?')}); this beckmann reads version {STORE_VERSION}: run the "
+            "sweep again with --overwrite"
+        )
 
 
 def store_hash(cfg: dict[str, Any]) -> str:
@@ -96,17 +140,23 @@ def store_hash(cfg: dict[str, Any]) -> str:
     return config_hash(comparable(cfg))
 
 
-def _layout_sizes(folder: Path, store_flux: bool) -> dict[str, int] | None:
-    import h5py
+def layout_sizes(folder: Path, store_flux: bool) -> Callable[[int], list[dict[str, int]] | None]:
+    """``sizes(d)``: per writer rank of distribution ``d`` the rows of each stored dataset."""
+    cache: dict[int, list[dict[str, int]] | None] = {}
 
-    try:
-        with h5py.File(folder / "layout" / "layout.h5", "r") as h5:
-            sizes = {"potential": int(h5["dof_coordinates"].shape[0])}
-            if store_flux:
-                sizes["flux"] = int(h5["flux_keys"].shape[0])
-            return sizes
-    except (OSError, KeyError):
-        return None
+    def sizes(d: int) -> list[dict[str, int]] | None:
+        if d not in cache:
+            try:
+                index = read_index(folder, d)
+                names = ["potential"] + (["flux"] if store_flux else [])
+                offs = {n: index["spaces"][n]["dof_offsets"] for n in names}
+                cache[d] = [{n: int(o[r + 1] - o[r]) for n, o in offs.items()}
+                            for r in range(int(index["ranks"]))]  # fmt: skip
+            except (RuntimeError, KeyError, TypeError, ValueError):
+                cache[d] = None
+        return cache[d]
+
+    return sizes
 
 
 def _refuse_other(folder: Path) -> dict[str, Any] | None:
@@ -192,7 +242,7 @@ def prepare_store(
             else:
                 meta = {
                     "format": STORE_FORMAT,
-                    "version": _STORE_VERSION,
+                    "version": STORE_VERSION,
                     "beckmann": __version__,
                     "config_hash": chash,
                     "config": cfg,
@@ -220,6 +270,7 @@ def _check_resume(
         old = read_stamped_json(meta_path, STORE_FORMAT, "a beckmann sweep store")
     except ValueError as e:
         raise ValueError(f"{e}; cannot --resume") from e
+    check_version(old, folder)
     if comparable(old["config"]) != comparable(cfg):
         raise ValueError(
             f"--resume: the config differs from the one the sweep in {str(folder)!r} "
@@ -228,23 +279,28 @@ def _check_resume(
     if not np.array_equal(Grid.from_json(old["grid"]).values, grid.values):
         raise ValueError(f"--resume: the grid differs from the one in {str(folder)!r}")
     (folder / "summary.json").unlink(missing_ok=True)  # the store is incomplete until the end
-    (folder / "theta").mkdir(exist_ok=True)
-    for name in os.listdir(folder / "theta"):
-        if name.endswith(".part"):
-            os.remove(folder / "theta" / name)  # interrupted writes
-    if (folder / "layout.part").exists():
-        shutil.rmtree(folder / "layout.part")
+    tdir = folder / "theta"
+    tdir.mkdir(exist_ok=True)
     done = completed(folder, len(grid))
-    sizes = _layout_sizes(folder, store_flux)
-    if done and sizes is None:  # entries in an order nobody can read: solve them again
-        shutil.rmtree(folder / "layout", ignore_errors=True)
+    for name in os.listdir(tdir):
+        # interrupted writes, and shares of entries whose rank-0 share never appeared
+        stem = name.split(".")[0]
+        if name.endswith(".part") or (".r" in name and (not stem.isdigit()
+                                                         or int(stem) not in done)):  # fmt: skip
+            os.remove(tdir / name)
+    base = folder / LAYOUT
+    if base.is_dir():
+        for p in base.iterdir():
+            if p.name.endswith(".part"):
+                shutil.rmtree(p)  # an interrupted layout
+    sizes = layout_sizes(folder, store_flux)
     rejected: list[list[Any]] = []
     for i in done:
         path = theta_path(folder, i)
-        why = "the store's layout is missing or unreadable" if sizes is None else None
-        why = why or verify_entry(path, i, grid, chash, sizes or {})
+        why = verify_entry(path, i, grid, chash, sizes)
         if why is not None:
-            path.unlink()
+            for p in tdir.glob(f"{i:06d}.*h5"):
+                p.unlink()
             rejected.append([i, f"theta/{path.name}: {why}"])
     return rejected
 
