@@ -33,8 +33,12 @@ def pairs_to_compare(theta: FloatArray, max_all: int = 400, k: int = 12) -> IntA
     from scipy.spatial import cKDTree
 
     _, nb = cKDTree(theta).query(theta, k=min(k + 1, n))
-    p = {(min(a, b), max(a, b)) for a in range(n) for b in nb[a] if a != b}
-    return np.array(sorted(p), dtype=np.int64)
+    a = np.repeat(np.arange(n, dtype=np.int64), nb.shape[1])
+    b = np.asarray(nb, dtype=np.int64).ravel()
+    keep = a != b
+    lo, hi = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+    key = np.unique(lo * n + hi)  # each unordered pair once, sorted as (lo, hi)
+    return np.column_stack([key // n, key % n]).astype(np.int64)
 
 
 def anchor_positions(k: int, n_anchors: int) -> IntArray:
@@ -94,7 +98,7 @@ def coefficient_continuity(theta: FloatArray, D: FloatArray, G: FloatArray) -> d
         return {"note": "fewer than two θ: no continuity estimate"}
     pairs = pairs_to_compare(theta)
     dD = D[pairs[:, 0]] - D[pairs[:, 1]]
-    diff = np.sqrt(np.maximum(np.einsum("pm,mn,pn->p", dD, G, dD), 0.0))
+    diff = np.sqrt(np.maximum(np.einsum("pm,pm->p", dD @ G, dD), 0.0))
     dist = np.linalg.norm(theta[pairs[:, 0]] - theta[pairs[:, 1]], axis=1)
     return {
         "pairs": int(pairs.shape[0]),
