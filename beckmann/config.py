@@ -114,7 +114,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
     "solver": {
         "degree": Option("int", 2, "Lagrange degree of the potential (1, 2 or 3)"),
         "quadrature_degree": Option(
-            "int", -1, "quadrature degree of the density right-hand sides; -1 = 2*degree + 2"
+            "int",
+            -1,
+            "quadrature degree of the density right-hand sides; -1 = 2*degree when both densities "
+            "are smooth (uniform, gaussian_mixture, an expression without abs/min/max/sqrt or "
+            "non-integer powers), else 2*degree + 2",
         ),
         "method": Option(
             "str",

@@ -56,7 +56,7 @@ def solve_mixed(
     s = cfg["solver"]
     k = int(s["degree"])
     with timer("densities"):
-        points = DensityPoints(V, s["quadrature_degree"])
+        points = DensityPoints(V, s["quadrature_degree"], (cfg["source"], cfg["target"]))
         d0 = discretise(cfg["source"], "source", points)
         d1 = discretise(cfg["target"], "target", points)
     with timer("assemble"):

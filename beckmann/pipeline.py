@@ -205,7 +205,9 @@ def solve(
 
         return solve_mixed(cfg, V, discretise_density, timer)
     with timer("densities"):
-        points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
+        points = DensityPoints(
+            V, cfg["solver"]["quadrature_degree"], (cfg["source"], cfg["target"])
+        )
         d0 = discretise_density(cfg["source"], "source", points)
         d1 = discretise_density(cfg["target"], "target", points)
         # b = ∫ (p1 − p0) w dx with the densities' values at the quadrature points; the

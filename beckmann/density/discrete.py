@@ -24,7 +24,7 @@ collective over the mesh's communicator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "QuadratureRHS",
     "default_quadrature_degree",
     "resolve_quadrature_degree",
+    "smooth_density",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -54,18 +55,63 @@ MAX_QUADRATURE_DEGREE = 30
 ELEVATION = 4
 
 
-def default_quadrature_degree(k: int) -> int:
-    """The quadrature degree used for P_k when ``solver.quadrature_degree = -1``: ``2k + 2``.
+#: Functions of an expression that may have a kink or an infinite slope where a density is
+#: positive (``sqrt`` at 0, ``abs``/``min``/``max`` where their arguments cross); see
+#: :func:`smooth_density`.
+NONSMOOTH_FUNCTIONS = frozenset({"abs", "min", "max", "sqrt", "asin", "acos", "tan", "atan2"})
 
-    A rule exact for degree :math:`2k - 1` keeps the optimal :math:`O(h^{k+1})` L² rate for a
-    smooth density; three more degrees leave room for densities that are only piecewise smooth
-    (images are piecewise bilinear on the pixels) at a modest cost: 6, 12 and 16 points per
-    triangle for k = 1, 2, 3.
+
+def smooth_density(section: Mapping[str, Any]) -> bool:
+    """Whether a ``[source]`` / ``[target]`` section is certainly a smooth (C^∞) function.
+
+    ``uniform`` and ``gaussian_mixture`` are; an ``expression`` is when it calls none of
+    :data:`NONSMOOTH_FUNCTIONS` and raises only to non-negative integer literal powers (``r**0.5``
+    has an infinite slope at ``r = 0``); images (bilinear on the pixels), kernel density
+    estimates (binned) and stored fields (piecewise polynomial on another mesh) are not.
     """
-    return 2 * int(k) + 2
+    import ast
+
+    from beckmann.density.expression import Expression
+
+    kind = section.get("kind", "uniform")
+    if kind in ("uniform", "gaussian_mixture"):
+        return True
+    if kind != "expression":
+        return False
+    try:
+        tree = Expression(section.get("expr", "")).tree
+    except ValueError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id in NONSMOOTH_FUNCTIONS:
+                return False
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            e = node.right
+            if not (isinstance(e, ast.Constant) and type(e.value) is int and e.value >= 0):
+                return False
+    return True
 
 
-def resolve_quadrature_degree(requested: int, k: int) -> int:
+def default_quadrature_degree(k: int, smooth: bool = False) -> int:
+    """The quadrature degree for P_k when ``solver.quadrature_degree = -1``: ``2k`` or ``2k + 2``.
+
+    For smooth densities (``smooth``, :func:`smooth_density` of both) ``2k``: a rule exact for
+    degree :math:`2k - 1` keeps the optimal :math:`O(h^{k+1})` L² rate, and one more degree makes
+    it exact for products of two P_k functions (the reduced sweep's right-hand side); 3, 6 and
+    12 points per triangle for k = 1, 2, 3. Measured on p1 = 1 + ½ cos πx cos πy
+    (``scripts/bench_quadrature.py``, docs/performance.md), φ's L² and H¹ errors and the
+    cost's are those of ``2k + 2`` to 4-5 digits for k = 1, 2, 3; at 1M P1 dofs the density phase
+    takes 1.5 s instead of 2.0.
+
+    Otherwise ``2k + 2``: three more degrees for densities that are only piecewise smooth
+    (6, 12 and 16 points per triangle). On a bilinear image at P1 the cost's error with ``2k``
+    fell by only 1.6x from n = 32 to 64 (``2k + 2``: 3.75x, tests/test_image_convergence.py).
+    """
+    return 2 * int(k) + (0 if smooth else 2)
+
+
+def resolve_quadrature_degree(requested: int, k: int, smooth: bool = False) -> int:
     """``requested`` checked, or :func:`default_quadrature_degree` when it is ``-1``.
 
     Raises:
@@ -74,11 +120,11 @@ def resolve_quadrature_degree(requested: int, k: int) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int | np.integer):
         raise ValueError(f"solver.quadrature_degree must be an integer, got {requested!r}")
     if requested == -1:
-        return default_quadrature_degree(k)
+        return default_quadrature_degree(k, smooth)
     if not 1 <= requested <= MAX_QUADRATURE_DEGREE:
         raise ValueError(
-            f"solver.quadrature_degree must be -1 (automatic: 2*degree + 2) or in "
-            f"[1, {MAX_QUADRATURE_DEGREE}], got {requested!r}"
+            f"solver.quadrature_degree must be -1 (automatic: 2*degree for smooth densities, "
+            f"else 2*degree + 2) or in [1, {MAX_QUADRATURE_DEGREE}], got {requested!r}"
         )
     return int(requested)
 
@@ -124,6 +170,10 @@ class DensityPoints:
         V: Scalar Lagrange space P_k of the potential.
         quadrature_degree: Degree of the quadrature rule, or ``-1`` for
             :func:`default_quadrature_degree`.
+        sections: The ``[source]`` and ``[target]`` sections the points are for: with ``-1``,
+            the rule is ``2k`` when every one is smooth (:func:`smooth_density`), else (and
+            when not given) ``2k + 2``. Every caller that solves a config passes both, so a
+            sweep and a solve of one config use one rule.
 
     Attributes:
         V: As given.
@@ -136,11 +186,17 @@ class DensityPoints:
     Collective (the function spaces).
     """
 
-    def __init__(self, V: fem.FunctionSpace, quadrature_degree: int = -1) -> None:
+    def __init__(
+        self,
+        V: fem.FunctionSpace,
+        quadrature_degree: int = -1,
+        sections: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
         msh = V.mesh
         k = int(V.ufl_element().embedded_superdegree)
         self.V = V
-        self.degree = resolve_quadrature_degree(quadrature_degree, k)
+        smooth = sections is not None and all(smooth_density(s) for s in sections)
+        self.degree = resolve_quadrature_degree(quadrature_degree, k, smooth)
         element = basix.ufl.quadrature_element(msh.basix_cell(), value_shape=(), degree=self.degree)
         self.Q = fem.functionspace(msh, element)
         self.nodes: FloatArray = np.ascontiguousarray(V.tabulate_dof_coordinates().T)

@@ -147,7 +147,9 @@ class Engine:
         V = self.V
         self.nloc = V.dofmap.index_map.size_local
         self.x = V.tabulate_dof_coordinates()[: self.nloc]
-        self.points = DensityPoints(V, cfg["solver"]["quadrature_degree"])
+        self.points = DensityPoints(
+            V, cfg["solver"]["quadrature_degree"], (cfg["source"], cfg["target"])
+        )
         self.forms = self._polynomial_forms(cfg, grid) if affine else {}
         method = cfg["solver"]["method"]
         if auto_method is not None:
