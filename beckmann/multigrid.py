@@ -60,9 +60,9 @@ def grid_cells_per_side(V: fem.FunctionSpace) -> int | None:
     """
     msh = V.mesh
     comm = msh.comm
-    el = V.element.basix_element
+    el, cmap = V.element.basix_element, msh.geometry.cmaps[0]
     if (msh.topology.dim != 2 or msh.geometry.dim != 2 or V.dofmap.index_map_bs != 1
-            or el.degree != 1 or el.discontinuous or msh.geometry.cmaps[0].degree != 1):  # fmt: skip
+            or el.degree != 1 or el.discontinuous or cmap.degree != 1):  # fmt: skip
         return None
     nv = msh.topology.index_map(0).size_global
     n = math.isqrt(nv) - 1
@@ -71,19 +71,32 @@ def grid_cells_per_side(V: fem.FunctionSpace) -> int | None:
     if ok:
         x = msh.geometry.x[:, :2] * n
         ij = np.rint(x)
-        nloc = ncells.size_local
-        g = msh.geometry.dofmaps[0][:nloc]
-        tri = ij[g].astype(np.int64)  # (cells, 3, 2)
-        lo = tri.min(axis=1)
-        off = tri - lo[:, None, :]
-        code = np.sort(off[:, :, 0] * 2 + off[:, :, 1], axis=1)  # {0, 2, 3} or {0, 1, 3}
-        ok = bool(
-            np.all(np.abs(x - ij) < 1e-9) and np.all(ij >= 0) and np.all(ij <= n)
-            and np.all(off <= 1) and np.all(code[:, 0] == 0) and np.all(code[:, 2] == 3)
-            and np.all((code[:, 1] == 1) | (code[:, 1] == 2))
-        )  # fmt: skip
+        ok = bool(np.all(np.abs(x - ij) < 1e-9) and ij.min() >= 0 and ij.max() <= n)
+    if ok:
+        g = msh.geometry.dofmaps[0][: ncells.size_local]
+        ok = _right_half_squares(ij[:, 0].astype(np.int32)[g], ij[:, 1].astype(np.int32)[g])
     ok = bool(comm.allreduce(ok, op=MPI.LAND))
     return n if ok else None
+
+
+def _right_half_squares(i: npt.NDArray[np.int32], j: npt.NDArray[np.int32]) -> bool:
+    """Whether every row of the (cells, 3) grid indices ``i``, ``j`` is a right half square.
+
+    That is: the corner offsets ``2 di + dj`` from the cell's lowest corner are {0, 2, 3} or
+    {0, 1, 3}. Column by column (numpy's reductions over a length-3 axis are ~10x slower).
+    """
+    i0 = np.minimum(np.minimum(i[:, 0], i[:, 1]), i[:, 2])
+    j0 = np.minimum(np.minimum(j[:, 0], j[:, 1]), j[:, 2])
+    codes = []
+    for k in range(3):
+        di, dj = i[:, k] - i0, j[:, k] - j0
+        if np.any((di > 1) | (dj > 1)):
+            return False
+        codes.append(2 * di + dj)
+    lo = np.minimum(np.minimum(codes[0], codes[1]), codes[2])
+    hi = np.maximum(np.maximum(codes[0], codes[1]), codes[2])
+    total = codes[0] + codes[1] + codes[2]
+    return bool(np.all(lo == 0) and np.all(hi == 3) and np.all((total == 4) | (total == 5)))
 
 
 def levels(n: int) -> list[int]:
