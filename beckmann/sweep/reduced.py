@@ -131,8 +131,8 @@ class ReducedModel:
         self.mass = mass if mass is not None else MassNorm(V)
         self._xT = np.ascontiguousarray(V.tabulate_dof_coordinates()[: self.nloc].T)
         self.m = self.mass.mult(np.ones(self.nloc))  # M 1: nodal masses are mᵀ f
-        self.dp = points if points is not None else DensityPoints(
-            V, cfg["solver"]["quadrature_degree"]
+        self.dp = points if points is not None else DensityPoints(  # the engine's rule
+            V, cfg["solver"]["quadrature_degree"], (cfg["source"], cfg["target"])
         )
         self.qrhs = QuadratureRHS(self.dp)
         self._b = dolfinx.fem.petsc.create_vector(V)

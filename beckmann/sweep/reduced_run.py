@@ -20,6 +20,7 @@ never a field per θ::
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from beckmann._dolfinx import MPI
 from beckmann._mpi import agree, collective
 from beckmann._version import __version__
 from beckmann.progress import progress as progress_bar
-from beckmann.store.jsonio import dumps_json, write_json, write_text_atomic
+from beckmann.store.jsonio import dumps_json, write_text_atomic
 from beckmann.store.writes import write_on_root
 from beckmann.sweep.eim import relative_bound
 from beckmann.sweep.engine import Engine
@@ -186,15 +187,7 @@ def run_reduced(
     ) if opts["continuity"] else {}
     timings["continuity"] = time.perf_counter() - t4
     timings = {k: float(comm.allreduce(v, op=MPI.MAX)) for k, v in timings.items()}
-    rows = [
-        {
-            "index": i,
-            "theta": grid.theta(i),
-            **{k: float(cert[k][i]) for k in ("cost", "cost_bound", "error_bound",
-                                               "relative_bound", "phi_norm")},
-        }
-        for i in range(len(grid))
-    ]
+    rows = _rows_text(grid.names, np.asarray(grid.values, dtype=np.float64), cert)
     summary = {
         "version": __version__,
         "method": "reduced",
@@ -206,8 +199,35 @@ def run_reduced(
         "timings": timings,
         "seconds_per_theta": (timings["online"] + timings["write"]) / max(len(grid), 1),
         "reduced": info,
-        "rows": rows,
+        "rows": _ROWS,
         "continuity": report,
     }
-    write_json(folder / "summary.json", summary, comm)
-    return summary
+    # the 10^4 rows of a large grid compactly, one per line (json's C encoder: the indented
+    # encoder took 0.6-1.9 s for them); the rest indented as every summary
+    text = dumps_json(summary).replace(f'"{_ROWS}"', rows, 1) + "\n"
+    path = folder / "summary.json"
+    write_on_root(comm, path.name, lambda: write_text_atomic(path, text))
+    return {**summary, "rows": json.loads(rows)}
+
+
+#: Placeholder of the rows in the summary's text (:func:`_rows_text` replaces it).
+_ROWS = "@@beckmann-reduced-rows@@"
+
+_ROW_KEYS = ("cost", "cost_bound", "error_bound", "relative_bound", "phi_norm")
+
+
+def _rows_text(names: list[str], values: FloatArray, cert: dict[str, FloatArray]) -> str:
+    """The summary rows (index, θ and the certified figures per grid θ) as strict JSON text."""
+    cols = []
+    for k in _ROW_KEYS:
+        a = np.asarray(cert[k], dtype=np.float64)
+        col = a.tolist()
+        if not np.isfinite(a).all():  # inf (no relative bound) and NaN as null, as jsonable
+            col = [v if math.isfinite(v) else None for v in col]
+        cols.append(col)
+    lines = [
+        json.dumps({"index": i, "theta": dict(zip(names, th, strict=True)),
+                    **dict(zip(_ROW_KEYS, vals, strict=True))}, allow_nan=False)
+        for i, (th, *vals) in enumerate(zip(values.tolist(), *cols, strict=True))
+    ]
+    return "[\n    " + ",\n    ".join(lines) + "\n  ]" if lines else "[]"
