@@ -34,6 +34,10 @@ def _slepc():  # type: ignore[no-untyped-def]
     return SLEPc
 
 
+#: Krylov subspace of the eigensolver (``ncv``).
+NCV = 8
+
+
 def first_neumann_eigenvalue(
     A: PETSc.Mat, M: PETSc.Mat, comm: MPI.Comm, *, tol: float = 1e-12, shift: float = 1.0
 ) -> float:
@@ -55,7 +59,10 @@ def first_neumann_eigenvalue(
     eps = SLEPc.EPS().create(comm)
     eps.setOperators(A, M)
     eps.setProblemType(SLEPc.EPS.ProblemType.GHEP)
-    eps.setDimensions(nev=1)
+    # a small subspace: the restarts of SLEPc's default (16) cost more solves than they save
+    # (0.86 -> 0.60 s at 66k P1 dofs, the same eigenvalue to 1e-15)
+    n = A.getSize()[0]
+    eps.setDimensions(nev=1, ncv=NCV if n > 4 * NCV else PETSc.DECIDE)
     eps.setTolerances(tol, 500)
     eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_REAL)
     eps.setTarget(-shift)
