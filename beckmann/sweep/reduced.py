@@ -71,6 +71,24 @@ _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
 #: (``_EVAL_ROWS × N`` values each) stay in cache.
 _EVAL_ROWS = 2
 
+def online_threads() -> int:
+    """Threads of a serial certificate (:meth:`ReducedModel.certify_many`).
+
+    ``BECKMANN_THREADS`` (default 1: the calling thread), at most the usable cores. Opt-in: on
+    the shared 2-core machine of docs/reduced.md two threads were slower than one (the second
+    core was taken), and threads do not mix with ranks (an MPI run uses one).
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    try:
+        want = int(os.environ.get("BECKMANN_THREADS", "") or 1)
+    except ValueError:
+        want = 1
+    return max(1, min(want, cores))
+
+
 #: ``[sweep] reduced_rhs``: the truth's right-hand side (docs/reduced.md).
 RHS_KINDS = ("interpolant", "quadrature")
 
@@ -262,49 +280,18 @@ class ReducedModel:
         norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
         alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
-        thetas: list[dict[str, float]] | None = None
         if self.rhs == "interpolant":
-            FT = np.empty((min(block, K), self.nloc))  # one buffer for every block
-        for s in range(0, K, block):
-            blk = range(s, min(s + block, K))
-            nb = len(blk)
-            Dk = D[s : blk.stop]
-            if self.rhs == "interpolant":
-                # the nodal targets as rows, a few θ per evaluation (cache-sized temporaries),
-                # then in place by one BLAS GEMM: Z r = f − Z Ξ d for the block, Fortran views
-                # of the C-order arrays
-                Fb = FT[:nb]
-                if self._nodal_block is not None:
-                    for j in range(0, nb, _EVAL_ROWS):
-                        Fb[j : j + _EVAL_ROWS] = self._nodal_block(
-                            values[s + j : min(s + j + _EVAL_ROWS, blk.stop)])
-                else:
-                    for j, i in enumerate(blk):
-                        Fb[j] = self.nodal_target(self._theta(values[i]))
-                Zf = allreduce_array(Fb @ self.m, MPI.SUM, self.comm)
-                RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * Dk).T, beta=1.0, c=Fb.T,
-                           trans_a=1, overwrite_c=1).T if self.nloc and Msz else Fb
-                rk = self.mass.nu * allreduce_array(
-                    np.einsum("ki,ki,i->k", RT, RT, self.mass.D), MPI.SUM, self.comm) / Zf**2
-                eta = np.sqrt(rk / self.lam1) + alg[s : blk.stop]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    rel = np.where(norm[s : blk.stop] > eta, eta / (norm[s : blk.stop] - eta),
-                                   np.inf)
-                sel = np.flatnonzero(agree_mask(rel > exact_above, self.comm))
-                if sel.size:
-                    R = np.ascontiguousarray(RT[sel].T) / Zf[sel]
-                    rk[sel] = allreduce_array(np.einsum("ik,ik->k", R, self.mass.mult_block(R)),
-                                              MPI.SUM, self.comm)
-                rr[s : blk.stop] = rk
-            else:
-                if thetas is None:
-                    thetas = [self._theta(t) for t in values]
-                for j, i in enumerate(blk):
+            self._certify_interpolant(values, D, norm, alg, rr, block, exact_above, update)
+        else:
+            thetas = [self._theta(t) for t in values]
+            for s in range(0, K, block):
+                blk = range(s, min(s + block, K))
+                for i in blk:
                     b = self.raw_rhs(thetas[i])
                     Zf = float(self.comm.allreduce(float(b.sum()), MPI.SUM))
-                    rr[i] = self.mass.dual(b / Zf - self.bxi @ Dk[j])
-            if update is not None:
-                update(nb)
+                    rr[i] = self.mass.dual(b / Zf - self.bxi @ D[i])
+                if update is not None:
+                    update(len(blk))
         rr = np.maximum(rr, 0.0)
         eta = np.sqrt(rr / self.lam1) + alg
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -318,6 +305,90 @@ class ReducedModel:
             "residual": np.sqrt(rr),
             "coefficients": D,
         }
+
+    def _certify_interpolant(
+        self,
+        values: FloatArray,
+        D: FloatArray,
+        norm: FloatArray,
+        alg: FloatArray,
+        rr: FloatArray,
+        block: int,
+        exact_above: float,
+        update: Callable[[int], Any] | None,
+    ) -> None:
+        """``rr[k] ≥ rᵀMr`` of every θ (interpolant truth), blocks of ``block`` θ; collective.
+
+        Serially the blocks run on :func:`online_threads` threads (NumPy's ufuncs and BLAS
+        release the GIL; each thread has its own buffer); the exact products of the θ the
+        diagonal bound leaves above ``exact_above`` follow on the calling thread.
+        """
+        K, Msz = values.shape[0], self.size
+        serial = self.comm.size == 1
+        nthreads = online_threads() if serial and self._nodal_block is not None else 1
+        bufs = [np.empty((min(block, K), self.nloc)) for _ in range(nthreads)]
+
+        def sum_(a: FloatArray) -> FloatArray:
+            return a if serial else allreduce_array(a, MPI.SUM, self.comm)
+
+        def work(s: int, F: FloatArray) -> tuple[int, FloatArray, FloatArray | None]:
+            # the nodal targets as rows, a few θ per evaluation (cache-sized temporaries),
+            # then in place by one BLAS GEMM: Z r = f − Z Ξ d for the block, Fortran views
+            # of the C-order arrays
+            stop = min(s + block, K)
+            nb = stop - s
+            Fb = F[:nb]
+            if self._nodal_block is not None:
+                for j in range(s, stop, _EVAL_ROWS):
+                    Fb[j - s : j - s + _EVAL_ROWS] = self._nodal_block(
+                        values[j : min(j + _EVAL_ROWS, stop)])
+            else:
+                for j in range(s, stop):
+                    Fb[j - s] = self.nodal_target(self._theta(values[j]))
+            Zf = sum_(Fb @ self.m)
+            RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * D[s:stop]).T, beta=1.0, c=Fb.T,
+                       trans_a=1, overwrite_c=1).T if self.nloc and Msz else Fb
+            rk = self.mass.nu * sum_(np.einsum("ki,ki,i->k", RT, RT, self.mass.D)) / Zf**2
+            eta = np.sqrt(rk / self.lam1) + alg[s:stop]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(norm[s:stop] > eta, eta / (norm[s:stop] - eta), np.inf)
+            above = rel > exact_above
+            sel = np.flatnonzero(above if serial else agree_mask(above, self.comm))
+            # the θ for the exact product: their residuals Z r / Z (the buffer is reused)
+            R = np.ascontiguousarray(RT[sel].T) / Zf[sel] if sel.size else None
+            rr[s:stop] = rk
+            return s, sel, R
+
+        def exact(s: int, sel: FloatArray, R: FloatArray | None) -> None:
+            if R is not None:
+                rr[s + sel] = sum_(np.einsum("ik,ik->k", R, self.mass.mult_block(R)))
+
+        starts = list(range(0, K, block))
+        if nthreads == 1:
+            for s in starts:
+                exact(*work(s, bufs[0]))
+                if update is not None:
+                    update(min(s + block, K) - s)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        from queue import SimpleQueue
+
+        free: SimpleQueue[FloatArray] = SimpleQueue()
+        for buf in bufs:
+            free.put(buf)
+
+        def job(s: int) -> tuple[int, FloatArray, FloatArray | None]:
+            buf = free.get()
+            try:
+                return work(s, buf)
+            finally:
+                free.put(buf)
+
+        with ThreadPoolExecutor(nthreads) as pool:
+            for s, sel, R in pool.map(job, starts):
+                exact(s, sel, R)
+                if update is not None:
+                    update(min(s + block, K) - s)
 
     def _theta(self, t: FloatArray) -> dict[str, float]:
         return dict(zip(self.names, map(float, t), strict=True))
