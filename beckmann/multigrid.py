@@ -162,30 +162,30 @@ def _prolongation(comm: MPI.Comm, ij: IntArray, mc: int) -> tuple[PETSc.Mat, Int
     PETSc's layout of ``len(ij)`` local rows is). Returns ``P`` and the coarse grid's owned
     vertices in their numbering order.
     """
-    coarse = ~np.any(ij % 2, axis=1)
-    cij = ij[coarse] // 2
-    nc = int(cij.shape[0])
+    i, j = ij[:, 0].astype(PETSc.IntType), ij[:, 1].astype(PETSc.IntType)  # columns: fast
+    oi, oj = i & 1, j & 1
+    coarse = (oi | oj) == 0
+    ci, cj = i[coarse] >> 1, j[coarse] >> 1
+    nc = len(ci)
     cstart = int(comm.exscan(nc) or 0)
-    natural = (cij[:, 0] * (mc + 1) + cij[:, 1]).astype(PETSc.IntType)
     ao = PETSc.AO().createMemoryScalable(
-        natural, np.arange(cstart, cstart + nc, dtype=PETSc.IntType), comm=comm
+        ci * (mc + 1) + cj, np.arange(cstart, cstart + nc, dtype=PETSc.IntType), comm=comm
     )
-    odd = ij % 2
-    lo, hi = (ij - odd) // 2, (ij + odd) // 2  # the parents (the same one for a coarse vertex)
-    count = np.where(coarse, 1, 2).astype(PETSc.IntType)
-    indptr = np.zeros(len(ij) + 1, dtype=PETSc.IntType)
-    np.cumsum(count, out=indptr[1:])
+    # the parents p -/+ e_O, halved (the same vertex twice for a coarse vertex: one entry 1)
+    lo = ((i - oi) >> 1) * (mc + 1) + ((j - oj) >> 1)
+    hi = ((i + oi) >> 1) * (mc + 1) + ((j + oj) >> 1)
+    indptr = np.zeros(len(i) + 1, dtype=PETSc.IntType)
+    np.cumsum(2 - coarse, out=indptr[1:])
     cols = np.empty(int(indptr[-1]), dtype=PETSc.IntType)
-    vals = np.empty(int(indptr[-1]))
+    vals = np.full(int(indptr[-1]), 0.5)
     first, second = indptr[:-1], indptr[:-1][~coarse] + 1
-    cols[first] = lo[:, 0] * (mc + 1) + lo[:, 1]
-    vals[first] = np.where(coarse, 1.0, 0.5)
-    cols[second] = hi[~coarse, 0] * (mc + 1) + hi[~coarse, 1]
-    vals[second] = 0.5
+    cols[first] = lo
+    vals[first[coarse]] = 1.0
+    cols[second] = hi[~coarse]
     cols = ao.app2petsc(cols)
     ao.destroy()
-    P = PETSc.Mat().createAIJ(((len(ij), PETSc.DECIDE), (nc, PETSc.DECIDE)), comm=comm)
+    P = PETSc.Mat().createAIJ(((len(i), PETSc.DECIDE), (nc, PETSc.DECIDE)), comm=comm)
     P.setPreallocationNNZ((2, 2))
     P.setValuesCSR(indptr, cols, vals)
     P.assemble()
-    return P, cij
+    return P, np.column_stack([ci, cj]).astype(np.int64)
