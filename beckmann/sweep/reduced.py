@@ -477,8 +477,11 @@ def build_reduced(
     max_size: int,
     rhs: str | None = None,
     log: Callable[[str], Any] | None = None,
+    lam1: float | None = None,
 ) -> tuple[ReducedModel, Greedy]:
     """Offline: ``λ_{1,h}``, the greedy EIM on ``thetas`` with one solve per basis function.
+
+    ``lam1`` is ``λ_{1,h}`` when already known (a greedy run again on the same engine).
 
     ``rhs`` is the truth's right-hand side (:data:`RHS_KINDS`; default
     ``eng.cfg["sweep"]["reduced_rhs"]``). With ``"interpolant"`` the greedy's nodal criterion
@@ -512,7 +515,8 @@ def build_reduced(
         FT[k] = eng.raw("target", t)
         MFT[k] = mass.mult(FT[k])
     m = mass.mult(np.ones(nloc))
-    lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
+    if lam1 is None:
+        lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
     model = ReducedModel(
         eng.V,
         {"bxi": np.zeros((nloc, 0)), "psi": np.zeros((nloc, 0)), "xi": np.zeros((nloc, 0)),
