@@ -33,10 +33,20 @@ def _one_blas_thread_per_rank() -> None:
 
 _one_blas_thread_per_rank()
 
+from typing import Any as _Any  # noqa: E402
+
 from beckmann._version import __version__  # noqa: E402
 from beckmann.fields import Solution  # noqa: E402
-from beckmann.holder.studies import study  # noqa: E402
 from beckmann.pipeline import run, solve  # noqa: E402
 from beckmann.store.run import load_run  # noqa: E402
 
 __all__ = ["Solution", "__version__", "load_run", "run", "solve", "study"]
+
+
+def __getattr__(name: str) -> _Any:
+    """``beckmann.study`` on first use: ``beckmann solve`` does not import the holder package."""
+    if name == "study":
+        from beckmann.holder.studies import study
+
+        return study
+    raise AttributeError(f"module 'beckmann' has no attribute {name!r}")

@@ -17,3 +17,22 @@ def test_cost_from_the_stiffness_matrix_equals_the_assembled_energy(degree, kind
     ref = sol.cost()
     assert ref > 1e-5
     assert sol.info["beckmann_cost"] == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.serial
+def test_solve_imports_neither_the_holder_package_nor_scipy():
+    """``beckmann solve`` starts without beckmann.holder or SciPy; ``beckmann.study`` works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, beckmann, beckmann.cli, beckmann.cli.solve, beckmann.pipeline\n"
+        "bad = [m for m in sys.modules if m.startswith(('beckmann.holder', 'scipy'))]\n"
+        "assert not bad, bad\n"
+        "from beckmann.holder.studies import study\n"
+        "assert beckmann.study is study\n"
+        "try:\n    beckmann.nothing\nexcept AttributeError:\n    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
