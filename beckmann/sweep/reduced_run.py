@@ -172,7 +172,7 @@ def run_reduced(
                              <= opts["reduced_tol"])
                 if missed_v.any():  # the coarse set was too coarse: train on the whole set
                     model.destroy()
-                    train, valid = np.unique(np.vstack([valid, train]), axis=0), valid[:0]
+                    train, valid = valid, valid[:0]
                     rounds -= 1  # the same margin: the set grew, not the target
                     retrained = True
                     timings["offline"] += time.perf_counter() - t1
