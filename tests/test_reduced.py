@@ -297,6 +297,29 @@ def test_grid_theta_missed_by_the_training_set_joins_it(mpi_tmp_path, comm):
     assert red["certified"] == 36 and red["max_relative_bound"] <= 5e-2
 
 
+@pytest.mark.parametrize("tol", [2e-1, 5e-3])
+def test_coarse_training_set_is_validated_on_the_reduced_train_set(mpi_tmp_path, comm, tol):
+    """A grid larger than reduced_train: the greedy trains on the coarse sub-grid (0.36 of it)
+    and is checked on the reduced_train one; a loose tolerance passes there, a tight one that
+    the coarse set misses retrains on the whole set. Either way every grid θ ends certified."""
+    from beckmann.sweep.reduced_run import COARSE_FRACTION
+    from beckmann.sweep.training import training_set
+
+    params = {"a": {"linspace": [0.3, 0.7, 12]}, "b": {"linspace": [0.3, 0.7, 12]}}
+    cfg = cfg_of(BUMP, params, n=12, method="reduced", reduced_tol=tol, reduced_max=80,
+                 reduced_train=36)
+    grid = sweep.parse_sweep(cfg).grid
+    coarse = training_set(grid, round(36 * COARSE_FRACTION)).shape[0]
+    red = sweep.run_sweep(cfg, comm, out=mpi_tmp_path / "s")["reduced"]
+    assert red["validation"] == 36 and coarse < 36
+    first = 36 if red["retrained"] else coarse  # then grid θ missed on it join (rounds)
+    assert red["training"] == first if red["rounds"] == 1 else red["training"] > first
+    assert red["stop"] == "tol" and red["certified"] == 144
+    assert red["max_relative_bound"] <= tol
+    if tol == 5e-3:
+        assert red["retrained"]  # 13 coarse θ do not carry a basis this fine here
+
+
 def test_training_set_of_a_large_product_grid_is_a_subgrid_with_its_edges():
     """A 100 x 100 grid trains on a 20 x 20 sub-grid of grid θ, both ends of each axis in it;
     a 300 x 3 grid keeps both ends of
