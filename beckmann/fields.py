@@ -23,6 +23,8 @@ __all__ = [
     "Solution",
     "gradient",
     "gradient_matrix",
+    "is_vertex_function",
+    "to_vertex_function",
     "velocity_expression",
     "vertex_gradient",
 ]
@@ -90,8 +92,6 @@ class Solution:
         :meth:`flux`.
         """
         if type(self).flux is not Solution.flux:
-            from beckmann.store.paraview import to_vertex_function
-
             return to_vertex_function(self.flux(), "flux", space)
         return vertex_gradient(self.phi, space)
 
@@ -181,6 +181,61 @@ class Solution:
         return res
 
 
+def is_vertex_function(u: fem.Function) -> bool:
+    """Whether ``u`` is already a vertex (P1/Q1) Lagrange field, as XDMF stores it."""
+    el = u.function_space.ufl_element()
+    return not el.discontinuous and el.embedded_superdegree == 1 and el.family_name in ("P", "Q")
+
+
+def to_vertex_function(
+    u: fem.Function, name: str | None = None, space: fem.FunctionSpace | None = None
+) -> fem.Function:
+    """Represent ``u`` in the vertex Lagrange space (P1) of its mesh, for XDMF output.
+
+    Continuous Lagrange fields are interpolated (exact at the vertices); discontinuous ones are
+    averaged over the cells around each vertex. A P1 field is returned as it is. ``space`` is
+    the P1 space of ``u``'s shape, when the caller has one already. Collective.
+    """
+    if is_vertex_function(u):
+        return u
+    msh = u.function_space.mesh
+    Q = space if space is not None else fem.functionspace(msh, ("Lagrange", 1, u.ufl_shape))
+    q = fem.Function(Q, name=name or u.name)
+    el = u.function_space.ufl_element()
+    if not el.discontinuous:
+        q.interpolate(u)
+        return q
+    bs = Q.dofmap.bs
+    tdim = msh.topology.dim
+    nown = msh.topology.index_map(tdim).size_local
+    cells = np.arange(nown, dtype=np.int32)
+    # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
+    dofs = Q.dofmap.list[:nown].ravel()
+    nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
+    acc = la.vector(Q.dofmap.index_map, bs)
+    cnt = la.vector(Q.dofmap.index_map, 1)
+    a = np.zeros((nblocks, bs))
+    if el.embedded_superdegree == 0:
+        # DG0: a cell's one value goes to each of its vertices, one vertex position at a time
+        # (no (cell, vertex, component) copy of the values, no interpolation kernel)
+        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
+        for col in np.ascontiguousarray(Q.dofmap.list[:nown].T):
+            for j in range(bs):
+                a[:, j] += np.bincount(col, weights=own[:, j], minlength=nblocks)
+    else:
+        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
+        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
+        for j in range(bs):
+            a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
+    acc.array[:] = a.ravel()
+    cnt.array[:] = np.bincount(dofs, minlength=nblocks)
+    for vec in (acc, cnt):
+        vec.scatter_reverse(la.InsertMode.add)
+        vec.scatter_forward()
+    q.x.array[:] = (acc.array.reshape(-1, bs) / np.maximum(cnt.array, 1.0)[:, None]).ravel()
+    return q
+
+
 def _check_time(t: float) -> None:
     if not (0.0 <= float(t) <= 1.0):
         raise ValueError(f"time t must lie in [0, 1], got {t!r}")
@@ -241,7 +296,7 @@ def vertex_gradient(
 ) -> fem.Function:
     r"""``∇φ`` at each vertex, averaged over the cells around it, as a P1 vector function.
 
-    The vertex average of :func:`gradient` (:func:`beckmann.store.paraview.to_vertex_function`
+    The vertex average of :func:`gradient` (:func:`to_vertex_function`
     of the DG_{k-1} flux: each cell's gradient at the vertex, summed over the owned cells
     around it and divided by their number), computed directly: on an affine simplex
     :math:`\nabla\varphi = J^{-T} \hat\nabla \varphi` with the reference gradients of the
@@ -254,8 +309,6 @@ def vertex_gradient(
     Q = space if space is not None else fem.functionspace(msh, ("Lagrange", 1, (gdim,)))
     simplex = msh.topology.cell_type in (dmesh.CellType.triangle, dmesh.CellType.tetrahedron)
     if not (simplex and tdim == gdim and msh.geometry.cmaps[0].degree == 1):
-        from beckmann.store.paraview import to_vertex_function
-
         return to_vertex_function(gradient(phi, name), name, Q)
     element = phi.function_space.ufl_element().basix_element
     # reference gradients of the basis at the reference vertices: D[v, r, j] = ∂_r N_j(ξ_v)

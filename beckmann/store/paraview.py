@@ -21,66 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
-from beckmann._dolfinx import dmesh, dolfinx, fem, la
+from beckmann._dolfinx import dmesh, dolfinx, fem
+from beckmann.fields import is_vertex_function, to_vertex_function
 from beckmann.store.writes import before_collective_write, write_on_root
 
 __all__ = ["NativeSeries", "XdmfSeries", "to_vertex_function"]
-
-
-def _is_vertex_function(u: fem.Function) -> bool:
-    el = u.function_space.ufl_element()
-    return not el.discontinuous and el.embedded_superdegree == 1 and el.family_name in ("P", "Q")
-
-
-def to_vertex_function(
-    u: fem.Function, name: str | None = None, space: fem.FunctionSpace | None = None
-) -> fem.Function:
-    """Represent ``u`` in the vertex Lagrange space (P1) of its mesh, for XDMF output.
-
-    Continuous Lagrange fields are interpolated (exact at the vertices); discontinuous ones are
-    averaged over the cells around each vertex. A P1 field is returned as it is. ``space`` is
-    the P1 space of ``u``'s shape, when the caller has one already. Collective.
-    """
-    if _is_vertex_function(u):
-        return u
-    msh = u.function_space.mesh
-    Q = space if space is not None else fem.functionspace(msh, ("Lagrange", 1, u.ufl_shape))
-    q = fem.Function(Q, name=name or u.name)
-    el = u.function_space.ufl_element()
-    if not el.discontinuous:
-        q.interpolate(u)
-        return q
-    bs = Q.dofmap.bs
-    tdim = msh.topology.dim
-    nown = msh.topology.index_map(tdim).size_local
-    cells = np.arange(nown, dtype=np.int32)
-    # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
-    dofs = Q.dofmap.list[:nown].ravel()
-    nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
-    acc = la.vector(Q.dofmap.index_map, bs)
-    cnt = la.vector(Q.dofmap.index_map, 1)
-    a = np.zeros((nblocks, bs))
-    if el.embedded_superdegree == 0:
-        # DG0: a cell's one value goes to each of its vertices, one vertex position at a time
-        # (no (cell, vertex, component) copy of the values, no interpolation kernel)
-        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
-        for col in np.ascontiguousarray(Q.dofmap.list[:nown].T):
-            for j in range(bs):
-                a[:, j] += np.bincount(col, weights=own[:, j], minlength=nblocks)
-    else:
-        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
-        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
-        for j in range(bs):
-            a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
-    acc.array[:] = a.ravel()
-    cnt.array[:] = np.bincount(dofs, minlength=nblocks)
-    for vec in (acc, cnt):
-        vec.scatter_reverse(la.InsertMode.add)
-        vec.scatter_forward()
-    q.x.array[:] = (acc.array.reshape(-1, bs) / np.maximum(cnt.array, 1.0)[:, None]).ravel()
-    return q
 
 
 class XdmfSeries:
@@ -122,7 +67,7 @@ class XdmfSeries:
         written = {}
         for name, u in fields.items():
             shape = tuple(u.ufl_shape)
-            if shape not in self._spaces and not _is_vertex_function(u):
+            if shape not in self._spaces and not is_vertex_function(u):
                 self._spaces[shape] = fem.functionspace(self.msh, ("Lagrange", 1, shape))
             q = to_vertex_function(u, name, self._spaces.get(shape))
             old, q.name = q.name, name  # XDMF names the attribute after the function
