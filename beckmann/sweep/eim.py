@@ -6,10 +6,11 @@ relative bound (docs/reduced.md), takes its interpolation residual ``q``, the do
 ``|q|`` is largest (over all ranks) and adds ``ξ_m = q / q(x_m)``. The residuals of all
 snapshots ``R = F − Ξ C`` (``C`` the EIM coefficients) are never stored: the column sums the
 criterion needs (``mᵀR``, ``R ∘ M R``, ``R ∘ M F``) follow from ``H = (M Ξ)ᵀ F``,
-``Ξᵀ M Ξ`` and ``Ξᵀ m``, which grow by one row per step (one GEMV over ``F``; ``M ξ_m`` is the
-picked column of ``M F − (M Ξ) C`` over ``q(x_m)``), so a step costs one pass over the
-``K · N / ranks`` snapshot values and no mass-matrix product; before a stop the sums are
-recomputed from ``R`` itself (row chunks), so round-off in the expansion cannot stop it early.
+``Ξᵀ M Ξ`` and ``Ξᵀ m``, which grow by one row per step by recurrences from the snapshots'
+Gram matrix ``F M Fᵀ`` (one GEMM, once), so a step costs two GEMVs over the basis (``ξ_m`` and
+``M ξ_m``, the picked column of ``M F − (M Ξ) C`` over ``q(x_m)``) and no pass over the
+snapshots; before a stop the sums are recomputed from ``R`` itself (row chunks), so round-off
+in the expansion or the recurrences cannot stop it early.
 ``B[i, j] = ξ_j(x_i)`` is unit lower triangular. The Neumann solves of the basis functions
 wait and run in blocks (:data:`SOLVE_BLOCK`): the picks need the EIM residuals only, the stop
 test the norms ``‖∇φ_M‖``, taken from the last solved basis until the test comes close
@@ -195,11 +196,14 @@ def greedy_eim(
     K, n = FT.shape
     offset = comm.exscan(n) or 0
     Zs = _sum(comm, FT @ m)
-    FMF = _sum(comm, np.einsum("ki,ki->k", FT, MFT))
+    # the snapshots' Gram matrix F M Fᵀ once (one GEMM): each step's new rows of H and Gx follow
+    # from it by small recurrences, with no pass over the snapshots
+    GF = _sum(comm, FT @ MFT.T)
+    FMF = np.diag(GF).copy()
     fmax = float(comm.allreduce(np.abs(FT).max(initial=0.0), MPI.MAX))
     # The residuals R = F − Ξ C are never stored: their column sums follow from small arrays,
     # mᵀR = Zs − Znᵀ C, Rᵀ M F = FMF − Σ C ∘ H, Rᵀ M R = FMF − 2 Σ C ∘ H + diag(Cᵀ Gx C), with
-    # H = (M Ξ)ᵀ F (one GEMV over F per step), Gx = Ξᵀ M Ξ and Zn = Ξᵀ m; before a stop they
+    # H = (M Ξ)ᵀ F (a row per step, from F M Fᵀ), Gx = Ξᵀ M Ξ and Zn = Ξᵀ m; before a stop they
     # are recomputed from R itself (rows in chunks).
     # ξ_m and M ξ_m as rows (preallocated: growing would copy O(M² N); rows: the leading
     # block is contiguous, so no GEMV copies it)
@@ -275,10 +279,13 @@ def greedy_eim(
         Mq = (MFT[k] - c_k @ MXiT[:size]) / qx  # M R[:, k] / qx
         XiT[size] = q
         MXiT[size] = Mq
-        sums_ = _sum(comm, np.concatenate([[m @ q], XiT[: size + 1] @ Mq, FT @ Mq]))
-        Zn[size] = sums_[0]
-        Gx[size, : size + 1] = Gx[: size + 1, size] = sums_[1 : size + 2]
-        H[size] = sums_[size + 2 :]
+        # ξ_s = (f_k − Ξ c_k) / qx: Zn_s = mᵀξ_s, H_s = (M ξ_s)ᵀ F and Gx_js = ξ_jᵀ M ξ_s from
+        # m ᵀ q, GF and the previous rows
+        Zn[size] = float(_sum(comm, np.array([m @ q]))[0])
+        H[size] = (GF[k] - c_k @ H[:size]) / qx
+        g = (H[:size, k] - Gx[:size, :size] @ c_k) / qx
+        Gx[size, :size] = Gx[:size, size] = g
+        Gx[size, size] = (H[size, k] - g @ c_k) / qx
         points = np.vstack([points, np.asarray(pt, dtype=np.float64)[None, :3]])
         B = np.block([[B, np.zeros((size, 1))], [xi_row[None, :], np.ones((1, 1))]])
         fmag = np.vstack([fmag, f_row[None, :]])
