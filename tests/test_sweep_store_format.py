@@ -199,3 +199,36 @@ def test_a_mesh_of_another_numbering_is_refused_not_misread(mpi_tmp_path, comm):
         pytest.skip("the file's row order is the generator's here: nothing to refuse")
     with pytest.raises(ValueError, match="the space's mesh is not the store's"):
         store.potential(1, other)
+
+
+def test_a_share_of_another_entry_or_a_lost_layout_is_caught(mpi_tmp_path, comm):
+    """A share copied from another entry (rank > 0's file when there is one) is refused by a
+    reader and solved again by --resume; a store whose layout d0 (the mesh) is gone has every
+    entry solved again, and the result is the same solution."""
+    import shutil
+
+    out = mpi_tmp_path / "s"
+    cfg = cfg_of()
+    sweep.run_sweep(cfg, comm, out=out)
+    before = reloads(out, comm, range(len(THETAS)))[0]
+    r = comm.size - 1  # the last writer rank's share (rank 0's on one rank)
+    comm.barrier()
+    if comm.rank == 0:
+        shutil.copyfile(share_path(out, 2, r), share_path(out, 0, r))
+    comm.barrier()
+    store = sweep.SweepStore(out, comm)
+    with pytest.raises(RuntimeError, match=r"is not θ #0 .*holds θ #2"):
+        store.potential(0)
+    summary = sweep.run_sweep(cfg, comm, out=out, resume=True)
+    assert [r["index"] for r in summary["rejected"]] == [0] and summary["solved"] == 1
+    comm.barrier()
+    if comm.rank == 0:
+        shutil.rmtree(out / "layout" / "d0")
+    comm.barrier()
+    summary = sweep.run_sweep(cfg, comm, out=out, resume=True)
+    assert summary["solved"] == len(THETAS), summary["rejected"]
+    assert all("layout d0" in r["reason"] for r in summary["rejected"])
+    after = reloads(out, comm, range(len(THETAS)))[0]
+    for i in range(len(THETAS)):
+        (kb, vb), (ka, va) = before[i][0], after[i][0]
+        assert np.array_equal(kb, ka) and np.abs(va - vb).max() <= 1e-12 * np.abs(vb).max(), i

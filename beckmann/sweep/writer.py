@@ -37,7 +37,7 @@ from beckmann.sweep.entries import (
     write_entry_file,
 )
 from beckmann.sweep.grid import Grid
-from beckmann.sweep.layout import LAYOUT, read_index
+from beckmann.sweep.layout import LAYOUT, layout_dir, read_index
 
 __all__ = [
     "LOCK",
@@ -294,10 +294,13 @@ def _check_resume(
             if p.name.endswith(".part"):
                 shutil.rmtree(p)  # an interrupted layout
     sizes = layout_sizes(folder, store_flux)
+    # without d0 (the mesh) no entry can be read: every one is solved again
+    mesh = sizes(0) is not None and (layout_dir(folder, 0) / "mesh.xdmf").is_file()
     rejected: list[list[Any]] = []
     for i in done:
         path = theta_path(folder, i)
-        why = verify_entry(path, i, grid, chash, sizes)
+        why = None if mesh else "the store's layout d0 (its mesh) is missing or unreadable"
+        why = why or verify_entry(path, i, grid, chash, sizes)
         if why is not None:
             for p in tdir.glob(f"{i:06d}.*h5"):
                 p.unlink()
