@@ -262,7 +262,13 @@ class Layouts:
 
     def mesh(self) -> Any:
         """The store's mesh, distributed over ``comm``; collective."""
-        on_root(self.comm, lambda: self.index(0))
+        from beckmann._resources import check_hdf5  # a damaged file is named, not HDF5-DIAG'd
+
+        def check() -> None:
+            self.index(0)
+            check_hdf5(layout_dir(self.folder, 0) / "mesh.h5", "sweep store mesh file")
+
+        on_root(self.comm, check)
         with dolfinx.io.XDMFFile(
             self.comm, str(layout_dir(self.folder, 0) / "mesh.xdmf"), "r"
         ) as f:
