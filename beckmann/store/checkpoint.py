@@ -298,7 +298,12 @@ def read_rows(
         mine = wanted[bounds[r] : bounds[r + 1]] - offsets[r]
         if mine.size == 0:
             continue
-        with h5py.File(path(r), "r") as h5:
+        try:
+            h5 = h5py.File(path(r), "r")
+        except OSError as err:  # name the file (h5py's message does not)
+            shown = f"{path(r).parent.name}/{path(r).name}"
+            raise OSError(f"{shown}: {' '.join(str(err).split())}") from err
+        with h5:
             if check is not None:
                 check(h5, r)
             ds = h5[dataset]

@@ -170,7 +170,11 @@ class SweepStore:
         import h5py
 
         path = theta_path(self.folder, i)
-        h5 = h5py.File(path, "r")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as err:  # name the file (h5py's message does not)
+            raise OSError(f"theta/{path.name}: {' '.join(str(err).split())}; `beckmann sweep "
+                          f"CONFIG --out {str(self.folder)} --resume` solves it again") from err
         why = check_identity(h5, i, self.grid, self.config_hash)
         if why is not None:
             h5.close()
@@ -304,6 +308,8 @@ class SweepStore:
             u.x.array.reshape(-1, bs)[ref.ravel()] = vals[pos]
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             error = " ".join(str(e).split())
+            if not error.startswith("sweep store "):
+                error = f"sweep store {str(self.folder)!r}: {error}"
         agree(self.comm, error, kind)
         return u
 
