@@ -7,8 +7,11 @@ any number of ranks (the suite runs serially and under mpirun -n 2).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from beckmann import config, multigrid, pipeline
 from beckmann._dolfinx import MPI, dmesh, fem, ufl
@@ -125,3 +128,17 @@ def test_gmg_asked_for_where_it_cannot_run():
     P = NeumannPoisson(V, petsc_options={"pc_gamg_threshold": 0.05})  # AMG's options: AMG
     assert P.method == "gamg"
     P.destroy()
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_the_command_solves_with_gmg_on_any_rank_count(tmp_path, ranks):
+    sets = ["--set", "mesh.n=64", "--set", "solver.degree=1", "--set", "target.kind=expression",
+            "--set", f"target.expr={EXPR2}"]  # fmt: skip
+    run_cli("solve", *sets, "--out", str(tmp_path / "gmg"), ranks=ranks, timeout=120)
+    run_cli("solve", *sets, "--set", "solver.method=mumps", "--out", str(tmp_path / "lu"),
+            timeout=120)  # fmt: skip
+    gmg, lu = (json.loads((tmp_path / k / "summary.json").read_text()) for k in ("gmg", "lu"))
+    assert gmg["method"] == "gmg" and gmg["ranks"] == ranks and lu["method"] == "mumps"
+    assert gmg["residual"] < 1e-10
+    assert gmg["beckmann_cost"] == pytest.approx(lu["beckmann_cost"], rel=1e-12)
