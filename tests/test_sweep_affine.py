@@ -128,15 +128,15 @@ def test_mumps_and_gamg_sweeps_agree(mpi_tmp_path, comm):
 
 def test_choose_method():
     assert choose_method(263_169, 2, 64) == "mumps"
-    assert choose_method(263_169, 2, 3) == "gamg"  # the affine path: three solves
-    assert choose_method(3_000_000, 2, 64) == "gamg"
-    assert choose_method(300_000, 3, 64) == "gamg"
+    assert choose_method(263_169, 2, 3) == "auto"  # the affine path: three solves
+    assert choose_method(3_000_000, 2, 64) == "auto"
+    assert choose_method(300_000, 3, 64) == "auto"
 
 
 @pytest.mark.serial  # it runs its own `beckmann` process (under mpirun, PMI would be inherited)
 @pytest.mark.parametrize(
     ("target", "given", "method", "affine"),
-    [(AFFINE, "", "gamg", True), (BUMP, "", "mumps", False), (BUMP, "gamg", "gamg", False)],
+    [(AFFINE, "", "gmg", True), (BUMP, "", "mumps", False), (BUMP, "gamg", "gamg", False)],
 )
 def test_cli_picks_the_method_when_not_given(tmp_path, target, given, method, affine):
     cfg = tmp_path / "s.toml"

@@ -9,7 +9,7 @@ values at the quadrature points, quadrature mass, certified interpolant), assemb
 :math:`b = \int (p_1 - p_0)\,w\,dx` with the same quadrature
 (:class:`~beckmann.density.discrete.QuadratureRHS`, compiled once) and solves. With
 ``solver.method = "mumps"``, ``[sweep] block`` right-hand sides are solved together by one
-``MatMatSolve`` with the factorisation (BLAS-3 triangular solves); with ``"gamg"`` each solve
+``MatMatSolve`` with the factorisation (BLAS-3 triangular solves); with multigrid each solve
 starts from the previous :math:`\theta`'s potential (``warm_start``). The flux
 :math:`F = \nabla\varphi` is the sparse cell-local map :func:`beckmann.fields.gradient_matrix`
 applied to the potential's values.
@@ -28,7 +28,8 @@ the combination (``iterations`` 0). Memory: the fields, at most :data:`AFFINE_CA
 **The solver method when the user chose none** (``auto_method``, the CLI's default): MUMPS,
 factorised once with every right-hand side a back-solve, when the group has at least
 :data:`MUMPS_MIN_SOLVES` solves to do and at most :data:`MUMPS_MAX_DOFS` dofs (2M in 2D, 200k in
-3D); GAMG otherwise, in particular for the affine path (one solve per term).
+3D); ``"auto"`` otherwise (geometric multigrid for P1 on the unit square, else GAMG), in
+particular for the affine path (one solve per term).
 """
 
 from __future__ import annotations
@@ -93,11 +94,12 @@ def choose_method(ndofs: int, gdim: int, nsolves: int) -> str:
     """``solver.method`` of a sweep whose user did not choose one.
 
     ``"mumps"`` (factorised once, a back-solve per right-hand side) for at least
-    :data:`MUMPS_MIN_SOLVES` solves of at most :data:`MUMPS_MAX_DOFS` dofs, else ``"gamg"``.
+    :data:`MUMPS_MIN_SOLVES` solves of at most :data:`MUMPS_MAX_DOFS` dofs, else ``"auto"``
+    (multigrid: geometric where the mesh has the grid hierarchy, else algebraic).
     """
     if nsolves >= MUMPS_MIN_SOLVES and ndofs <= MUMPS_MAX_DOFS.get(gdim, 0):
         return "mumps"
-    return "gamg"
+    return "auto"
 
 
 def depends_on(section: dict[str, Any], names: list[str]) -> bool:
