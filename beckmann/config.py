@@ -194,9 +194,10 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "reduced_train": Option(
             "int",
             400,
-            "reduced: training θ of the greedy; the grid itself when it has at most this many, "
-            "else a sub-grid of at most this many θ, edges included (product grids), or this "
-            "many Latin-hypercube θ in the box",
+            "reduced: θ the greedy's basis is validated on: the grid itself when it has at most "
+            "this many, else a sub-grid of at most this many θ, edges included (product "
+            "grids), or this many Latin-hypercube θ in the box; the greedy trains on a set "
+            "0.36 times as large and retrains on this one if that misses one of its θ",
         ),
         "reduced_rhs": Option(
             "str",
