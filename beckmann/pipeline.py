@@ -22,7 +22,7 @@ import numpy as np
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._version import __version__
 from beckmann.density.discrete import DensityPoints, QuadratureRHS
-from beckmann.fields import Solution
+from beckmann.fields import Solution, vertex_vector_space
 from beckmann.mesh import create_mesh, describe
 from beckmann.poisson import NeumannPoisson
 from beckmann.store.checkpoint import write_checkpoint
@@ -309,7 +309,7 @@ def _write_solution(sol: Solution, out: Path, cfg: dict[str, Any]) -> dict[str, 
     write_on_root(comm, "config.toml", lambda: (out / "config.toml").write_text(text))
     # the vertex flux straight from φ and the cells' geometry (no DG flux on the way)
     fields = {"source": sol.p0, "target": sol.p1, "potential": sol.phi,
-              "flux": sol.vertex_flux()}  # fmt: skip
+              "flux": sol.vertex_flux(vertex_vector_space(sol.V))}  # fmt: skip
     with XdmfSeries(out / "solution.xdmf", sol.msh) as xdmf:
         vertex = xdmf.write(fields, 0.0)
     if native:

@@ -80,3 +80,29 @@ def test_run_writes_the_same_flux_as_the_dg_route(mpi_tmp_path, formulation):
         assert np.abs(v).max() > 1e-3
         assert np.allclose(got[a], v[b], rtol=1e-12, atol=1e-13)
     comm.barrier()
+
+
+def test_vertex_vector_space_is_the_one_dolfinx_builds(comm):
+    """V's dofmap blocked by gdim = fem.functionspace's P1 vector space: dofs, ghosts, values."""
+    from beckmann.fields import vertex_vector_space
+
+    for name, msh in _meshes(comm):
+        gdim = msh.geometry.dim
+        V = fem.functionspace(msh, ("Lagrange", 1))
+        got = vertex_vector_space(V)
+        ref = fem.functionspace(msh, ("Lagrange", 1, (gdim,)))
+        assert got.dofmap.bs == ref.dofmap.bs == gdim, name
+        assert np.array_equal(got.dofmap.list, ref.dofmap.list), name
+        a, b = got.dofmap.index_map, ref.dofmap.index_map
+        assert (a.size_local, a.size_global) == (b.size_local, b.size_global), name
+        assert np.array_equal(a.ghosts, b.ghosts), name
+        assert got.ufl_element() == ref.ufl_element(), name
+        np.testing.assert_array_equal(got.tabulate_dof_coordinates(),
+                                      ref.tabulate_dof_coordinates())  # fmt: skip
+        phi = _phi(msh, 1)
+        u, w = vertex_gradient(phi, got), vertex_gradient(phi, ref)
+        u.x.scatter_forward()
+        np.testing.assert_array_equal(u.x.array, w.x.array)
+        # a P2 space is not reused: the usual P1 vector space
+        other = vertex_vector_space(fem.functionspace(msh, ("Lagrange", 2)))
+        assert np.array_equal(other.dofmap.list, ref.dofmap.list), name
