@@ -32,7 +32,7 @@ from beckmann._dolfinx import MPI
 from beckmann._mpi import agree, collective
 from beckmann._version import __version__
 from beckmann.progress import progress as progress_bar
-from beckmann.store.jsonio import dumps_json, write_text_atomic
+from beckmann.store.jsonio import dumps_json, jsonable, write_text_atomic
 from beckmann.store.writes import write_on_root
 from beckmann.sweep.eim import relative_bound
 from beckmann.sweep.engine import Engine
@@ -78,9 +78,12 @@ def _write_meta(folder: Path, cfg: dict[str, Any], spec: SweepSpec, comm: MPI.Co
             "beckmann": __version__,
             "method": "reduced",
             "config": cfg,
-            "grid": spec.grid.to_json(),
+            "grid": _ROWS,
         }
-        write_text_atomic(folder / "sweep.json", dumps_json(meta) + "\n")
+        # the grid's θ values compactly (json's C encoder; 10^4 θ took 0.2-0.4 s indented)
+        grid = json.dumps(jsonable(spec.grid.to_json()), allow_nan=False)
+        text = dumps_json(meta).replace(f'"{_ROWS}"', grid, 1)
+        write_text_atomic(folder / "sweep.json", text + "\n")
 
     write_on_root(comm, "sweep.json", write)
 
@@ -240,7 +243,8 @@ def run_reduced(
     return {**summary, "rows": json.loads(rows)}
 
 
-#: Placeholder of the rows in the summary's text (:func:`_rows_text` replaces it).
+#: Placeholder of a large list in a JSON text (the summary's rows, sweep.json's grid), replaced
+#: by its compact text.
 _ROWS = "@@beckmann-reduced-rows@@"
 
 _ROW_KEYS = ("cost", "cost_bound", "error_bound", "relative_bound", "phi_norm")
