@@ -16,7 +16,7 @@ sweep (``method = "reduced"``) over a ``--grid`` x ``--grid`` grid, every grid �
 n = 256 P1. Then, in this process, on ``--random`` θ drawn in the box: the certified bound
 against the true error of a full solve (the sweep engine's own full path), the effectivity
 (bound / true error) and the true relative error against ``reduced_tol``. ``--tols`` adds the
-basis size per ``reduced_tol`` (greedy on the same training set).
+basis size per ``reduced_tol`` (a whole reduced sweep per tolerance, as ``beckmann sweep`` runs it).
 
 Usage::
 
@@ -26,6 +26,7 @@ Usage::
                                                             # a target not polynomial in θ
     python scripts/bench_sweep.py reduced                   # 100 x 100 reduced vs 10 x 10 full
     python scripts/bench_sweep.py reduced --n 64 --grid 30 --repeats 1 --tols 1e-1,1e-2
+    python scripts/bench_sweep.py reduced --repeats 0 --tols 1e-1,1e-2,1e-3,1e-4   # table only
 """
 
 from __future__ import annotations
@@ -214,31 +215,25 @@ def random_check(store_dir: Path, n_random: int, tol: float) -> dict:
     }
 
 
-def basis_sizes(n: int, tols: list[float], max_size: int) -> list[dict]:
-    """Basis size per reduced_tol for the moving bump (the same 400-θ LHS training set)."""
-    from beckmann import config, sweep
-    from beckmann._dolfinx import MPI
-    from beckmann.sweep.engine import Engine
-    from beckmann.sweep.reduced import build_reduced, training_set
+def basis_sizes(args: argparse.Namespace, tmp: Path, tols: list[float]) -> list[dict]:
+    """Basis size per reduced_tol for the moving bump, as ``beckmann sweep`` builds it.
 
-    cfg = config.merge(
-        config.default_config(),
-        {"mesh": {"kind": "unit_square", "n": n}, "solver": {"degree": 1},
-         "target": {"kind": "expression", "expr": BUMP},
-         "sweep": {"parameters": {"a": {"linspace": [0.3, 0.7, 100]},
-                                  "b": {"linspace": [0.3, 0.7, 100]}}}},
-        extra_sections=("sweep",),
-    )
-    spec = sweep.parse_sweep(cfg)
-    eng = Engine(cfg, spec.grid, MPI.COMM_WORLD, block=1)
-    train = training_set(spec.grid, 400)
+    One whole reduced sweep of the ``--grid`` x ``--grid`` grid per tolerance (its training and
+    validation sets, any retraining and enrichment rounds), read from its summary.
+    """
     out = []
     for tol in tols:
-        model, res = build_reduced(eng, train, spec.grid.names, tol=tol, max_size=max_size)
-        out.append({"reduced_tol": tol, "size": model.size, "stop": res.stop,
-                    "max_training_bound": res.history[-1] if res.history else None})
-        model.destroy()
-    eng.destroy()
+        cfg = tmp / f"tol{tol:g}.toml"
+        cfg.write_text(bump_config(args.n, args.grid, "reduced", tol, args.max_size, args.train))
+        folder = tmp / f"tol{tol:g}"
+        shutil.rmtree(folder, ignore_errors=True)
+        wall = run([BIN, "sweep", str(cfg), "--out", str(folder), "-q"], args.timeout)
+        red = json.loads((folder / "summary.json").read_text())["reduced"]
+        out.append({"reduced_tol": tol, "wall_s": wall,
+                    **{k: red.get(k) for k in ("size", "stop", "training", "validation",
+                                               "retrained", "rounds", "certified",
+                                               "max_relative_bound")}})
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -257,23 +252,25 @@ def study_reduced(args: argparse.Namespace, tmp: Path) -> dict:
                 s = json.loads((out / "summary.json").read_text())
                 red_summary = {"timings": s["timings"], **{k: v for k, v in s["reduced"].items()
                                                            if k != "history"}}
-    res = {
+    res: dict = {
         "study": "reduced",
         "ndofs": (args.n + 1) ** 2,
         "full_thetas": 100,
         "reduced_thetas": args.grid**2,
-        "full_wall_s_samples": fulls,
-        "reduced_wall_s_samples": reds,
-        "full_wall_s_median": statistics.median(fulls),
-        "reduced_wall_s_median": statistics.median(reds),
-        "ratio_reduced_over_full_wall": statistics.median(reds) / statistics.median(fulls),
-        "reduced_summary": red_summary,
     }
-    if args.random:
+    if args.repeats:  # --repeats 0: only --tols (and --random needs a timed store)
+        res.update({
+            "full_wall_s_samples": fulls,
+            "reduced_wall_s_samples": reds,
+            "full_wall_s_median": statistics.median(fulls),
+            "reduced_wall_s_median": statistics.median(reds),
+            "ratio_reduced_over_full_wall": statistics.median(reds) / statistics.median(fulls),
+            "reduced_summary": red_summary,
+        })
+    if args.random and args.repeats:
         res["random"] = random_check(tmp / red_cfg.stem, args.random, args.tol)
     if args.tols:
-        res["basis_size_vs_tol"] = basis_sizes(args.n, [float(t) for t in args.tols.split(",")],
-                                               args.max_size)
+        res["basis_size_vs_tol"] = basis_sizes(args, tmp, [float(t) for t in args.tols.split(",")])
     return res
 
 
