@@ -345,7 +345,8 @@ def test_training_set_of_a_large_product_grid_is_a_subgrid_with_its_edges():
 
 @pytest.mark.parametrize(
     ("expr", "params", "floor"),
-    [(BUMP, {}, 0.0), ("c*sin(a*x) + b**2*exp(-y) + 2", {"c": 0.5}, 0.25), ("a", {}, 0.0)],
+    [(BUMP, {}, 0.0), ("c*sin(a*x) + b**2*exp(-y) + 2", {"c": 0.5}, 0.25), ("a", {}, 0.0),
+     ("-(+(x*y - a)) / (1 + exp(-x)) + max(b, x, 0.5) - atan2(y, b)", {}, 0.0)],
 )
 def test_block_evaluation_is_bitwise_the_per_theta_one(expr, params, floor):
     """Many θ at once (``parametric.bind_block``, ``ReducedModel._block_evaluator``) give, row
@@ -362,6 +363,7 @@ def test_block_evaluation_is_bitwise_the_per_theta_one(expr, params, floor):
                                  "floor": floor}, gdim=2, bbox=(np.zeros(2), np.ones(2)))
     block = many(T)
     assert block.shape == (7, 257)
+    assert np.array_equal(many(T[::-1]), block[::-1])  # in place: no cached array overwritten
     for k, (a, b) in enumerate(T):
         assert np.array_equal(block[k], one({"a": a, "b": b}))
         assert np.array_equal(block[k] + floor, ev(x, {"a": a, "b": b}))
