@@ -197,7 +197,7 @@ def test_a_mesh_of_another_numbering_is_refused_not_misread(mpi_tmp_path, comm):
     if np.array_equal(np.sort(gen), np.arange(gen.size)) and comm.size == 1 and np.array_equal(
             gen, np.asarray(msh.topology.original_cell_index[:n])):  # fmt: skip
         pytest.skip("the file's row order is the generator's here: nothing to refuse")
-    with pytest.raises(ValueError, match="the space's mesh is not the store's"):
+    with pytest.raises(ValueError, match="mesh is not the (store|one written)"):
         store.potential(1, other)
 
 

@@ -271,7 +271,8 @@ def _read_hull(ds: Any, mine: IntArray, parts: list[npt.NDArray[Any]]) -> None:
         lo, hi = np.searchsorted(mine, [start, stop])
         if hi > lo:
             block = ds[start:stop]
-            parts.append(block[mine[lo:hi] - start])
+            whole = hi - lo == stop - start  # every row of the block (sorted, unique)
+            parts.append(block if whole else block[mine[lo:hi] - start])
         start = int(mine[hi]) if hi < mine.size else stop
 
 
@@ -314,19 +315,27 @@ def read_rows(
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
-def writer_dofs(rows: npt.NDArray[Any], ref: IntArray) -> tuple[IntArray, IntArray]:
-    """The writer's dofs ``need`` (sorted, unique) and ``pos`` with ``need[pos]`` per local dof.
+def writer_dofs(rows: npt.NDArray[Any], ref: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """``(need, loc, src)``: the writer's dofs to read and where their values go.
 
-    ``rows``: the writer's dofmap rows of the local cells ``ref`` (``cell_dofs``) lists. Not
-    collective.
+    ``rows``: the writer's dofmap rows of the local cells whose local dofs are ``ref``
+    (``cell_dofs``). ``need`` (sorted, unique) are the writer dofs to read; then
+    ``u[loc] = vals[src]`` fills each local dof ``loc`` (sorted, unique) once. Not collective.
 
     Raises:
-        RuntimeError: The rows do not fit the cells (another element or mesh).
+        RuntimeError: The rows do not fit the cells (another element or mesh), or one local dof
+            is named by two different writer dofs (the cells do not match).
     """
     if rows.shape != ref.shape:
         raise RuntimeError(f"dofmap rows have shape {rows.shape}, expected {ref.shape}")
-    need, pos = np.unique(np.asarray(rows, dtype=np.int64).ravel(), return_inverse=True)
-    return need, pos
+    need, inv = np.unique(np.asarray(rows, dtype=np.int64).ravel(), return_inverse=True)
+    flat = ref.ravel()
+    loc, first = np.unique(flat, return_index=True)
+    src = inv[first]
+    if not np.array_equal(src[np.searchsorted(loc, flat)], inv):
+        raise RuntimeError("the stored dofmap does not fit this mesh's dofs: the mesh is not the "
+                           "one written")
+    return need, loc.astype(np.int64), src
 
 
 def _read_vertex_fields(
@@ -374,12 +383,12 @@ def _read_cell_fields(
     rows = read_rows(folder, index["cell_offsets"], cells, "dofmap")
     if rows.shape[0] != cells.size:
         raise RuntimeError(f"{rows.shape[0]} dofmap rows read, expected {cells.size}")
-    need, dof_pos = writer_dofs(rows[cell_pos], ref)
+    need, loc, src = writer_dofs(rows[cell_pos], ref)
     functions = {}
     for name in index["fields"]:
         vals = read_rows(folder, index["dof_offsets"], need, name).reshape(need.size, bs)
         u = fem.Function(V, name=name)
-        u.x.array.reshape(-1, bs)[ref.ravel()] = vals[dof_pos]
+        u.x.array.reshape(-1, bs)[loc] = vals[src]
         functions[name] = u
     return functions
 

@@ -303,11 +303,11 @@ class Layouts:
     def dofs(self, d: int, space: str, V: fem.FunctionSpace, own_mesh: bool) -> tuple[
         IntArray, IntArray, IntArray
     ]:
-        """``(need, pos, ref)`` of ``V`` against distribution ``d``'s ``space`` values.
+        """``(need, loc, src)`` of ``V`` against distribution ``d``'s ``space`` values.
 
-        ``need``: the writer dofs to read (sorted); ``vals[pos]`` goes to the local dofs
-        ``ref.ravel()`` (``cell_dofs`` of the local cells, ghosts included). ``own_mesh``:
-        ``V`` is on :meth:`mesh` (its original cell index is d0's row).
+        ``need``: the writer dofs to read (sorted); ``u[loc] = vals[src]`` fills the local dofs
+        of the local cells, ghosts included (:func:`~beckmann.store.checkpoint.writer_dofs`).
+        ``own_mesh``: ``V`` is on :meth:`mesh` (its original cell index is d0's row).
 
         Raises:
             RuntimeError: The layout does not fit ``V``.
@@ -333,14 +333,14 @@ class Layouts:
             ref = cell_dofs(V, ncells)
             if dm.shape[0] != cells.size:
                 raise RuntimeError(f"{dm.shape[0]} dofmap rows read, expected {cells.size}")
-            need, pos = writer_dofs(dm[cpos], ref)
+            need, loc, src = writer_dofs(dm[cpos], ref)
             if space == "potential" and not (own_mesh and d == 0):
-                self._check_points(d, V, need, pos, ref)
-            self._rows[key] = (need, pos, ref)
+                self._check_points(d, V, need, loc, src)
+            self._rows[key] = (need, loc, src)
         return self._rows[key]
 
     def _check_points(
-        self, d: int, V: fem.FunctionSpace, need: IntArray, pos: IntArray, ref: IntArray
+        self, d: int, V: fem.FunctionSpace, need: IntArray, loc: IntArray, src: IntArray
     ) -> None:
         """Refuse a mesh whose cells' original indices name other cells (another mesh file).
 
@@ -348,9 +348,9 @@ class Layouts:
         :data:`POINT_TOL` times the size of the rank's part (round-off of the mesh generator).
         """
         x = read_rows(self.file(d), self.offsets(d, "potential"), need, "x")
-        mine = V.tabulate_dof_coordinates()[ref.ravel(), : x.shape[1]]
+        mine = V.tabulate_dof_coordinates()[loc, : x.shape[1]]
         size = float(np.ptp(mine, axis=0).max()) if mine.size else 1.0
-        if mine.size and np.abs(x[pos] - mine).max() > POINT_TOL * max(size, 1.0):
+        if mine.size and np.abs(x[src] - mine).max() > POINT_TOL * max(size, 1.0):
             raise RuntimeError(
                 "the space's mesh is not the store's: build it from the store's mesh config "
                 "(its cells' original index is the generator's) or use SweepStore.space()"

@@ -298,14 +298,14 @@ class SweepStore:
         try:
             d, _ = self._entry(i)
             try:
-                need, pos, ref = self.layouts.dofs(d, name, V, own)
+                need, loc, src = self.layouts.dofs(d, name, V, own)
             except RuntimeError as e:
                 kind = ValueError
                 raise RuntimeError(f"sweep store {str(self.folder)!r}: {e}") from e
             kind = RuntimeError
             bs = V.dofmap.index_map_bs
             vals = self._read(i, name, need).reshape(need.size, bs)
-            u.x.array.reshape(-1, bs)[ref.ravel()] = vals[pos]
+            u.x.array.reshape(-1, bs)[loc] = vals[src]
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             error = " ".join(str(e).split())
             if not error.startswith("sweep store "):
@@ -334,10 +334,10 @@ class SweepStore:
         V = self.space()
         error, rows = None, np.zeros(0, dtype=np.int64)
         try:
-            need, pos, ref = self.layouts.dofs(0, "potential", V, True)
+            need, loc, src = self.layouts.dofs(0, "potential", V, True)
             n = V.dofmap.index_map.size_local
             rows = np.empty(n + V.dofmap.index_map.num_ghosts, dtype=np.int64)
-            rows[ref.ravel()] = need[pos]
+            rows[loc] = need[src]
             rows = rows[:n]
         except (OSError, KeyError, RuntimeError) as e:
             error = f"sweep store {str(self.folder)!r}: {' '.join(str(e).split())}"
