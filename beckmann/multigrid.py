@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from beckmann._dolfinx import MPI, PETSc, fem
+from beckmann._dolfinx import MPI, PETSc, basix, dolfinx, fem
 
 __all__ = [
     "COARSEST_MAX",
@@ -127,6 +127,9 @@ class GridHierarchy:
     sizes: list[int]
     prolongations: list[PETSc.Mat]
     vertices: list[IntArray]
+    #: Degree of the finest level: above the P1 grids, a P_k space (k > 1) on the finest mesh,
+    #: reached by P1 -> P_k interpolation (p-multigrid); its vertices are not listed.
+    degree: int = 1
 
     def destroy(self) -> None:
         """Free the prolongations."""
@@ -138,8 +141,21 @@ def grid_hierarchy(V: fem.FunctionSpace) -> GridHierarchy | None:
     """The grid hierarchy of ``V``; ``None``: no hierarchy. Collective.
 
     ``None`` when ``V`` is not P1 on the right-diagonal unit square (:func:`grid_cells_per_side`)
-    or ``n`` has no usable hierarchy (:func:`levels`), the same on every rank.
+    or ``n`` has no usable hierarchy (:func:`levels`), the same on every rank. For scalar P_k,
+    k > 1, the P1 hierarchy of its mesh gets one more level: ``V`` itself, with DOLFINx's
+    interpolation matrix from P1 (the P1 space is a subspace of P_k on the same mesh).
     """
+    el = V.element.basix_element
+    if (el.degree > 1 and el.family == basix.ElementFamily.P and not el.discontinuous
+            and V.dofmap.index_map_bs == 1):  # fmt: skip
+        V1 = fem.functionspace(V.mesh, ("Lagrange", 1))
+        hierarchy = grid_hierarchy(V1)
+        if hierarchy is not None:
+            interp = dolfinx.fem.petsc.interpolation_matrix(V1, V)
+            interp.assemble()
+            hierarchy.prolongations.append(interp)
+            hierarchy.degree = el.degree
+        return hierarchy
     n = grid_cells_per_side(V)
     sizes = levels(n) if n is not None else []
     if not sizes:

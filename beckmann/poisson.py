@@ -11,9 +11,10 @@ matrix is singular with the constants as its kernel; it is handed to PETSc with 
 (and as GAMG's near null space). The right-hand side is made orthogonal to the constants and the
 solution is shifted to mean zero afterwards, so every method returns the same φ.
 
-Methods: ``gmg`` (CG + geometric multigrid on the nested grids of a P1 unit square,
-:mod:`beckmann.multigrid`), ``gamg`` (CG + smoothed-aggregation AMG, any mesh and degree),
-``mumps`` (direct), and ``auto`` (the default): ``gmg`` where the mesh has the grid hierarchy,
+Methods: ``gmg`` (CG + geometric multigrid on the nested grids of the unit square, for P_k
+above P1 with one more P1 -> P_k level: :mod:`beckmann.multigrid`), ``gamg`` (CG +
+smoothed-aggregation AMG, any mesh and degree), ``mumps`` (direct), and ``auto`` (the
+default): ``gmg`` where the mesh has the grid hierarchy,
 else ``gamg``, and ``mumps`` below :data:`DIRECT_BELOW` dofs.
 
 The operator depends only on the mesh and the degree, never on the densities: a
@@ -80,10 +81,6 @@ def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
             "pc_mg_cycle_type": "v",
             "pc_mg_galerkin": "both",
             "mg_levels_ksp_type": "chebyshev",
-            # every grid's matrix is the 5-point Laplacian (Galerkin = the coarse grid's own
-            # stiffness matrix): zero row sums, off-diagonals <= 0, so Gershgorin bounds the
-            # spectrum of diag(A)^-1 A by 2; fixed bounds save the estimate's CG runs (~0.3 s)
-            "mg_levels_ksp_chebyshev_eigenvalues": "0.2,2.2",
             "mg_levels_pc_type": "jacobi",
             "mg_levels_ksp_max_it": 2,
             "mg_coarse_ksp_type": "preonly",
@@ -127,7 +124,7 @@ class NeumannPoisson:
 
     Args:
         V: Scalar Lagrange space of the potential.
-        method: ``"auto"``, ``"gmg"`` (CG + geometric multigrid, P1 on the unit square),
+        method: ``"auto"``, ``"gmg"`` (CG + geometric multigrid, on the unit square),
             ``"gamg"`` (CG + AMG) or ``"mumps"`` (direct); see the module docstring.
             ``"auto"`` with ``petsc_options`` that set the preconditioner (``pc_*``,
             ``mg_*``) means ``"gamg"``: such options are AMG's.
@@ -163,7 +160,7 @@ class NeumannPoisson:
             hierarchy = grid_hierarchy(V)  # collective: the same answer on every rank
             if hierarchy is None and method == "gmg":
                 raise ValueError(
-                    "solver.method = 'gmg' needs P1 (solver.degree = 1) on mesh.kind = "
+                    "solver.method = 'gmg' needs the primal Lagrange solve on mesh.kind = "
                     "'unit_square' with mesh.n = m * 2^k, k >= 1, m <= 128 (coarsest grid) and "
                     "n > 16; use 'gamg' or 'auto'"
                 )
@@ -201,7 +198,6 @@ class NeumannPoisson:
         opts = default_petsc_options(method, rtol)
         opts.update(petsc_options or {})
         opts["ksp_error_if_not_converged"] = True
-        self.options = opts
         self.ksp = PETSc.KSP().create(self.comm)
         self.ksp.setOptionsPrefix(self.prefix)
         self.ksp.setOperators(self.A)
@@ -209,11 +205,18 @@ class NeumannPoisson:
         if hierarchy is not None:  # PCMG wants its levels before its options
             pc = self.ksp.getPC()
             pc.setType("mg")
-            self.levels = len(hierarchy.sizes)
+            self.levels = len(hierarchy.prolongations) + 1
             pc.setMGLevels(self.levels)
             for level, P in enumerate(hierarchy.prolongations, start=1):
                 pc.setMGInterpolation(level, P)
             hierarchy.destroy()  # PCMG holds its own references
+            # Every P1 grid's matrix is the 5-point Laplacian (Galerkin = the coarse grid's own
+            # stiffness matrix): zero row sums, off-diagonals <= 0, so Gershgorin bounds the
+            # spectrum of diag(A)^-1 A by 2; fixed Chebyshev bounds save the estimate's CG runs
+            # (~0.3 s at 1M dofs). A P_k top level (k > 1) keeps PETSc's estimate.
+            opts = {**{f"mg_levels_{level}_ksp_chebyshev_eigenvalues": "0.2,2.2"
+                       for level in range(1, len(hierarchy.sizes))}, **opts}  # fmt: skip
+        self.options = opts
         set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the {method} solver",
                    hint=" or other solver.petsc_options" if petsc_options else "")  # fmt: skip
         self.method = method

@@ -547,7 +547,7 @@ def test_krylov_failure_is_one_line_with_the_hint(tmp_path, formulation):
     proc = run("solve", "--set", "mesh.n=64", "--set", f"solver.formulation={formulation}",
                "--set", "solver.petsc_options.ksp_max_it=2", "--out", str(tmp_path / "r"),
                timeout=90)  # fmt: skip
-    name = "the mixed gamg solve" if formulation == "mixed" else "the gamg solve"
+    name = "the mixed gamg solve" if formulation == "mixed" else "the gmg solve"
     one_clean_line(proc, rf"{name} failed after 2 iterations \(PETSc reason -3: DIVERGED_MAX_IT\); "
                          r"try solver\.method = 'mumps'")  # fmt: skip
     assert not (tmp_path / "r").exists()

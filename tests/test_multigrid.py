@@ -118,10 +118,10 @@ def test_gmg_is_the_default_and_matches_gamg_mumps_and_the_exact_solution():
 
 
 def test_gmg_asked_for_where_it_cannot_run():
-    with pytest.raises(ValueError, match=r"solver\.method = 'gmg' needs P1"):
+    with pytest.raises(ValueError, match=r"solver\.method = 'gmg' needs the primal"):
         pipeline.solve(exact_cfg(12, **{"solver.method": "gmg"}))
-    V = fem.functionspace(square(32), ("Lagrange", 2))
-    P = NeumannPoisson(V)  # auto on P2: algebraic multigrid
+    cube = dmesh.create_unit_cube(MPI.COMM_WORLD, 6, 6, 6)  # 2197 P2 dofs: above DIRECT_BELOW
+    P = NeumannPoisson(fem.functionspace(cube, ("Lagrange", 2)))  # no grid: algebraic
     assert P.method == "gamg"
     P.destroy()
     V = fem.functionspace(square(32), ("Lagrange", 1))
@@ -142,3 +142,21 @@ def test_the_command_solves_with_gmg_on_any_rank_count(tmp_path, ranks):
     assert gmg["method"] == "gmg" and gmg["ranks"] == ranks and lu["method"] == "mumps"
     assert gmg["residual"] < 1e-10
     assert gmg["beckmann_cost"] == pytest.approx(lu["beckmann_cost"], rel=1e-12)
+
+
+@pytest.mark.parametrize("degree", [2, 3])
+def test_pk_adds_one_level_above_the_p1_grids(degree):
+    # P_k: the P1 hierarchy + DOLFINx's P1 -> P_k interpolation; φ as MUMPS's, errors as MUMPS's
+    n = 32
+    sols = {m: pipeline.solve(exact_cfg(n, **{"solver.degree": str(degree), "solver.method": m}))
+            for m in ("auto", "mumps")}  # fmt: skip
+    assert sols["auto"].info["method"] == "gmg"
+    comm = MPI.COMM_WORLD
+    a, b = sols["auto"].phi.x.array, sols["mumps"].phi.x.array
+    scale = comm.allreduce(np.abs(b).max(), op=MPI.MAX)
+    assert comm.allreduce(np.abs(a - b).max(), op=MPI.MAX) < 1e-8 * scale
+    assert l2_error(sols["auto"]) == pytest.approx(l2_error(sols["mumps"]), rel=1e-5)
+    V = sols["auto"].phi.function_space
+    h = multigrid.grid_hierarchy(V)
+    assert h is not None and h.degree == degree and len(h.prolongations) == len(h.sizes)
+    h.destroy()
