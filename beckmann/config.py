@@ -123,7 +123,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "method": Option(
             "str",
             "auto",
-            "auto: gmg where the mesh allows it, else gamg; gmg: CG + geometric multigrid (P1 on "
+            "auto: gmg where the mesh allows it, else gamg; gmg: CG + geometric multigrid (primal, "
             "unit_square, n = m * 2^k with m <= 128); gamg: CG + algebraic multigrid (mixed: "
             "MINRES + block-diagonal AMG); mumps: direct. Not given, a sweep picks: mumps for "
             ">= 16 solves up to 2M dofs in 2-D (200k in 3-D)",
