@@ -282,13 +282,15 @@ def read_rows(
     wanted: IntArray,
     dataset: str,
     check: Callable[[Any, int], None] | None = None,
+    handles: dict[int, Any] | None = None,
 ) -> npt.NDArray[Any]:
     """Rows ``wanted`` (sorted, unique, global) of ``dataset`` split over per-rank files.
 
     Writer rank ``r`` holds rows ``offsets[r]:offsets[r + 1]`` in ``file(r)`` (a folder:
     ``rank<r>.h5`` in it). Only the files and row ranges that hold wanted rows are read, in
     blocks. ``check(h5, r)`` may raise on a file that is not what the caller expects. Not
-    collective.
+    collective. ``handles``: files kept open between calls (rank -> open file; the caller
+    closes them): a file in it is neither opened nor checked again, one opened here is added.
     """
     import h5py
 
@@ -299,19 +301,32 @@ def read_rows(
         mine = wanted[bounds[r] : bounds[r + 1]] - offsets[r]
         if mine.size == 0:
             continue
+        h5 = None if handles is None else handles.get(r)
+        if h5 is None:
+            try:
+                h5 = h5py.File(path(r), "r")
+            except OSError as err:  # name the file (h5py's message does not)
+                shown = f"{path(r).parent.name}/{path(r).name}"
+                raise OSError(f"{shown}: {' '.join(str(err).split())}") from err
+            try:
+                if check is not None:
+                    check(h5, r)
+            except BaseException:
+                h5.close()
+                raise
+            if handles is not None:
+                handles[r] = h5
         try:
-            h5 = h5py.File(path(r), "r")
-        except OSError as err:  # name the file (h5py's message does not)
-            shown = f"{path(r).parent.name}/{path(r).name}"
-            raise OSError(f"{shown}: {' '.join(str(err).split())}") from err
-        with h5:
-            if check is not None:
-                check(h5, r)
             ds = h5[dataset]
             if ds.shape[0] != offsets[r + 1] - offsets[r]:
                 raise RuntimeError(f"{path(r).name}: {dataset} has {ds.shape[0]} rows, expected "
                                    f"{offsets[r + 1] - offsets[r]}")
             _read_hull(ds, mine, parts)
+        finally:
+            if handles is None:
+                h5.close()
+    if len(parts) == 1:
+        return parts[0]
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 

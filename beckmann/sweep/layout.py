@@ -253,6 +253,7 @@ class Layouts:
         self._index: dict[int, dict[str, Any]] = {}
         self._inverse: dict[int, tuple[IntArray, IntArray]] = {}
         self._rows: dict[tuple[int, str, int], tuple[IntArray, IntArray, IntArray]] = {}
+        self._in_order: dict[tuple[int, str, int], bool] = {}
 
     def index(self, d: int) -> dict[str, Any]:
         """``layout.json`` of distribution ``d`` (read once)."""
@@ -338,6 +339,20 @@ class Layouts:
                 self._check_points(d, V, need, loc, src)
             self._rows[key] = (need, loc, src)
         return self._rows[key]
+
+    def in_order(self, d: int, space: str, V: fem.FunctionSpace, own_mesh: bool) -> bool:
+        """``True`` when :meth:`dofs`' fill is the identity (``loc = src = 0, 1, ...``).
+
+        E.g. a serial reader of a serial writer's distribution: the values read are the local
+        dofs in order, copied without an index.
+        """
+        key = (d, space, id(V))
+        if key not in self._in_order:
+            need, loc, src = self.dofs(d, space, V, own_mesh)
+            ramp = np.arange(loc.size)
+            self._in_order[key] = bool(need.size == loc.size and np.array_equal(loc, ramp)
+                                       and np.array_equal(src, ramp))  # fmt: skip
+        return self._in_order[key]
 
     def _check_points(
         self, d: int, V: fem.FunctionSpace, need: IntArray, loc: IntArray, src: IntArray

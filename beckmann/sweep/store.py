@@ -181,27 +181,50 @@ class SweepStore:
             raise self._refuse(i, path.name, why)
         return h5
 
-    def _entry(self, i: int) -> tuple[int, int]:
-        """``(layout, ranks)`` of entry ``i`` (read once). Not collective."""
-        if i not in self._entries:
-            with self._open(i) as h5:
-                self._entries[i] = entry_share(h5)
+    def _entry(self, i: int, handles: dict[int, Any] | None = None) -> tuple[int, int]:
+        """``(layout, ranks)`` of entry ``i`` (read once). Not collective.
+
+        ``handles`` (rank -> open share, :meth:`_read`): the rank-0 share is opened into it,
+        its identity checked once, and read from it later (no second open, no second check).
+        """
+        if i not in self._entries or (handles is not None and 0 not in handles):
+            h5 = self._open(i)
+            try:
+                d, ranks = self._entries[i] = entry_share(h5)
+                if handles is not None:
+                    self._check_share(h5, i, d, 0, ranks)
+            except BaseException:
+                h5.close()
+                raise
+            if handles is None:
+                h5.close()
+            else:
+                handles[0] = h5
         return self._entries[i]
 
-    def _read(self, i: int, name: str, wanted: IntArray) -> FloatArray:
-        """Rows ``wanted`` (sorted, unique) of entry ``i``'s ``name`` in its layout's order."""
-        d, ranks = self._entry(i)
+    def _check_share(self, h5: Any, i: int, d: int, r: int, ranks: int) -> None:
+        why = check_identity(h5, i, self.grid, self.config_hash, (d, r, ranks))
+        if why is not None:
+            raise self._refuse(i, share_path(self.folder, i, r).name, why)
+
+    def _read(
+        self, i: int, name: str, wanted: IntArray, handles: dict[int, Any] | None = None
+    ) -> FloatArray:
+        """Rows ``wanted`` (sorted, unique) of entry ``i``'s ``name`` in its layout's order.
+
+        ``handles``: shares kept open between calls, each checked when first opened
+        (:func:`~beckmann.store.checkpoint.read_rows`); the caller closes them.
+        """
+        d, ranks = self._entry(i, handles)
         offsets = self.layouts.offsets(d, name)
         if len(offsets) != ranks + 1:
             raise RuntimeError(f"{ranks} shares, layout d{d} has {len(offsets) - 1} ranks")
 
         def check(h5: Any, r: int) -> None:
-            why = check_identity(h5, i, self.grid, self.config_hash, (d, r, ranks))
-            if why is not None:
-                raise self._refuse(i, share_path(self.folder, i, r).name, why)
+            self._check_share(h5, i, d, r, ranks)
 
         return np.asarray(read_rows(lambda r: share_path(self.folder, i, r), offsets, wanted,
-                                    name, check))  # fmt: skip
+                                    name, check, handles))  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         """Summary rows of the stored θ, by index (same on every rank). Collective."""
@@ -291,27 +314,52 @@ class SweepStore:
             RuntimeError: The entry cannot be read, or is not θ ``i`` (on every rank).
             ValueError: ``V``'s mesh is not the store's (on every rank).
         """
-        own = V is None or V.mesh is self._spaces.get("mesh")
-        V = self._space(name) if V is None else V
-        u = fem.Function(V, name=name)
+        return self.functions(i, [name], V)[name]
+
+    def functions(
+        self, i: int, names: list[str], V: fem.FunctionSpace | None = None
+    ) -> dict[str, fem.Function]:
+        """Fields ``names`` of θ ``i`` (as :meth:`function`), each share opened once. Collective.
+
+        A share is opened and its identity checked once for all the fields (the continuity
+        pass reads φ and F of every θ). ``V``: the space of every field (default: the store's
+        space of each).
+
+        Raises:
+            RuntimeError: The entry cannot be read, or is not θ ``i`` (on every rank).
+            ValueError: ``V``'s mesh is not the store's (on every rank).
+        """
+        out: dict[str, fem.Function] = {}
         error, kind = None, RuntimeError
+        handles: dict[int, Any] = {}
         try:
-            d, _ = self._entry(i)
-            try:
-                need, loc, src = self.layouts.dofs(d, name, V, own)
-            except RuntimeError as e:
-                kind = ValueError
-                raise RuntimeError(f"sweep store {str(self.folder)!r}: {e}") from e
-            kind = RuntimeError
-            bs = V.dofmap.index_map_bs
-            vals = self._read(i, name, need).reshape(need.size, bs)
-            u.x.array.reshape(-1, bs)[loc] = vals[src]
+            for name in names:
+                own = V is None or V.mesh is self._spaces.get("mesh")
+                S = self._space(name) if V is None else V
+                u = out[name] = fem.Function(S, name=name)
+                d, _ = self._entry(i, handles)
+                try:
+                    need, loc, src = self.layouts.dofs(d, name, S, own)
+                    same = self.layouts.in_order(d, name, S, own)
+                except RuntimeError as e:
+                    kind = ValueError
+                    raise RuntimeError(f"sweep store {str(self.folder)!r}: {e}") from e
+                kind = RuntimeError
+                vals = self._read(i, name, need, handles)
+                if same:  # the writer's dof order is the local one: a plain copy
+                    u.x.array[: vals.size] = vals.ravel()
+                else:
+                    bs = S.dofmap.index_map_bs
+                    u.x.array.reshape(-1, bs)[loc] = vals.reshape(need.size, bs)[src]
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             error = " ".join(str(e).split())
             if not error.startswith("sweep store "):
                 error = f"sweep store {str(self.folder)!r}: {error}"
+        finally:
+            for h5 in handles.values():
+                h5.close()
         agree(self.comm, error, kind)
-        return u
+        return out
 
     def values(self, i: int, V: fem.FunctionSpace | None = None) -> FloatArray:
         """Owned values of φ(θ ``i``) on ``V`` (default :meth:`space`); collective."""
