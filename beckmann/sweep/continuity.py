@@ -210,13 +210,14 @@ def continuity_report(
     mine = np.flatnonzero(np.isin(store.layout_rows(), pick)) if pick.size else pick
     coords = V.tabulate_dof_coordinates()[mine, : V.mesh.geometry.dim]
     stream = ContinuityStream(theta, names, comm, anchors=anchors)
-    for i in done:
-        values = {"potential": store.values(i)}
-        if has_flux:
-            F = store.flux(i)
-            dm = F.function_space.dofmap
-            bs, n = dm.index_map_bs, dm.index_map.size_local
-            values["flux"] = F.x.array[: n * bs].reshape(n, bs)
+    for i in done:  # each share of θ i opened and checked once for both fields
+        fields = store.functions(i, names)
+        values = {}
+        for n, u in fields.items():  # owned values (views of this θ's own arrays)
+            dm = u.function_space.dofmap
+            bs, size = dm.index_map_bs, dm.index_map.size_local
+            a = u.x.array[: size * bs]
+            values[n] = a if bs == 1 else a.reshape(size, bs)
         stream.push(values, values["potential"][mine])
     out = stream.finish(coords, joint=joint_points > 0)
     if holder is not None:
