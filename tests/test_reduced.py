@@ -15,7 +15,8 @@ from beckmann import config, sweep
 from beckmann._dolfinx import MPI, dolfinx, fem, ufl
 from beckmann.sweep.eigen import first_neumann_eigenvalue
 from beckmann.sweep.engine import Engine
-from beckmann.sweep.reduced import ReducedModel, build_reduced, mass_diagonal_constant
+from beckmann.sweep.offline import build_reduced
+from beckmann.sweep.reduced import ReducedModel, mass_diagonal_constant
 
 AFFINE = "3 + a*cos(pi*x) + b*cos(pi*y)*cos(2*pi*x)"
 BUMP = "0.2 + exp(-((x - a)**2 + (y - b)**2) / 0.02)"

@@ -1,4 +1,6 @@
-r"""The certified reduced basis of a sweep: offline EIM + basis solves, online fields and bounds.
+r"""The certified reduced basis of a sweep: the model, its online fields and bounds.
+
+The offline phase that builds it (greedy EIM, basis solves) is :mod:`beckmann.sweep.offline`.
 
 The target family is interpolated, :math:`f(\theta) \approx \sum_m c_m(\theta)\,\xi_m` with
 ``c = B⁻¹ f(θ)(x_1..x_M)`` from ``M`` nodal values (:mod:`beckmann.sweep.eim`); each ``ξ_m`` is
@@ -45,9 +47,6 @@ from beckmann._mpi import agree, allreduce_array, global_bbox, on_root
 from beckmann.density.discrete import DensityPoints, DiscreteDensity, QuadratureRHS
 from beckmann.density.parametric import bind_block
 from beckmann.store.writes import write_on_root
-from beckmann.sweep.eigen import first_neumann_eigenvalue
-from beckmann.sweep.eim import Greedy, greedy_eim
-from beckmann.sweep.engine import Engine
 from beckmann.sweep.mass import MassNorm, agree_mask, mass_diagonal_constant
 from beckmann.sweep.store import REDUCED_FILE, SweepStore, gather_rows
 from beckmann.sweep.training import training_set
@@ -57,7 +56,6 @@ __all__ = [
     "RHS_KINDS",
     "MassNorm",
     "ReducedModel",
-    "build_reduced",
     "is_reduced",
     "mass_diagonal_constant",
     "training_set",
@@ -145,7 +143,8 @@ class ReducedModel:
         self.eta_alg: FloatArray = np.asarray(arrays["eta_alg"], dtype=np.float64)
         self.lam1 = float(lam1)
         self.names = list(names)
-        self._own = mass is None
+        #: whether :meth:`destroy` frees the mass matrix (the model built it, or took it over)
+        self.owns_mass = mass is None
         self.mass = mass if mass is not None else MassNorm(V)
         self._xT = np.ascontiguousarray(V.tabulate_dof_coordinates()[: self.nloc].T)
         self.m = self.mass.mult(np.ones(self.nloc))  # M 1: nodal masses are mᵀ f
@@ -165,6 +164,10 @@ class ReducedModel:
         self._tcfg = cfg["target"]
         self._nodal_block = self._block_evaluator(self._xT)
         self._magic: tuple[FloatArray, Any] | None = None  # (points, their block evaluator)
+
+    def source_rhs(self, source: DiscreteDensity) -> FloatArray:
+        """``∫ q0 w dx`` over the owned dofs, by the engine's quadrature right-hand side."""
+        return self.qrhs.assemble(self._zero, source, self._b).array[: self.nloc].copy()
 
     def _block_evaluator(self, pts: FloatArray) -> Callable[[FloatArray], FloatArray] | None:
         """Raw target at ``pts`` ``(3, n)`` for many θ at once, or ``None`` (not an expression).
@@ -399,7 +402,7 @@ class ReducedModel:
         for obj in (self._P, self._Pb):
             if obj is not None:
                 obj.destroy()
-        if self._own:
+        if self.owns_mass:
             self.mass.destroy()
 
     # -- store
@@ -460,134 +463,3 @@ class ReducedModel:
         model = cls(V, arrays, float(attrs["lambda1"]), store.config, store.grid.names,
                     rhs=str(attrs.get("rhs", "quadrature")))
         return model, {"results": results, "attrs": attrs}
-
-
-def _sum_rows(comm: MPI.Comm, a: FloatArray) -> FloatArray:
-    out = np.empty_like(a)
-    comm.Allreduce(np.ascontiguousarray(a), out, op=MPI.SUM)
-    return out
-
-
-def build_reduced(
-    eng: Engine,
-    thetas: FloatArray,
-    names: list[str],
-    *,
-    tol: float,
-    max_size: int,
-    rhs: str | None = None,
-    log: Callable[[str], Any] | None = None,
-    lam1: float | None = None,
-) -> tuple[ReducedModel, Greedy]:
-    """Offline: ``λ_{1,h}``, the greedy EIM on ``thetas`` with one solve per basis function.
-
-    ``lam1`` is ``λ_{1,h}`` when already known (a greedy run again on the same engine).
-
-    ``rhs`` is the truth's right-hand side (:data:`RHS_KINDS`; default
-    ``eng.cfg["sweep"]["reduced_rhs"]``). With ``"interpolant"`` the greedy's nodal criterion
-    *is* the certified bound at the training θ. Collective on ``eng.comm``.
-
-    Raises:
-        ValueError: The target does not depend on the parameters, or the source does, or
-            (``rhs = "quadrature"``) the quadrature is not exact for ``v²``
-            (``solver.quadrature_degree < 2·degree``), on every rank.
-    """
-    if rhs is None:
-        rhs = str(eng.cfg.get("sweep", {}).get("reduced_rhs", "interpolant"))
-    agree(
-        eng.comm,
-        "sweep.method = 'reduced' needs a target that depends on the sweep parameters"
-        if "target" not in eng.ev
-        else "sweep.method = 'reduced' needs a source that does not depend on the parameters"
-        if "source" in eng.ev
-        else "sweep.method = 'reduced' with reduced_rhs = 'quadrature' needs "
-        "solver.quadrature_degree >= 2*degree (or -1)"
-        if rhs == "quadrature" and eng.points.degree < 2 * eng.degree
-        else None,
-    )
-    comm, nloc = eng.comm, eng.nloc
-    thetas_d = [dict(zip(names, map(float, t), strict=True)) for t in thetas]
-    mass = MassNorm(eng.V)
-    # snapshots and their masses as rows (contiguous writes; M f_k by one sparse product each)
-    FT = np.empty((len(thetas_d), nloc))
-    MFT = np.empty_like(FT)
-    for k, t in enumerate(thetas_d):
-        FT[k] = eng.raw("target", t)
-        MFT[k] = mass.mult(FT[k])
-    m = mass.mult(np.ones(nloc))
-    if lam1 is None:
-        lam1 = first_neumann_eigenvalue(eng.poisson.A, mass.M, comm)
-    model = ReducedModel(
-        eng.V,
-        {"bxi": np.zeros((nloc, 0)), "psi": np.zeros((nloc, 0)), "xi": np.zeros((nloc, 0)),
-         "points": np.zeros((0, 3)), "B": np.zeros((0, 0)), "Z": np.zeros(0),
-         "G": np.zeros((0, 0)), "eta_alg": np.zeros(0)},
-        lam1,
-        eng.cfg,
-        names,
-        rhs=rhs,
-        mass=mass,
-        points=eng.points,
-    )
-    src = eng.fixed["source"]
-    # ∫ q0 w (mass 1), by the engine's quadrature right-hand side (no null-space removal here)
-    b0 = model.qrhs.assemble(model._zero, src, model._b).array[:nloc].copy()
-    # the basis as rows while it grows (contiguous leading blocks: no copies in the GEMVs)
-    psis = np.zeros((max_size, nloc))
-    bxis = np.zeros((max_size, nloc))
-    xis = np.zeros((max_size, nloc))
-    rhss = np.zeros((max_size, nloc))  # b_m − Z_m b_0, null space removed: the solves' data
-    Zs: list[float] = []
-    G = np.zeros((max_size, max_size))
-    eta_alg = np.zeros(max_size)
-    solved = [0]
-
-    def add_basis(q: FloatArray, k: int, c_k: FloatArray, qx: float) -> float:
-        # ξ_m = (f_k − Σ_j c_kj ξ_j) / q(x_m): its right-hand side and mass, M ξ_m and mᵀξ_m
-        # (interpolant) or by quadrature; the solve waits for solve_basis
-        j = len(Zs)
-        if rhs == "interpolant":
-            bm = mass.mult(q)
-            Zm = float(comm.allreduce(float(bm.sum()), MPI.SUM))
-        else:
-            bk = model.raw_rhs(thetas_d[k])
-            Zk = float(comm.allreduce(float(bk.sum()), MPI.SUM))
-            bm = (bk - bxis[:j].T @ c_k) / qx
-            Zm = (Zk - float(np.dot(Zs, c_k))) / qx
-        eng.b.array[:] = bm - Zm * b0
-        eng.poisson.nullspace.remove(eng.b)
-        rhss[j] = eng.b.array[:nloc]
-        bxis[j] = bm
-        xis[j] = q
-        Zs.append(Zm)
-        return Zm
-
-    def solve_basis() -> tuple[FloatArray, FloatArray]:
-        # the pending functions in one MUMPS block solve; their A ψ, Gram rows and η_alg
-        j0, j1 = solved[0], len(Zs)
-        if j1 > j0:
-            sols, _ = eng.solve_rhs([rhss[j] for j in range(j0, j1)])
-            for j, psi in zip(range(j0, j1), sols, strict=True):
-                psis[j] = psi
-                eng.phi.x.array[:nloc] = psi
-                eng.phi.x.scatter_forward()
-                eng.poisson.A.mult(eng.phi.x.petsc_vec, eng.Aphi)
-                Apsi = eng.Aphi.array[:nloc]
-                g = _sum_rows(comm, psis[: j + 1] @ Apsi)
-                G[j, : j + 1] = G[: j + 1, j] = g
-                # the solve's residual is round-off (MUMPS): the solve-free diagonal bound
-                eta_alg[j] = np.sqrt(mass.dual_diagonal(rhss[j] - Apsi) / lam1)
-            solved[0] = j1
-        return G[:j1, :j1].copy(), eta_alg[:j1].copy()
-
-    res = greedy_eim(FT, MFT, m, eng.x, comm, add_basis, solve_basis, lam1=lam1, tol=tol,
-                     max_size=max_size, log=log)
-    size = len(Zs)
-    model.bxi = np.ascontiguousarray(bxis[:size].T)
-    model.psi = np.ascontiguousarray(psis[:size].T)
-    model.xi = np.ascontiguousarray(xis[:size].T if rhs == "interpolant" else xis[:0].T)
-    model.points, model.B, model.Z, model.G, model.eta_alg = (
-        res.points, res.B, res.Z, res.G, res.eta_alg
-    )
-    model._own = True  # the model frees the mass matrix
-    return model, res

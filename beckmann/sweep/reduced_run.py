@@ -37,7 +37,8 @@ from beckmann.store.writes import write_on_root
 from beckmann.sweep.eim import relative_bound
 from beckmann.sweep.engine import Engine
 from beckmann.sweep.modulus import coefficient_continuity
-from beckmann.sweep.reduced import ReducedModel, build_reduced
+from beckmann.sweep.offline import build_reduced
+from beckmann.sweep.reduced import ReducedModel
 from beckmann.sweep.spec import SweepSpec
 from beckmann.sweep.store import write_layout
 from beckmann.sweep.training import training_set
