@@ -256,3 +256,26 @@ def test_vertex_average_of_dg0_equals_the_dg1_route(comm):
     a, b = store.to_vertex_function(u0), store.to_vertex_function(u1)
     assert np.abs(a.x.array).max() > 0.1
     assert np.allclose(a.x.array, b.x.array, rtol=1e-14, atol=1e-14)
+
+
+def test_writer_dofs_of_the_readers_own_numbering_is_the_general_fill():
+    """Rows equal to the reader's own cell dofs take a shortcut (no sort): the same
+    ``(need, loc, src)`` as the general path, which a permuted numbering exercises."""
+    from beckmann.store.checkpoint import writer_dofs
+
+    rng = np.random.default_rng(3)
+    ref = rng.permutation(np.repeat(np.arange(50), 3)).reshape(-1, 3)  # every dof in a cell
+    need, loc, src = writer_dofs(ref, ref)
+    n, first = np.unique(ref.ravel(), return_index=True)
+    assert np.array_equal(need, n) and np.array_equal(loc, n)
+    assert np.array_equal(src, np.searchsorted(n, ref.ravel()[first]))
+    perm = rng.permutation(50)  # another writer numbering: general path, u[loc] = vals[src]
+    need, loc, src = writer_dofs(perm[ref], ref)
+    vals = np.arange(50.0)[need]  # writer dof w holds value w
+    u = np.empty(50)
+    u[loc] = vals[src]
+    assert np.array_equal(u, perm.astype(float))
+    with pytest.raises(RuntimeError, match="does not fit"):
+        bad = ref.copy()
+        bad[0, 0] = ref[1, 0] if ref[1, 0] != ref[0, 0] else ref[1, 1]
+        writer_dofs(perm[bad], ref)
