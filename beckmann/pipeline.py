@@ -335,9 +335,12 @@ def _write_velocity(
     vtx = NativeSeries(out / "vtx" / "velocity.bp", "velocity") if native else nullcontext()
     # the mesh is in solution.h5 already: velocity.xdmf refers to it there
     velocity = XdmfSeries(out / "velocity.xdmf", sol.msh, mesh_of=out / "solution.xdmf")
+    pt, tq1 = np.empty_like(q0), np.empty_like(q1)  # p_t = (1 − t) q0 + t q1, in place
     with velocity as xdmf, vtx as bp:
         for t in times:
-            v.x.array[:] = (F.x.array.reshape(-1, d) / ((1 - t) * q0 + t * q1)[:, None]).ravel()
+            np.multiply(q0, 1 - t, out=pt)
+            pt += np.multiply(q1, t, out=tq1)
+            np.divide(F.x.array.reshape(-1, d), pt[:, None], out=v.x.array.reshape(-1, d))
             xdmf.write({"velocity": v}, t)
             if bp is not None:
                 bp.write(sol.velocity(t), t)
