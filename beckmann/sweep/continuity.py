@@ -60,29 +60,44 @@ def _joint(
     }
 
 
+#: Rows per block of :func:`_sup_diff`: its work arrays (0.5 MB for a 2-d flux) stay in cache;
+#: a pair of 524k flux values then costs 1.8 ms against 2.6 ms in whole-array passes.
+SUP_BLOCK = 1 << 15
+
+
 def _sup_diff(a: FloatArray, b: FloatArray, scratch: dict[Any, FloatArray] | None = None) -> float:
     """``max |a − b|`` over the rows (Euclidean norm per row for vector values ``(n, d)``).
 
-    ``scratch`` keeps the work arrays between calls (by shape): no allocation per pair, which
-    made a pair of 1M flux values 1.7x dearer.
+    In blocks of :data:`SUP_BLOCK` rows; ``scratch`` keeps the work arrays between calls (no
+    allocation per pair, which made a pair of 1M flux values 1.7x dearer).
     """
-    if a.shape[0] == 0:
+    n = a.shape[0]
+    if n == 0:
         return 0.0
     scratch = {} if scratch is None else scratch
-    diff = scratch.get(a.shape)
-    if diff is None:
-        diff = scratch[a.shape] = np.empty(a.shape)
-    np.subtract(a, b, out=diff)
-    if diff.ndim == 1:
-        return float(max(diff.max(), -diff.min()))
-    np.multiply(diff, diff, out=diff)  # columns summed one by one: 2x faster than einsum
-    sq = scratch.get(a.shape[:1])
-    if sq is None:
-        sq = scratch[a.shape[:1]] = np.empty(a.shape[0])
-    np.copyto(sq, diff[:, 0])
-    for j in range(1, diff.shape[1]):
-        sq += diff[:, j]
-    return float(np.sqrt(sq.max()))
+    key = ("block", *a.shape[1:])
+    work = scratch.get(key)
+    if work is None:
+        work = scratch[key] = np.empty((min(n, SUP_BLOCK), *a.shape[1:]))
+    sq = scratch.get(("sq",))
+    if a.ndim > 1 and (sq is None or sq.size < work.shape[0]):
+        sq = scratch[("sq",)] = np.empty(work.shape[0])
+    top = 0.0
+    for start in range(0, n, work.shape[0]):
+        stop = min(n, start + work.shape[0])
+        diff = work[: stop - start]
+        np.subtract(a[start:stop], b[start:stop], out=diff)
+        if diff.ndim == 1:
+            top = max(top, float(diff.max()), -float(diff.min()))
+            continue
+        np.multiply(diff, diff, out=diff)  # columns summed one by one: 2x faster than einsum
+        assert sq is not None
+        q = sq[: stop - start]
+        np.copyto(q, diff[:, 0])
+        for j in range(1, diff.shape[1]):
+            q += diff[:, j]
+        top = max(top, float(q.max()))
+    return top if a.ndim == 1 else float(np.sqrt(top))
 
 
 class ContinuityStream:
