@@ -284,7 +284,7 @@ def test_image_and_samples_densities(mpi_tmp_path):
 
 
 @pytest.mark.serial
-def test_one_blas_thread_per_rank_under_mpirun():
+def test_one_blas_thread_per_rank_under_mpirun(tmp_path):
     """Under `mpirun -n 2` importing beckmann sets one BLAS thread per rank unless the user set
     one; a serial process is left alone."""
     import os
@@ -292,16 +292,20 @@ def test_one_blas_thread_per_rank_under_mpirun():
     import sys
     from pathlib import Path
 
-    code = "import beckmann, os; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    # each process writes its own file: two ranks' stdout may interleave ("11")
+    code = ("import beckmann, os, sys; open(os.path.join(sys.argv[1], str(os.getpid())), 'w')"
+            ".write(str(os.environ.get('OPENBLAS_NUM_THREADS')))")
     env = {k: v for k, v in os.environ.items() if not k.endswith("NUM_THREADS")}
 
     def threads(ranks: int, **extra: str) -> list[str]:
-        cmd = [sys.executable, "-c", code]
+        out = tmp_path / f"{ranks}-{len(extra)}"
+        out.mkdir()
+        cmd = [sys.executable, "-c", code, str(out)]
         if ranks > 1:
             cmd = [str(Path(sys.executable).parent / "mpirun"), "-n", str(ranks), *cmd]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True,
-                             env={**env, **extra})  # fmt: skip
-        return out.stdout.split()
+        subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True,
+                       env={**env, **extra})  # fmt: skip
+        return sorted(f.read_text() for f in out.iterdir())
 
     assert threads(2) == ["1", "1"]
     assert threads(2, OPENBLAS_NUM_THREADS="2") == ["2", "2"]
