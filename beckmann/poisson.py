@@ -69,13 +69,12 @@ def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
     singular one. MUMPS: LU with null-pivot detection (ICNTL(24)) so the singular Neumann matrix
     factorises; the null space is projected out afterwards.
     """
+    # CG on the unpreconditioned residual, shared by both multigrid methods
+    cg = {"ksp_type": "cg", "ksp_rtol": rtol, "ksp_atol": 0.0,
+          "ksp_norm_type": "unpreconditioned", "ksp_max_it": 1000}
     if method == "gmg":
         return {
-            "ksp_type": "cg",
-            "ksp_rtol": rtol,
-            "ksp_atol": 0.0,
-            "ksp_norm_type": "unpreconditioned",
-            "ksp_max_it": 1000,
+            **cg,
             "pc_type": "mg",
             "pc_mg_type": "multiplicative",
             "pc_mg_cycle_type": "v",
@@ -91,11 +90,7 @@ def default_petsc_options(method: str, rtol: float) -> dict[str, Any]:
         }
     if method == "gamg":
         return {
-            "ksp_type": "cg",
-            "ksp_rtol": rtol,
-            "ksp_atol": 0.0,
-            "ksp_norm_type": "unpreconditioned",
-            "ksp_max_it": 1000,
+            **cg,
             "pc_type": "gamg",
             "pc_gamg_type": "agg",
             "pc_gamg_agg_nsmooths": 1,
