@@ -22,3 +22,17 @@ def test_sup_diff_is_the_brute_force_sup(shape, monkeypatch):
             np.abs(d).max() if d.ndim == 1 else np.sqrt((d * d).sum(axis=1)).max())
         got = continuity._sup_diff(a, b, scratch)  # the work arrays reused between calls
         assert got == pytest.approx(want, rel=1e-15, abs=0.0), (shape, far)
+
+
+@pytest.mark.parametrize("shape", [(70001,), (70001, 2), (3, 2)])
+def test_sup_diffs_against_several_partners_in_one_pass(shape, monkeypatch):
+    monkeypatch.setattr(continuity, "SUP_BLOCK", 1 << 14)
+    rng = np.random.default_rng(7)
+    cur = rng.standard_normal(shape)
+    olds = [rng.standard_normal(shape) * s for s in (1.0, 3.0, 0.5)]
+    olds[1][-1] += 40.0  # the largest in the last (partial) block of one partner only
+    want = [np.abs(o - cur).max() if cur.ndim == 1 else np.sqrt(((o - cur) ** 2).sum(1)).max()
+            for o in olds]
+    got = continuity._sup_diffs(olds, cur, {})
+    assert got == pytest.approx(want, rel=1e-15, abs=0.0)
+    assert continuity._sup_diffs([], cur) == []
