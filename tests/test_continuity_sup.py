@@ -24,7 +24,7 @@ def test_sup_diff_is_the_brute_force_sup(shape, monkeypatch):
         assert got == pytest.approx(want, rel=1e-15, abs=0.0), (shape, far)
 
 
-@pytest.mark.parametrize("shape", [(70001,), (70001, 2), (3, 2)])
+@pytest.mark.parametrize("shape", [(70001,), (70001, 2), (3, 2), (20000, 1), (20000, 3)])
 def test_sup_diffs_against_several_partners_in_one_pass(shape, monkeypatch):
     monkeypatch.setattr(continuity, "SUP_BLOCK", 1 << 14)
     rng = np.random.default_rng(7)

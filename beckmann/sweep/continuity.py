@@ -102,8 +102,11 @@ def _sup_diffs(
             np.multiply(diff, diff, out=diff)  # columns summed one by one: 2x faster than einsum
             assert sq is not None
             q = sq[: stop - start]
-            np.copyto(q, diff[:, 0])
-            for j in range(1, diff.shape[1]):
+            if diff.shape[1] > 1:  # the first two columns summed straight into q (no copy)
+                np.add(diff[:, 0], diff[:, 1], out=q)
+            else:
+                np.copyto(q, diff[:, 0])
+            for j in range(2, diff.shape[1]):
                 q += diff[:, j]
             top[k] = max(top[k], float(q.max()))
     return top if cur.ndim == 1 else [float(np.sqrt(t)) for t in top]
