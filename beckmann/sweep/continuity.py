@@ -127,7 +127,7 @@ class ContinuityStream:
     """
 
     def __init__(
-        self, theta: FloatArray, names: list[str], comm: MPI.Comm, *, anchors: int = 4
+        self, theta: FloatArray, names: list[str], comm: MPI.Comm, *, anchors: int = 3
     ) -> None:
         self.theta, self.names, self.comm = theta, names, comm
         k = len(theta)
@@ -199,7 +199,7 @@ def continuity_report(
     *,
     joint_points: int = 0,
     holder: dict[str, Any] | None = None,
-    anchors: int = 4,
+    anchors: int = 3,
 ) -> dict[str, Any]:
     """Continuity in θ of φ and F from a store, in one pass; collective, same on every rank.
 
