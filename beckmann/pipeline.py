@@ -230,7 +230,7 @@ def solve(
         b.destroy()
     sol = Solution(msh, phi, p0, p1)
     with timer("postprocess"):
-        cost = _energy(poisson, phi)  # = sol.cost() to round-off, one mat-vec, no assembly
+        cost = poisson.energy(phi)  # = sol.cost() to round-off, one mat-vec, no assembly
         info = describe(msh)
     sol.info.update(
         {
@@ -258,16 +258,6 @@ def solve(
     )
     poisson.destroy()
     return sol
-
-
-def _energy(poisson: NeumannPoisson, phi: fem.Function) -> float:
-    """``½ φᵀ A φ`` with the assembled stiffness matrix: the Beckmann cost ``½ ∫ |∇φ|² dx``."""
-    y = poisson.A.createVecLeft()
-    try:
-        poisson.A.mult(phi.x.petsc_vec, y)
-        return 0.5 * float(y.dot(phi.x.petsc_vec))
-    finally:
-        y.destroy()
 
 
 def _plain(v: Any) -> Any:

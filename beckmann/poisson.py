@@ -269,6 +269,15 @@ class NeumannPoisson:
         mean = self._m.dot(phi.x.petsc_vec) / self.volume
         phi.x.array[:] -= mean
 
+    def energy(self, phi: fem.Function) -> float:
+        """``½ φᵀ A φ``: the Beckmann cost ``½ ∫ |∇φ|² dx`` by one mat-vec, no assembly."""
+        y = self.A.createVecLeft()
+        try:
+            self.A.mult(phi.x.petsc_vec, y)
+            return 0.5 * float(y.dot(phi.x.petsc_vec))
+        finally:
+            y.destroy()
+
     def residual(self, phi: fem.Function, b: PETSc.Vec | None = None) -> float:
         """Relative algebraic residual ``‖Aφ − b‖ / ‖b‖`` of the last right-hand side."""
         b = self.b if b is None else b
