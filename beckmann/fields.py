@@ -9,6 +9,7 @@ at points from :math:`F`, :math:`p_0` and :math:`p_1` there.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,40 +202,55 @@ def to_vertex_function(
         return u
     msh = u.function_space.mesh
     Q = space if space is not None else fem.functionspace(msh, ("Lagrange", 1, u.ufl_shape))
-    q = fem.Function(Q, name=name or u.name)
+    label = name or u.name
     el = u.function_space.ufl_element()
     if not el.discontinuous:
+        q = fem.Function(Q, name=label)
         q.interpolate(u)
         return q
     bs = Q.dofmap.bs
-    tdim = msh.topology.dim
-    nown = msh.topology.index_map(tdim).size_local
+    nown = msh.topology.index_map(msh.topology.dim).size_local
+    if el.embedded_superdegree == 0:
+        # DG0: a cell's one value goes to each of its vertices (no (cell, vertex, component)
+        # copy of the values, no interpolation kernel)
+        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
+        columns = [own[:, j] for j in range(bs)]
+        return _average_at_vertices(Q, label, lambda v: columns)
     cells = np.arange(nown, dtype=np.int32)
-    # Only owned cells contribute; the ghosts' partial sums are then added to their owners.
-    dofs = Q.dofmap.list[:nown].ravel()
+    vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
+    vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
+    return _average_at_vertices(Q, label, lambda v: [vals[:, v, j] for j in range(bs)])
+
+
+def _average_at_vertices(
+    Q: fem.FunctionSpace, name: str, at_vertex: Callable[[int], Sequence[npt.NDArray[Any]]]
+) -> fem.Function:
+    """The P1 function on ``Q`` whose value at a vertex is the mean over the cells around it.
+
+    ``at_vertex(v)`` gives, per component, every owned cell's value at its vertex position
+    ``v`` (the columns of ``Q``'s dof list). Only owned cells contribute; the ghosts' partial
+    sums are then added to their owners. Collective.
+    """
+    msh = Q.mesh
+    nown = msh.topology.index_map(msh.topology.dim).size_local
+    bs = Q.dofmap.bs
+    qdofs = Q.dofmap.list[:nown]
     nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
     acc = la.vector(Q.dofmap.index_map, bs)
     cnt = la.vector(Q.dofmap.index_map, 1)
-    a = np.zeros((nblocks, bs))
-    if el.embedded_superdegree == 0:
-        # DG0: a cell's one value goes to each of its vertices, one vertex position at a time
-        # (no (cell, vertex, component) copy of the values, no interpolation kernel)
-        own = u.x.array.reshape(-1, bs)[u.function_space.dofmap.list[:nown, 0]]
-        for col in np.ascontiguousarray(Q.dofmap.list[:nown].T):
-            for j in range(bs):
-                a[:, j] += np.bincount(col, weights=own[:, j], minlength=nblocks)
-    else:
-        vals = fem.Expression(u, Q.element.interpolation_points).eval(msh, cells)
-        vals = vals.reshape(nown, -1, bs)  # (cell, vertex, component)
-        for j in range(bs):
-            a[:, j] = np.bincount(dofs, weights=vals[:, :, j].ravel(), minlength=nblocks)
-    acc.array[:] = a.ravel()
-    cnt.array[:] = np.bincount(dofs, minlength=nblocks)
-    for vec in (acc, cnt):
+    a = acc.array.reshape(nblocks, bs)
+    a[:] = 0.0
+    for v in range(qdofs.shape[1]):  # one vertex position at a time: no (cell, vertex) copy
+        col = np.ascontiguousarray(qdofs[:, v])
+        for j, g in enumerate(at_vertex(v)):
+            a[:, j] += np.bincount(col, weights=g, minlength=nblocks)
+    cnt.array[:] = np.bincount(qdofs.ravel(), minlength=nblocks)
+    for vec in (acc, cnt):  # the ghosts' partial sums to their owners, then back
         vec.scatter_reverse(la.InsertMode.add)
         vec.scatter_forward()
-    q.x.array[:] = (acc.array.reshape(-1, bs) / np.maximum(cnt.array, 1.0)[:, None]).ravel()
-    return q
+    out = fem.Function(Q, name=name)
+    np.divide(a, np.maximum(cnt.array, 1.0)[:, None], out=out.x.array.reshape(nblocks, bs))
+    return out
 
 
 def _check_time(t: float) -> None:
@@ -329,24 +345,7 @@ def vertex_gradient(
                 for v in range(tdim + 1)]  # fmt: skip
     grads = [_solve_transposed(A, g) for g in ghat]  # per vertex position: gdim columns
     del A, ghat
-    qdofs = Q.dofmap.list[:nown]
-    nblocks = Q.dofmap.index_map.size_local + Q.dofmap.index_map.num_ghosts
-    acc = la.vector(Q.dofmap.index_map, gdim)
-    cnt = la.vector(Q.dofmap.index_map, 1)
-    a = acc.array.reshape(nblocks, gdim)
-    a[:] = 0.0
-    for v in range(tdim + 1):  # one vertex position at a time: no (cell, vertex) copy
-        col = np.ascontiguousarray(qdofs[:, v])
-        g = grads[0 if len(grads) == 1 else v]
-        for d in range(gdim):
-            a[:, d] += np.bincount(col, weights=g[d], minlength=nblocks)
-    cnt.array[:] = np.bincount(qdofs.ravel(), minlength=nblocks)
-    for vec in (acc, cnt):  # the ghosts' partial sums to their owners, then back
-        vec.scatter_reverse(la.InsertMode.add)
-        vec.scatter_forward()
-    out = fem.Function(Q, name=name)
-    np.divide(a, np.maximum(cnt.array, 1.0)[:, None], out=out.x.array.reshape(nblocks, gdim))
-    return out
+    return _average_at_vertices(Q, name, lambda v: grads[0 if len(grads) == 1 else v])
 
 
 def _solve_transposed(A: list[list[np.ndarray]], ghat: list[np.ndarray]) -> list[np.ndarray]:
