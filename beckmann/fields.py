@@ -35,7 +35,7 @@ __all__ = [
 def velocity_expression(
     F: ufl.core.expr.Expr, p0: fem.Function, p1: fem.Function, t: float
 ) -> ufl.core.expr.Expr:
-    """UFL expression of ``v_t = F / ((1 - t) p0 + t p1)`` (linear path, MATH.md §2)."""
+    """UFL expression of ``v_t = F / ((1 - t) p0 + t p1)`` (linear path, docs/math.md §2)."""
     return F / ((1.0 - t) * p0 + t * p1)
 
 

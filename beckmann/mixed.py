@@ -10,7 +10,7 @@ Find :math:`(F, \varphi) \in RT_k \times DG_{k-1}` with :math:`F\cdot n = 0` on
     \int_\Omega (\nabla\cdot F)\,q\,dx = \int_\Omega (p_0 - p_1)\,q\,dx
         \qquad \forall q \in DG_{k-1},
 
-(MATH.md §6). Integrating the first line by parts gives :math:`F = \nabla\varphi`, the second
+(docs/math.md §10). Integrating the first line by parts gives :math:`F = \nabla\varphi`, the second
 :math:`\Delta\varphi = p_0 - p_1`: the same φ and F as the primal
 :class:`~beckmann.poisson.NeumannPoisson`. Because :math:`\nabla\cdot RT_k = DG_{k-1}`, the second
 line says that :math:`\nabla\cdot F_h` *is* the :math:`L^2`-projection of :math:`p_0 - p_1` onto

@@ -1,6 +1,6 @@
 r"""Probability paths :math:`p_t` from :math:`p_0` to :math:`p_1` and their velocity fields.
 
-For any path (MATH.md §2) the flux at time :math:`t` solves the Neumann problem
+For any path (docs/math.md §3) the flux at time :math:`t` solves the Neumann problem
 
 .. math::  \Delta\varphi_t = -\partial_t p_t,\quad \partial_n\varphi_t = 0,\quad
            \int_\Omega\varphi_t\,dx = 0,\qquad F_t = \nabla\varphi_t,\quad v_t = F_t / p_t,

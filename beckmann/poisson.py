@@ -6,10 +6,11 @@ Find :math:`\varphi \in V_h \subset H^1(\Omega)` (Lagrange, degree 1-3) with
 .. math::  \int_\Omega \nabla\varphi\cdot\nabla w\,dx = \int_\Omega (p_1 - p_0)\,w\,dx
            \qquad \forall w \in V_h,
 
-i.e. :math:`\Delta\varphi = p_0 - p_1`, :math:`\partial_n\varphi = 0` (MATH.md §1). The stiffness
-matrix is singular with the constants as its kernel; it is handed to PETSc with that null space
-(and as GAMG's near null space). The right-hand side is made orthogonal to the constants and the
-solution is shifted to mean zero afterwards, so every method returns the same φ.
+i.e. :math:`\Delta\varphi = p_0 - p_1`, :math:`\partial_n\varphi = 0` (docs/math.md §1). The
+stiffness matrix is singular with the constants as its kernel; it is handed to PETSc with that
+null space (and as GAMG's near null space). The right-hand side is made orthogonal to the
+constants and the solution is shifted to mean zero afterwards, so every method returns the
+same φ.
 
 Methods: ``gmg`` (CG + geometric multigrid on the nested grids of the unit square, for P_k
 above P1 with one more P1 -> P_k level: :mod:`beckmann.multigrid`), ``gamg`` (CG +

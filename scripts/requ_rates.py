@@ -1,4 +1,4 @@
-"""C⁰ and C¹ errors of fitted networks against parameter count (MATH.md §5), and a benchmark.
+"""C⁰ and C¹ errors of fitted networks against parameter count (docs/math.md §9), and a benchmark.
 
 Reference problem: φ = cos(πx)cos(πy)/(4π²) on [0, 1]² with ∇φ, N uniform random training points
 (seed 0) and 2000 held-out points (seed 1). Every network is trained with the same Sobolev loss

@@ -1,4 +1,4 @@
-"""The mixed RT_k x DG_{k-1} solve against the exact case and the primal solve (MATH.md §6).
+"""The mixed RT_k x DG_{k-1} solve against the exact case and the primal solve (docs/math.md §10).
 
 Exact case: p0 = 1, p1 = 1 + ½ cos πx cos πy on the unit square, so Δφ = p0 − p1 gives
 φ = cos πx cos πy / (4π²) and F = ∇φ.

@@ -1,7 +1,7 @@
 """Exact solutions: convergence rates, flux and velocity at points, 3D, solver variants.
 
 p0 = 1, p1 = 1 + ½ cos(πx) cos(πy) on the unit square gives φ = cos(πx) cos(πy) / (4π²)
-(MATH.md §1: Δφ = p0 − p1, ∂φ/∂n = 0, ∫φ = 0). In 3D, p1 = 1 + ½ cos cos cos gives
+(docs/math.md §1: Δφ = p0 − p1, ∂φ/∂n = 0, ∫φ = 0). In 3D, p1 = 1 + ½ cos cos cos gives
 φ = cos(πx) cos(πy) cos(πz) / (6π²).
 """
 

@@ -1,4 +1,6 @@
-"""Hölder estimators: moduli of continuity, seminorms, sup norms and fitted exponents (MATH.md §3).
+"""Hölder estimators: moduli of continuity, seminorms, sup norms and fitted exponents.
+
+Definitions: docs/math.md §5.
 
 Modules, along the data flow:
 

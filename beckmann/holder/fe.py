@@ -133,7 +133,7 @@ def field_norms(
         A strict-JSON dict: ``field``, ``k``, ``alpha``, ``h``, ``sup_norms``
         (``[Σ_{|β|=j} sup|D^β u| for j = 0..k]``), ``sup_tensor`` (``[sup |D^j u|]``, Frobenius),
         ``seminorm`` (``Σ_{|β|=k} [D^β u]_α``, pairs ``>= delta_min`` apart), ``seminorms``
-        (per ``β``), ``norm`` (``Σ sup_norms + seminorm``, MATH.md §3), ``exponent`` (the
+        (per ``β``), ``norm`` (``Σ sup_norms + seminorm``, docs/math.md §5), ``exponent`` (the
         headline increment fit on ``ω`` of the tensor ``D^k u``, with its band; ``null`` for a
         constant field), ``exponent_plain``, ``estimator``, ``verdict``, ``peak`` and
         ``sup_profile`` (the unboundedness test), ``scales``, ``modulus``, ``delta_min``,

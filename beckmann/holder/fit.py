@@ -1,4 +1,4 @@
-"""Scales, windows and fitted Hölder exponents of a modulus of continuity (MATH.md §3).
+"""Scales, windows and fitted Hölder exponents of a modulus of continuity (docs/math.md §5).
 
 Pure functions of their arguments, except :func:`default_scales` (collective: it needs the
 global bounding box of distributed points).
@@ -232,7 +232,7 @@ def profile_slopes(scales: npt.ArrayLike, profile: npt.ArrayLike) -> tuple[float
 
 
 def classify(exponent: Exponent, slopes: tuple[float, float] | None, constant: bool) -> str:
-    """The verdict on a field at one resolution (MATH.md §3).
+    """The verdict on a field at one resolution (docs/math.md §5).
 
     - ``"constant"``: ``ω = 0`` on the window (every seminorm is zero);
     - ``"unbounded"``: the sup profile ``M(ρ) = max_{|x − x*| >= ρ} |g(x)|`` around the

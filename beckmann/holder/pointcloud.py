@@ -1,7 +1,7 @@
 """Hölder norms, seminorms, moduli of continuity and fitted exponents of point data; collective.
 
-Definitions (MATH.md §3). For ``g`` sampled at points ``x_i`` (vector values: the Euclidean norm
-of the difference),
+Definitions (docs/math.md §5). For ``g`` sampled at points ``x_i`` (vector values: the
+Euclidean norm of the difference),
 
     ω_g(δ)   = max_{0 < |x_i − x_j| ≤ δ} |g(x_i) − g(x_j)|                 (modulus of continuity)
     [g]_α    = max_{δ_min ≤ |x_i − x_j| ≤ δ_max} |g(x_i) − g(x_j)| / |x_i − x_j|^α   (seminorm)

@@ -1,4 +1,4 @@
-"""Regularity rates (MATH.md §3, issue 3): the Hölder estimators confirm Schauder theory.
+"""Regularity rates (docs/math.md §6, issue 3): the Hölder estimators confirm Schauder theory.
 
 Every measured number is checked against an independent reference: a closed-form solution
 evaluated at the same nodes (radial solutions on the disk, ``cos cos`` on the square), the corner
