@@ -24,12 +24,50 @@ __all__ = [
     "fit_bytes",
     "regular_file",
     "require_memory",
+    "reuse_freed_memory",
     "solve_bytes",
 ]
 
 GIB = 1024**3
 #: Largest config / points / model file read into memory (bytes); larger ones are refused.
 MAX_INPUT_BYTES = 2 * GIB
+
+
+#: glibc's ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+#: Environment variables by which a user tunes glibc's malloc; any of them set: left alone.
+_MALLOC_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+               "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def reuse_freed_memory() -> bool:
+    """Let the process reuse the memory it frees instead of returning it to the system (glibc).
+
+    By default glibc serves every block above 128 kB to 32 MB by its own ``mmap`` and unmaps it
+    on ``free``, so each large temporary array (NumPy, PETSc, DOLFINx) is faulted in page by
+    page again: a 1M-dof ``beckmann solve`` took 329k page faults and 1.7-2.0 s of system time
+    for 0.65 GB of peak memory. With ``mmap`` off and the heap not trimmed, freed blocks are
+    reused: 142k faults (about one per page of the peak), 0.85 s of system time, the same peak
+    (docs/performance.md). Called first thing by the ``beckmann`` command; not on other C
+    libraries (``mallopt`` missing), not when the user tunes malloc through the environment
+    (``GLIBC_TUNABLES``, ``MALLOC_*_``), not with ``BECKMANN_MALLOC=system``.
+
+    Returns:
+        Whether the setting was applied.
+    """
+    if os.environ.get("BECKMANN_MALLOC", "") == "system" or any(
+        v in os.environ for v in _MALLOC_ENV
+    ):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (or no C library symbols): nothing to do
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # the trim threshold is an int: 2 GiB - 1, beyond which the heap's top is still returned
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def _meminfo_available() -> int | None:

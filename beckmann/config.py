@@ -41,7 +41,8 @@ class Option:
         type: One of ``int``, ``float``, ``str``, ``bool``, ``list``, ``table``.
         default: The value used when neither the file nor the command line sets one.
         help: One line for the reference.
-        choices: Allowed values for a ``str`` option, or ``None``.
+        choices: Allowed values for a ``str`` option, or the named values a ``float`` option
+            takes besides numbers (``"auto"``), or ``None``.
         minimum: Smallest allowed value of an ``int`` / ``float`` option, or ``None``.
     """
 
@@ -136,7 +137,14 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "div F = Π(p0 − p1) in every cell, F·n = 0 exactly (docs/mixed.md); both methods",
             ("primal", "mixed"),
         ),
-        "rtol": Option("float", 1e-10, "relative residual tolerance of the Krylov solve"),
+        "rtol": Option(
+            "float",
+            "auto",
+            "relative residual tolerance of the Krylov solve; auto: matched to the discretisation "
+            "error, 1e-3 (h/d)^k but at most 1e-6 (h the largest cell, d the domain's diameter), "
+            "for beckmann solve's primal CG; 1e-10 for sweeps, paths and the mixed solve",
+            ("auto",),
+        ),
         "petsc_options": Option("table", {}, "extra PETSc options, passed through as given"),
     },
     "output": {
@@ -246,6 +254,8 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     if opt.type == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif opt.type == "float":
+        if isinstance(value, str) and opt.choices is not None and value in opt.choices:
+            return value  # a named value of a numeric option (solver.rtol = "auto")
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok:
             value = float(value)
@@ -258,12 +268,15 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     else:
         ok = isinstance(value, dict)
     if not ok:
-        raise ConfigError(f"{name} must be of type {opt.type}, got {value!r}")
+        named = ""
+        if opt.choices and opt.type != "str":
+            named = f" or {' / '.join(map(repr, opt.choices))}"
+        raise ConfigError(f"{name} must be of type {opt.type}{named}, got {value!r}")
     if opt.type == "float" and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if opt.minimum is not None and value < opt.minimum:
         raise ConfigError(f"{name} must be >= {opt.minimum:g}, got {value!r}")
-    if opt.choices is not None and value not in opt.choices:
+    if opt.type == "str" and opt.choices is not None and value not in opt.choices:
         raise ConfigError(f"{name} = {value!r} is not one of {', '.join(opt.choices)}")
     return value
 

@@ -50,8 +50,10 @@ from beckmann._mpi import global_bbox
 from beckmann.fields import Solution, velocity_expression
 from beckmann.poisson import (
     DIRECT_BELOW,
+    TIGHT_RTOL,
     default_petsc_options,
     krylov_solve,
+    resolve_rtol,
     set_up_ksp,
 )
 
@@ -134,12 +136,11 @@ class MixedPoisson:
         degree: int,
         *,
         method: str = "mumps",
-        rtol: float = 1e-10,
+        rtol: float | str = TIGHT_RTOL,
         petsc_options: dict[str, Any] | None = None,
         quadrature_degree: int | None = None,
     ) -> None:
-        if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
-            raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
+        rtol = resolve_rtol(rtol)  # "auto": TIGHT_RTOL
         self.requested_method = method
         if method == "auto":  # the geometric multigrid is the primal P1 solve's
             method = "gamg"

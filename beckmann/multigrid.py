@@ -38,6 +38,7 @@ __all__ = [
     "grid_cells_per_side",
     "grid_hierarchy",
     "levels",
+    "stencil_matrix",
 ]
 
 #: The coarsening stops at a grid of at most this many squares per side (or earlier, at an odd
@@ -127,6 +128,9 @@ class GridHierarchy:
     sizes: list[int]
     prolongations: list[PETSc.Mat]
     vertices: list[IntArray]
+    #: Grid indices ``(i, j)`` of every local dof of the finest P1 level, owned then ghost
+    #: (DOLFINx's local numbering); what :func:`stencil_matrix` needs.
+    local_vertices: IntArray | None = None
     #: Degree of the finest level: above the P1 grids, a P_k space (k > 1) on the finest mesh,
     #: reached by P1 -> P_k interpolation (p-multigrid); its vertices are not listed.
     degree: int = 1
@@ -162,13 +166,88 @@ def grid_hierarchy(V: fem.FunctionSpace) -> GridHierarchy | None:
         return None
     comm = V.mesh.comm
     nloc = V.dofmap.index_map.size_local
-    ij = np.rint(V.tabulate_dof_coordinates()[:nloc, :2] * n).astype(np.int64)
+    local = np.rint(V.tabulate_dof_coordinates()[:, :2] * n).astype(np.int64)
+    ij = local[:nloc]
     prolongations, vertices = [], [ij]
     for mc in sizes[1:]:
         P, ij = _prolongation(comm, ij, mc)
         prolongations.append(P)
         vertices.append(ij)
-    return GridHierarchy(sizes, prolongations[::-1], vertices[::-1])
+    return GridHierarchy(sizes, prolongations[::-1], vertices[::-1], local)
+
+
+def stencil_matrix(V: fem.FunctionSpace, local: IntArray, n: int) -> PETSc.Mat:
+    r"""The P1 stiffness matrix of the right-diagonal ``n x n`` unit square, from its stencil.
+
+    No quadrature: on this grid :math:`A_{ij} = -\tfrac12 \sum \cot` of the angles opposite
+    the edge :math:`ij` in its (one or two) triangles. A horizontal or vertical edge is opposite
+    a 45° angle in each triangle (−½ per triangle: −1 inside, −½ on the boundary), a diagonal
+    edge is opposite right angles (0, so it is left out), and the rows sum to zero. The matrix
+    is the 5-point Laplacian with Neumann boundary rows (4 inside, 2 on an edge, 1 at a corner)
+    and does not depend on ``n``: what DOLFINx assembles, to round-off, without the diagonal
+    edges' zeros (5 entries per row instead of 7: cheaper mat-vecs).
+
+    Args:
+        V: P1 on the mesh (its index map numbers the rows and columns as DOLFINx's matrix).
+        local: Grid indices ``(i, j)`` of every local dof, owned then ghost
+            (:attr:`GridHierarchy.local_vertices`).
+        n: Squares per side.
+
+    Collective. The neighbours' numbers come from a memory-scalable PETSc ``AO`` from the
+    natural index :math:`i (n + 1) + j`: on a partition's boundary a neighbour may belong to a
+    cell this rank does not hold.
+    """
+    im = V.dofmap.index_map
+    nloc = im.size_local
+    comm = V.mesh.comm
+    i, j = local[:nloc, 0], local[:nloc, 1]
+    own = np.arange(im.local_range[0], im.local_range[1], dtype=PETSc.IntType)
+    ao = PETSc.AO().createMemoryScalable((i * (n + 1) + j).astype(PETSc.IntType), own, comm=comm)
+    # entry k of every row as row k of (5, rows) arrays (contiguous, fast); an absent
+    # neighbour (outside the square) has column -1
+    cols = np.full((5, nloc), -1, dtype=PETSc.IntType)
+    vals = np.zeros((5, nloc))
+    cols[0] = own
+    count = np.ones(nloc, dtype=PETSc.IntType)
+    # (di, dj), and whether the edge lies on the boundary: horizontal edges on y = 0 or 1,
+    # vertical ones on x = 0 or 1
+    for k, (di, dj) in enumerate(((-1, 0), (1, 0), (0, -1), (0, 1)), start=1):
+        ni, nj = i + di, j + dj
+        inside = (ni >= 0) & (ni <= n) & (nj >= 0) & (nj <= n)
+        on_boundary = ((j == 0) | (j == n)) if dj == 0 else ((i == 0) | (i == n))
+        # only existing vertices: a memory-scalable AO garbles -1 queries in parallel
+        cols[k, inside] = ao.app2petsc((ni[inside] * (n + 1) + nj[inside]).astype(PETSc.IntType))
+        vals[k] = np.where(inside, np.where(on_boundary, -0.5, -1.0), 0.0)
+        vals[0] -= vals[k]
+        count += inside
+    ao.destroy()
+    _sort_rows(cols, vals)  # the absent (-1) first, then ascending columns
+    keep = np.ascontiguousarray(cols.T).ravel()
+    mask = keep >= 0
+    indptr = np.zeros(nloc + 1, dtype=PETSc.IntType)
+    np.cumsum(count, out=indptr[1:])
+    csr = (indptr, keep[mask], np.ascontiguousarray(vals.T).ravel()[mask])
+    size = ((nloc, im.size_global), (nloc, im.size_global))
+    if comm.size == 1:  # the arrays become the matrix's own (sorted rows, no insertion)
+        A = PETSc.Mat().createAIJWithArrays(size, csr, comm=comm)
+    else:
+        A = PETSc.Mat().createAIJ(size, comm=comm, csr=csr)
+    A.assemble()
+    return A
+
+
+def _sort_rows(cols: npt.NDArray[np.int32], vals: npt.NDArray[np.float64]) -> None:
+    """Sort the 5 entries of every row by column, in place; row ``k`` of ``(5, rows)`` arrays.
+
+    An optimal 9-comparator sorting network, each comparator on whole rows (vectorised): numpy's
+    ``sort`` along a length-5 axis is several times slower.
+    """
+    for a, b in ((0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2)):
+        swap = cols[a] > cols[b]
+        for arr in (cols, vals):
+            lo = np.where(swap, arr[b], arr[a])
+            arr[b] = np.where(swap, arr[a], arr[b])
+            arr[a] = lo
 
 
 def _prolongation(comm: MPI.Comm, ij: IntArray, mc: int) -> tuple[PETSc.Mat, IntArray]:

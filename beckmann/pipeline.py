@@ -24,7 +24,7 @@ from beckmann._version import __version__
 from beckmann.density.discrete import DensityPoints, QuadratureRHS
 from beckmann.fields import Solution, vertex_vector_space
 from beckmann.mesh import create_mesh, describe
-from beckmann.poisson import NeumannPoisson
+from beckmann.poisson import NeumannPoisson, matched_rtol
 from beckmann.store.checkpoint import write_checkpoint
 from beckmann.store.folder import staged_folder
 from beckmann.store.jsonio import toml_dumps, write_json
@@ -217,11 +217,16 @@ def solve(
         densities = {"source": d0.description, "target": d1.description}
         qdeg = points.degree
         del d0, d1, points
+    rtol = cfg["solver"]["rtol"]
+    if rtol == "auto":  # matched to the discretisation error (poisson.matched_rtol)
+        info = describe(msh)  # computed once per mesh
+        diameter = float(np.linalg.norm(np.subtract(info["bbox"][1], info["bbox"][0])))
+        rtol = matched_rtol(info["hmax"] / diameter, degree)
     with timer("assemble"):
         poisson = NeumannPoisson(
             V,
             method=cfg["solver"]["method"],
-            rtol=cfg["solver"]["rtol"],
+            rtol=rtol,
             petsc_options=cfg["solver"]["petsc_options"],
         )
     with timer("solve"):
@@ -243,6 +248,7 @@ def solve(
             "quadrature_degree": qdeg,
             "method": poisson.method,
             "iterations": poisson.iterations,
+            "rtol": poisson.rtol,
             "beckmann_cost": cost,
             "mass_source": m0,
             "mass_target": m1,

@@ -30,7 +30,7 @@ from typing import Any
 
 from beckmann._dolfinx import MPI, PETSc, dolfinx, fem, ufl
 from beckmann._mpi import agree
-from beckmann.multigrid import grid_hierarchy
+from beckmann.multigrid import grid_hierarchy, stencil_matrix
 
 __all__ = [
     "DIRECT_BELOW",
@@ -53,6 +53,32 @@ DIRECT_BELOW = 1000
 
 #: The values of ``solver.method`` (the primal solve).
 METHODS = ("auto", "gmg", "gamg", "mumps")
+
+#: What ``solver.rtol = "auto"`` means where no discretisation-matched tolerance is defined
+#: (sweeps, whose fields are compared across θ and certified; paths; the mixed solve).
+TIGHT_RTOL = 1e-10
+
+
+def matched_rtol(h_over_d: float, degree: int) -> float:
+    """``solver.rtol = "auto"`` of one primal solve: ``1e-3 (h/d)^k``, within [1e-12, 1e-6].
+
+    The relative energy-norm (flux) error of P_k is about ``(h/d)^k`` for smooth data, and the
+    relative residual ``‖r‖/‖b‖`` of CG bounds the relative energy-norm algebraic error for a
+    right-hand side in the lowest modes (``‖e‖_A ≤ ‖r‖/√λ_min(A)``, ``‖φ‖_A ≈ ‖b‖/√λ_min(A)``):
+    the algebraic error is kept three orders below the discretisation error. At most 1e-6,
+    whatever the mesh (docs/performance.md has the table against the exact φ).
+    """
+    return float(min(1e-6, max(1e-12, 1e-3 * h_over_d**degree)))
+
+
+def resolve_rtol(rtol: float | str) -> float:
+    """A numeric ``solver.rtol``; ``"auto"`` is :data:`TIGHT_RTOL` (:func:`matched_rtol`: solve)."""
+    if rtol == "auto":
+        return TIGHT_RTOL
+    if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not 0 < rtol < 1:
+        # rtol >= 1 would accept the zero initial guess as converged
+        raise ValueError(f"solver.rtol must be in (0, 1) or 'auto', got {rtol!r}")
+    return float(rtol)
 
 
 class SolverError(RuntimeError):
@@ -137,11 +163,10 @@ class NeumannPoisson:
         V: fem.FunctionSpace,
         *,
         method: str = "auto",
-        rtol: float = 1e-10,
+        rtol: float | str = TIGHT_RTOL,
         petsc_options: dict[str, Any] | None = None,
     ) -> None:
-        if not 0 < rtol < 1:  # rtol >= 1 would accept the zero initial guess as converged
-            raise ValueError(f"solver.rtol must be in (0, 1), got {rtol!r}")
+        rtol = resolve_rtol(rtol)
         if method not in METHODS:
             raise ValueError(
                 f"unknown solver method {method!r}; use {', '.join(map(repr, METHODS))}"
@@ -177,8 +202,12 @@ class NeumannPoisson:
         self._m.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         self.volume = float(self._m.sum())
 
-        self.A = dolfinx.fem.petsc.assemble_matrix(self.a)
-        self.A.assemble()
+        if hierarchy is not None and hierarchy.degree == 1:
+            # P1 on the structured square: the 5-point stencil, exact and without quadrature
+            self.A = stencil_matrix(V, hierarchy.local_vertices, hierarchy.sizes[0])
+        else:
+            self.A = dolfinx.fem.petsc.assemble_matrix(self.a)
+            self.A.assemble()
         # Telling PETSc the matrix is symmetric lets GAMG skip symmetrising its graph, and
         # (semi-)definite lets it estimate eigenvalues with CG: ~20% off the AMG setup.
         self.A.setOption(PETSc.Mat.Option.SYMMETRIC, True)
@@ -216,6 +245,7 @@ class NeumannPoisson:
         set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the {method} solver",
                    hint=" or other solver.petsc_options" if petsc_options else "")  # fmt: skip
         self.method = method
+        self.rtol = rtol
         self.iterations = 0
 
     @property

@@ -47,6 +47,9 @@ setup() {
     fi
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet -e ".[dev]"
+    # byte-code of the editable package, as pip writes it for an ordinary install: a process
+    # started with PYTHONDONTWRITEBYTECODE set would otherwise compile it at every start
+    "$venv/bin/python" -m compileall -q -j 0 beckmann > /dev/null
     echo "$want" > "$stamp"
 }
 

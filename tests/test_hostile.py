@@ -557,7 +557,7 @@ def test_krylov_failure_is_one_line_with_the_hint(tmp_path, formulation):
 def test_solver_options_that_would_pass_silently(tmp_path, ranks):
     # rtol >= 1 accepted the zero initial guess (phi = 0, exit 0); a table value became a string
     for sets, match in (
-        (["solver.rtol=1e300"], r"solver\.rtol must be in \(0, 1\), got 1e\+300"),
+        (["solver.rtol=1e300"], r"solver\.rtol must be in \(0, 1\) or .auto., got 1e\+300"),
         (["solver.rtol=1", "solver.formulation=mixed"], r"solver\.rtol must be in \(0, 1\)"),
         (["solver.petsc_options={a={b=1}}"], r"solver\.petsc_options: a = \{'b': 1\} is not a "
                                              r"PETSc option value"),

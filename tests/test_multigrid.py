@@ -93,15 +93,19 @@ def exact_cfg(n: int, **extra: str) -> dict:
     return config.resolve(sets=sets)
 
 
-def l2_error(sol) -> float:
+def l2_error(sol, grad: bool = False) -> float:
+    """``‖φ_h − φ‖`` (or ``‖∇(φ_h − φ)‖``, the flux error) against the exact φ."""
     x = ufl.SpatialCoordinate(sol.msh)
     e = sol.phi - ufl.cos(ufl.pi * x[0]) * ufl.cos(ufl.pi * x[1]) / (4 * ufl.pi**2)
-    return float(np.sqrt(sol.comm.allreduce(fem.assemble_scalar(fem.form(e * e * ufl.dx)),
+    g = ufl.grad(e) if grad else e
+    dx = ufl.dx(metadata={"quadrature_degree": 8})
+    return float(np.sqrt(sol.comm.allreduce(fem.assemble_scalar(fem.form(ufl.inner(g, g) * dx)),
                                             op=MPI.SUM)))  # fmt: skip
 
 
 def test_gmg_is_the_default_and_matches_gamg_mumps_and_the_exact_solution():
-    sols = {m: pipeline.solve(exact_cfg(64, **({"solver.method": m} if m else {})))
+    tight = {"solver.rtol": "1e-10"}  # the default rtol ("auto") is tested below
+    sols = {m: pipeline.solve(exact_cfg(64, **tight, **({"solver.method": m} if m else {})))
             for m in ("", "gamg", "mumps")}  # fmt: skip
     assert sols[""].info["method"] == "gmg"
     assert sols["gamg"].info["method"] == "gamg"
@@ -115,6 +119,47 @@ def test_gmg_is_the_default_and_matches_gamg_mumps_and_the_exact_solution():
     err, ref = l2_error(sols[""]), l2_error(sols["mumps"])
     assert err == pytest.approx(ref, rel=1e-6)
     assert err < 0.04 / 64**2
+
+
+@pytest.mark.parametrize(("n", "degree", "rtol"), [(64, 1, 1e-6), (32, 2, 1e-3 / 32**2),
+                                                   (16, 3, 1e-3 / 16**3)])
+def test_the_default_tolerance_is_matched_to_the_discretisation_error(n, degree, rtol):
+    # solver.rtol = "auto": 1e-3 (h/d)^k, at most 1e-6 (h/d = 1/n on the unit square); the
+    # errors to the exact φ, in L² and in the flux (energy) norm, are the tight solve's
+    sets = {"solver.degree": str(degree)}
+    auto = pipeline.solve(exact_cfg(n, **sets))
+    tight = pipeline.solve(exact_cfg(n, **sets, **{"solver.rtol": "1e-10"}))
+    assert auto.info["rtol"] == pytest.approx(rtol, rel=1e-12)
+    assert tight.info["rtol"] == 1e-10
+    assert auto.info["iterations"] < tight.info["iterations"]
+    for grad in (False, True):
+        assert l2_error(auto, grad) == pytest.approx(l2_error(tight, grad), rel=1e-3)
+    # a sweep, whose fields are compared across θ and certified, keeps the tight default
+    from beckmann.poisson import TIGHT_RTOL, resolve_rtol
+
+    assert resolve_rtol("auto") == TIGHT_RTOL == 1e-10
+
+
+def test_the_stencil_matrix_is_dolfinx_assembly():
+    # P1 on the right-diagonal square: the 5-point stencil, without the diagonal edges' zeros
+    from beckmann._dolfinx import PETSc, dolfinx
+
+    for n in (1, 2, 6, 32):
+        V = fem.functionspace(square(n), ("Lagrange", 1))
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        A = dolfinx.fem.petsc.assemble_matrix(fem.form(ufl.inner(ufl.grad(u), ufl.grad(w))
+                                                       * ufl.dx))  # fmt: skip
+        A.assemble()
+        local = np.rint(V.tabulate_dof_coordinates()[:, :2] * n).astype(np.int64)
+        S = multigrid.stencil_matrix(V, local, n)
+        assert S.getOwnershipRange() == A.getOwnershipRange()
+        scale = A.norm(PETSc.NormType.INFINITY)
+        A.axpy(-1.0, S, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+        assert A.norm(PETSc.NormType.INFINITY) < 1e-13 * scale
+        nnz = S.getInfo()["nz_used"]  # summed over the ranks
+        assert nnz == 5 * (n + 1) ** 2 - 4 * (n + 1)  # 4 neighbours inside, fewer on the edge
+        A.destroy()
+        S.destroy()
 
 
 def test_gmg_asked_for_where_it_cannot_run():
@@ -140,7 +185,8 @@ def test_the_command_solves_with_gmg_on_any_rank_count(tmp_path, ranks):
             timeout=120)  # fmt: skip
     gmg, lu = (json.loads((tmp_path / k / "summary.json").read_text()) for k in ("gmg", "lu"))
     assert gmg["method"] == "gmg" and gmg["ranks"] == ranks and lu["method"] == "mumps"
-    assert gmg["residual"] < 1e-10
+    assert gmg["rtol"] == 1e-6  # "auto" at h/d = 1/64 (the test above)
+    assert gmg["residual"] < gmg["rtol"]
     assert gmg["beckmann_cost"] == pytest.approx(lu["beckmann_cost"], rel=1e-12)
 
 

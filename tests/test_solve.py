@@ -63,7 +63,8 @@ def test_convergence_rates(degree, ns):
         l2s.append(l2)
         h1s.append(h1)
         hs.append(1.0 / n)
-        assert sol.info["residual"] < 1e-8
+        # solver.rtol = "auto", matched to the discretisation error: the rates are unchanged
+        assert sol.info["residual"] < sol.info["rtol"] <= 1e-6
     # L2 ~ h^(k+1), H1 ~ h^k (log-log fit; tolerance 0.25)
     assert rate(hs, l2s) == pytest.approx(degree + 1, abs=0.25)
     assert rate(hs, h1s) == pytest.approx(degree, abs=0.25)

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``beckmann`` command."""
+    from beckmann._resources import reuse_freed_memory
+
+    reuse_freed_memory()  # before the first large array
     parser = build_parser()
     args = parser.parse_args(argv)
     from beckmann._dolfinx import MPI
