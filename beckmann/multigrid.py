@@ -59,6 +59,15 @@ def grid_cells_per_side(V: fem.FunctionSpace) -> int | None:
     :math:`2n^2`, every vertex lies on the grid (to 1e-9 of a square) and every locally owned
     cell is a half square containing its bottom-left to top-right diagonal.
     """
+    found = _grid_nodes(V)
+    return None if found is None else found[0]
+
+
+def _grid_nodes(V: fem.FunctionSpace) -> tuple[int, IntArray] | None:
+    """``n`` and the grid indices ``(i, j)`` of every local geometry node, or ``None``.
+
+    The check of :func:`grid_cells_per_side`; collective.
+    """
     msh = V.mesh
     comm = msh.comm
     el, cmap = V.element.basix_element, msh.geometry.cmaps[0]
@@ -77,7 +86,7 @@ def grid_cells_per_side(V: fem.FunctionSpace) -> int | None:
         g = msh.geometry.dofmaps[0][: ncells.size_local]
         ok = _right_half_squares(ij[:, 0].astype(np.int32)[g], ij[:, 1].astype(np.int32)[g])
     ok = bool(comm.allreduce(ok, op=MPI.LAND))
-    return n if ok else None
+    return (n, ij.astype(np.int64)) if ok else None
 
 
 def _right_half_squares(i: npt.NDArray[np.int32], j: npt.NDArray[np.int32]) -> bool:
@@ -160,13 +169,20 @@ def grid_hierarchy(V: fem.FunctionSpace) -> GridHierarchy | None:
             hierarchy.prolongations.append(interp)
             hierarchy.degree = el.degree
         return hierarchy
-    n = grid_cells_per_side(V)
-    sizes = levels(n) if n is not None else []
-    if not sizes:
+    found = _grid_nodes(V)
+    sizes = levels(found[0]) if found is not None else []
+    if found is None or not sizes:
         return None
-    comm = V.mesh.comm
-    nloc = V.dofmap.index_map.size_local
-    local = np.rint(V.tabulate_dof_coordinates()[:, :2] * n).astype(np.int64)
+    nodes = found[1]
+    msh = V.mesh
+    comm = msh.comm
+    im = V.dofmap.index_map
+    nloc = im.size_local
+    # P1 on the affine mesh: a cell's dofs and its geometry nodes are its vertices in the same
+    # reference order, so the dofs' grid indices are the nodes' (no dof coordinates tabulated)
+    node_of_dof = np.empty(nloc + im.num_ghosts, dtype=np.int32)
+    node_of_dof[V.dofmap.list] = msh.geometry.dofmaps[0]
+    local = nodes[node_of_dof]
     ij = local[:nloc]
     prolongations, vertices = [], [ij]
     for mc in sizes[1:]:
