@@ -245,7 +245,8 @@ class NeumannPoisson:
         set_up_ksp(self.ksp, self.comm, self.prefix, opts, f"the {method} solver",
                    hint=" or other solver.petsc_options" if petsc_options else "")  # fmt: skip
         self.method = method
-        self.rtol = rtol
+        #: The Krylov tolerance used (``None`` for the direct solve, which has none).
+        self.rtol: float | None = None if method == "mumps" else rtol
         self.iterations = 0
 
     @property

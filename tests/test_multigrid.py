@@ -186,6 +186,7 @@ def test_the_command_solves_with_gmg_on_any_rank_count(tmp_path, ranks):
     gmg, lu = (json.loads((tmp_path / k / "summary.json").read_text()) for k in ("gmg", "lu"))
     assert gmg["method"] == "gmg" and gmg["ranks"] == ranks and lu["method"] == "mumps"
     assert gmg["rtol"] == 1e-6  # "auto" at h/d = 1/64 (the test above)
+    assert lu["rtol"] is None  # a direct solve has no tolerance
     assert gmg["residual"] < gmg["rtol"]
     assert gmg["beckmann_cost"] == pytest.approx(lu["beckmann_cost"], rel=1e-12)
 
