@@ -64,7 +64,10 @@ def test_convergence_rates(degree, ns):
         h1s.append(h1)
         hs.append(1.0 / n)
         # solver.rtol = "auto", matched to the discretisation error: the rates are unchanged
-        assert sol.info["residual"] < sol.info["rtol"] <= 1e-6
+        # (a direct solve, on the smallest meshes, has no tolerance: round-off)
+        rtol = sol.info["rtol"]
+        assert rtol is None or rtol <= 1e-6
+        assert sol.info["residual"] < (1e-10 if rtol is None else rtol)
     # L2 ~ h^(k+1), H1 ~ h^k (log-log fit; tolerance 0.25)
     assert rate(hs, l2s) == pytest.approx(degree + 1, abs=0.25)
     assert rate(hs, h1s) == pytest.approx(degree, abs=0.25)
