@@ -59,7 +59,7 @@ from beckmann._resources import regular_file, require_memory, solve_bytes
 from beckmann.config import OPTIONS
 from beckmann.mesh_xdmf import read_xdmf
 
-__all__ = ["KINDS", "create_mesh", "describe"]
+__all__ = ["KINDS", "create_mesh", "describe", "p1_dof_nodes"]
 
 KINDS: tuple[str, ...] = ("unit_square", "unit_cube", "disk", "lshape", "file")
 """The values ``section["kind"]`` may take."""
@@ -227,6 +227,23 @@ def create_mesh(
 
 # --------------------------------------------------------------------------------------------
 # Summary
+
+
+def p1_dof_nodes(V: Any) -> np.ndarray | None:
+    """The geometry node of every local dof (owned, then ghost) of scalar P1 ``V``, or ``None``.
+
+    On an affine mesh a P1 cell's dofs and its geometry nodes are its vertices in the same
+    reference order, so the map is one scatter through the two dofmaps (no dof coordinates
+    pushed forward). ``None`` when ``V`` is not scalar continuous P1 or the mesh not affine.
+    Not collective.
+    """
+    msh, el = V.mesh, V.element.basix_element
+    if el.degree != 1 or el.discontinuous or V.dofmap.bs != 1 or msh.geometry.cmaps[0].degree != 1:
+        return None
+    im = V.dofmap.index_map
+    node = np.empty(im.size_local + im.num_ghosts, dtype=np.int32)
+    node[V.dofmap.list] = msh.geometry.dofmaps[0]
+    return node
 
 
 def describe(msh: dolfinx.mesh.Mesh) -> dict[str, Any]:

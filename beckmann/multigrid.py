@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI, PETSc, basix, dolfinx, fem
+from beckmann.mesh import p1_dof_nodes
 
 __all__ = [
     "COARSEST_MAX",
@@ -173,16 +174,10 @@ def grid_hierarchy(V: fem.FunctionSpace) -> GridHierarchy | None:
     sizes = levels(found[0]) if found is not None else []
     if found is None or not sizes:
         return None
-    nodes = found[1]
-    msh = V.mesh
-    comm = msh.comm
-    im = V.dofmap.index_map
-    nloc = im.size_local
-    # P1 on the affine mesh: a cell's dofs and its geometry nodes are its vertices in the same
-    # reference order, so the dofs' grid indices are the nodes' (no dof coordinates tabulated)
-    node_of_dof = np.empty(nloc + im.num_ghosts, dtype=np.int32)
-    node_of_dof[V.dofmap.list] = msh.geometry.dofmaps[0]
-    local = nodes[node_of_dof]
+    comm = V.mesh.comm
+    nloc = V.dofmap.index_map.size_local
+    # the dofs' grid indices are their vertices' (P1 on the affine mesh _grid_nodes checked)
+    local = found[1][p1_dof_nodes(V)]
     ij = local[:nloc]
     prolongations, vertices = [], [ij]
     for mc in sizes[1:]:

@@ -10,6 +10,7 @@ only when complete (layout in :mod:`beckmann.store.run`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -220,8 +221,7 @@ def solve(
     rtol = cfg["solver"]["rtol"]
     if rtol == "auto":  # matched to the discretisation error (poisson.matched_rtol)
         info = describe(msh)  # computed once per mesh
-        diameter = float(np.linalg.norm(np.subtract(info["bbox"][1], info["bbox"][0])))
-        rtol = matched_rtol(info["hmax"] / diameter, degree)
+        rtol = matched_rtol(info["hmax"] / math.dist(*info["bbox"]), degree)
     with timer("assemble"):
         poisson = NeumannPoisson(
             V,

@@ -191,7 +191,6 @@ class NeumannPoisson:
         self.comm = V.mesh.comm
         msh = V.mesh
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
-        self.a = fem.form(ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
         # The right-hand side is ∫ f w dx with f = p1 - p0 (or -∂_t p_t) held in ``self.f``;
         # its form is compiled on first use (``solve`` from a function, not from a vector).
         self.f = fem.Function(V, name="rhs")
@@ -206,7 +205,8 @@ class NeumannPoisson:
             # P1 on the structured square: the 5-point stencil, exact and without quadrature
             self.A = stencil_matrix(V, hierarchy.local_vertices, hierarchy.sizes[0])
         else:
-            self.A = dolfinx.fem.petsc.assemble_matrix(self.a)
+            a = fem.form(ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
+            self.A = dolfinx.fem.petsc.assemble_matrix(a)
             self.A.assemble()
         # Telling PETSc the matrix is symmetric lets GAMG skip symmetrising its graph, and
         # (semi-)definite lets it estimate eigenvalues with CG: ~20% off the AMG setup.

@@ -36,6 +36,7 @@ from beckmann._mpi import agree, format_point
 from beckmann.density.bernstein import bernstein_collocation, bernstein_matrix
 from beckmann.density.checks import check_values, global_minimum, values_ok
 from beckmann.density.evaluator import Evaluator
+from beckmann.mesh import p1_dof_nodes
 
 __all__ = [
     "DensityPoints",
@@ -152,18 +153,9 @@ class DiscreteDensity:
 
 
 def _dof_coordinates(V: fem.FunctionSpace) -> FloatArray:
-    """``V.tabulate_dof_coordinates()``; for P1 on an affine mesh the vertices themselves.
-
-    A P1 cell's dofs and its geometry nodes are its vertices in the same reference order, so a
-    gather through the dofmap gives the coordinates without the push-forward (2x cheaper).
-    """
-    msh, el = V.mesh, V.element.basix_element
-    if el.degree != 1 or el.discontinuous or V.dofmap.bs != 1 or msh.geometry.cmaps[0].degree != 1:
-        return V.tabulate_dof_coordinates()
-    im = V.dofmap.index_map
-    node = np.empty(im.size_local + im.num_ghosts, dtype=np.int32)
-    node[V.dofmap.list] = msh.geometry.dofmaps[0]
-    return msh.geometry.x[node]
+    """``V.tabulate_dof_coordinates()``; for P1 on an affine mesh the vertices themselves."""
+    node = p1_dof_nodes(V)
+    return V.tabulate_dof_coordinates() if node is None else V.mesh.geometry.x[node]
 
 
 def _affine_jacobians(vertices: FloatArray) -> FloatArray:
