@@ -17,6 +17,12 @@ n = 256 P1. Then, in this process, on ``--random`` θ drawn in the box: the cert
 against the true error of a full solve (the sweep engine's own full path), the effectivity
 (bound / true error) and the true relative error against ``reduced_tol``. ``--tols`` adds the
 basis size per ``reduced_tol`` (a whole reduced sweep per tolerance, as ``beckmann sweep`` runs it).
+It also prints the *floor* of any certificate that looks at the target at every node
+(docs/reduced.md): start-up (a process that only imports what ``beckmann sweep`` imports) and
+the full sweep's setup phase, which the reduced sweep pays as well, plus per grid θ one
+``np.exp`` over the N nodes (the target's only transcendental, nothing else of it) and one row
+of the residual GEMM (N x M, M the basis size), timed here on one thread. ``floor / full``
+above 1 means no such certificate reaches the target on this machine.
 
 Usage::
 
@@ -237,17 +243,58 @@ def basis_sizes(args: argparse.Namespace, tmp: Path, tols: list[float]) -> list[
     return out
 
 
+def certificate_floor(fulls: list[float], full_timings: list[dict], K: int, N: int,
+                      M: int) -> dict[str, float]:
+    """Lower bound on a reduced sweep whose certificate evaluates the target at every node.
+
+    Start-up (a process importing DOLFINx and the sweep: median of 3) and the full sweep's setup
+    phase (mesh, spaces, operator), plus ``K`` times the cheapest per-θ work of such a
+    certificate: one ``np.exp`` over ``N`` values and one ``(1, M) x (M, N)`` row of the residual
+    product, both on this thread (``OMP_NUM_THREADS=1``). Everything else a reduced sweep does
+    (the target's other operations, the weighted sums, the basis solves, the greedy, the
+    writes) is left out.
+    """
+    from scipy.linalg.blas import dgemm
+
+    imports = "import beckmann._dolfinx, beckmann.sweep.reduced_run, beckmann.cli"
+    start = statistics.median(run([sys.executable, "-c", imports], 600.0) for _ in range(3))
+    fixed = start + statistics.median(t["setup"] for t in full_timings)
+    rng = np.random.default_rng(0)
+    arg = -rng.random(N) * 30.0  # the exponent's range over the box
+    out, xi = np.empty(N), rng.random((N, M))
+    B = 128
+    D, F = rng.random((B, M)), rng.random((B, N))
+
+    def median_time(f, reps: int) -> float:
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    t_exp = median_time(lambda: np.exp(arg, out=out), 200)
+    t_gemm = median_time(lambda: dgemm(-1.0, xi.T, D.T, beta=1.0, c=F.T, trans_a=1,
+                                       overwrite_c=1), 20) / B
+    floor = fixed + K * (t_exp + t_gemm)
+    return {"startup_s": start, "startup_and_setup_s": fixed, "exp_per_theta_ms": 1e3 * t_exp,
+            "gemm_row_per_theta_ms": 1e3 * t_gemm, "floor_s": floor,
+            "floor_over_full": floor / statistics.median(fulls)}
+
+
 def study_reduced(args: argparse.Namespace, tmp: Path) -> dict:
     full_cfg, red_cfg = tmp / "full10.toml", tmp / "reduced.toml"
     full_cfg.write_text(bump_config(args.n, 10, "full", args.tol, args.max_size))
     red_cfg.write_text(bump_config(args.n, args.grid, "reduced", args.tol, args.max_size,
                                    args.train))
-    fulls, reds, red_summary = [], [], {}
+    fulls, reds, red_summary, full_summaries = [], [], {}, []
     for _ in range(args.repeats):
         for cfg, times in ((full_cfg, fulls), (red_cfg, reds)):
             out = tmp / cfg.stem
             shutil.rmtree(out, ignore_errors=True)
             times.append(run([BIN, "sweep", str(cfg), "--out", str(out), "-q"], args.timeout))
+            if cfg is full_cfg:
+                full_summaries.append(json.loads((out / "summary.json").read_text())["timings"])
             if cfg is red_cfg:
                 s = json.loads((out / "summary.json").read_text())
                 red_summary = {"timings": s["timings"], **{k: v for k, v in s["reduced"].items()
@@ -267,6 +314,8 @@ def study_reduced(args: argparse.Namespace, tmp: Path) -> dict:
             "ratio_reduced_over_full_wall": statistics.median(reds) / statistics.median(fulls),
             "reduced_summary": red_summary,
         })
+        res["floor"] = certificate_floor(fulls, full_summaries, args.grid**2, (args.n + 1) ** 2,
+                                         int(red_summary["size"]))
     if args.random and args.repeats:
         res["random"] = random_check(tmp / red_cfg.stem, args.random, args.tol)
     if args.tols:

@@ -176,12 +176,15 @@ def test_bound_bounds_true_error_of_moving_bump(comm, degree, rhs):
         many = model.certify_many(vals, block=4)
         cheap = model.certify_many(vals, block=4, exact_above=np.inf)  # diagonal bound only
         if comm.size == 1 and rhs == "interpolant":  # threads (serial only): the same bounds
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("BECKMANN_THREADS", "2")
-                for above in (0.0, np.inf):
-                    two = model.certify_many(vals, block=4, exact_above=above)
-                    one = many if above == 0.0 else cheap
-                    assert np.array_equal(two["error_bound"], one["error_bound"])
+            for above in (0.0, np.inf):
+                bounds = []
+                for threads in ("1", "2"):
+                    with pytest.MonkeyPatch.context() as mp:
+                        mp.setenv("BECKMANN_THREADS", threads)
+                        bounds.append(model.certify_many(vals, block=4, exact_above=above))
+                default = many if above == 0.0 else cheap
+                assert np.array_equal(bounds[0]["error_bound"], bounds[1]["error_bound"])
+                assert np.array_equal(bounds[0]["error_bound"], default["error_bound"])
         for i, th in enumerate(thetas):
             d = model.coefficients(th)
             cert = model.certify(th, d)
@@ -368,3 +371,24 @@ def test_block_evaluation_is_bitwise_the_per_theta_one(expr, params, floor):
     for k, (a, b) in enumerate(T):
         assert np.array_equal(block[k], one({"a": a, "b": b}))
         assert np.array_equal(block[k] + floor, ev(x, {"a": a, "b": b}))
+
+
+@pytest.mark.serial
+def test_online_threads_follow_the_environment_then_the_cores(monkeypatch):
+    """``BECKMANN_THREADS``, else ``OMP_NUM_THREADS``, else the usable cores; never above them."""
+    import os
+
+    from beckmann.sweep.reduced import online_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("BECKMANN_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert online_threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert online_threads() == 1
+    monkeypatch.setenv("BECKMANN_THREADS", str(cores + 5))
+    assert online_threads() == cores
+    monkeypatch.setenv("BECKMANN_THREADS", "0")
+    assert online_threads() == 1
+    monkeypatch.setenv("BECKMANN_THREADS", "many")
+    assert online_threads() == 1

@@ -204,6 +204,7 @@ def run_reduced(
             "retrained": retrained,
             "history": [float(h) for h in res.history],
             "lambda1": model.lam1,
+            "threads": model.threads,
             "certified": int(np.count_nonzero(cert["relative_bound"] <= tol)),
             "uncertified": [int(i) for i in np.flatnonzero(cert["relative_bound"] > tol)[:20]],
             "max_error_bound": float(cert["error_bound"].max(initial=0.0)),
