@@ -342,6 +342,38 @@ def test_plot_bad_folder_is_one_line_error(tmp_path):
     assert len(lines) == 1 and "not a beckmann run folder" in lines[0]
 
 
+@pytest.mark.serial
+def test_render_probe_answers_stops_and_decides_the_backend(runs, tmp_path, monkeypatch):
+    """A failing probe means matplotlib; one past its timeout is killed; an error kills it."""
+    import beckmann.plot.pv as pv_module
+    import beckmann.plot.run as run_module
+
+    monkeypatch.setattr(pv_module, "_PROBE", "raise SystemExit(3)")
+    assert pv_module.render_available() is False
+    monkeypatch.setattr(pv_module, "_PROBE", "pass")
+    assert pv_module.render_available() is True
+    monkeypatch.setattr(pv_module, "_PROBE", "import time; time.sleep(60)")
+    probe = pv_module.RenderProbe(timeout=0.5)
+    assert probe.result() is False and probe._proc.poll() is not None  # killed, reaped
+
+    made = []
+
+    class Recorder(pv_module.RenderProbe):
+        def __init__(self, timeout: float = 60.0) -> None:
+            super().__init__(timeout)
+            made.append(self)
+
+    monkeypatch.setattr(run_module, "RenderProbe", Recorder)
+    with pytest.raises(ValueError, match="not a beckmann run folder"):
+        plot.draw_run(tmp_path / "missing", tmp_path / "fig")
+    assert made and made[-1]._proc.poll() is not None  # not left running
+    monkeypatch.setattr(pv_module, "_PROBE", "raise SystemExit(1)")
+    paths, backend = plot.draw_run(runs[2], tmp_path / "fig")
+    assert backend == "matplotlib" and len(made) == 2
+    for path in paths:
+        assert_picture(path)
+
+
 def test_plot_run_errors_are_collective(comm, mpi_tmp_path):
     with pytest.raises(ValueError, match="not a beckmann run folder"):
         plot.plot_run(mpi_tmp_path / "missing", comm=comm)

@@ -8,6 +8,7 @@ off-screen, with matplotlib (:mod:`~beckmann.plot.mpl`).
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from beckmann._mpi import on_root
 from beckmann.plot.data import read_run_fields, read_samples
 from beckmann.plot.holder import Modulus, find_moduli, plot_moduli
 from beckmann.plot.mpl import draw_matplotlib
-from beckmann.plot.pv import draw_pyvista, render_available
+from beckmann.plot.pv import RenderProbe, draw_pyvista, preload_pyvista
 
 __all__ = ["BACKENDS", "draw_run", "plot_run", "render_run"]
 
@@ -81,24 +82,27 @@ def draw_run(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be auto, pyvista or matplotlib, got {backend!r}")
     run, out = Path(run), Path(out)
-    data = read_run_fields(run)
-    X = None
-    if samples:
-        X = read_samples(samples, data.gdim, "--samples file")
-    else:
-        found = [run / name for name in SAMPLE_FILES if (run / name).is_file()]
-        X = read_samples(found[0], data.gdim) if found else None
-    moduli: list[Modulus] = []
-    for f, what in _holder_files(run, list(holder or [])):
-        moduli += read_moduli(f, what)
-    if holder and not moduli:
-        raise ValueError(
-            f"--holder: no 'scales'/'modulus' pairs found in {', '.join(holder)}; "
-            f"{HOLDER_EXPECTED}"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    if backend == "auto":
-        backend = "pyvista" if render_available() else "matplotlib"
+    # the render probe runs while the run is read and pyvista imported (about 2 s each)
+    with RenderProbe() if backend == "auto" else nullcontext() as probe:
+        data = read_run_fields(run)
+        X = None
+        if samples:
+            X = read_samples(samples, data.gdim, "--samples file")
+        else:
+            found = [run / name for name in SAMPLE_FILES if (run / name).is_file()]
+            X = read_samples(found[0], data.gdim) if found else None
+        moduli: list[Modulus] = []
+        for f, what in _holder_files(run, list(holder or [])):
+            moduli += read_moduli(f, what)
+        if holder and not moduli:
+            raise ValueError(
+                f"--holder: no 'scales'/'modulus' pairs found in {', '.join(holder)}; "
+                f"{HOLDER_EXPECTED}"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        if probe is not None:
+            preload_pyvista()
+            backend = "pyvista" if probe.result() else "matplotlib"
     if backend == "pyvista":
         paths = draw_pyvista(data, out, X)
     else:
