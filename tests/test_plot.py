@@ -344,9 +344,21 @@ def test_plot_bad_folder_is_one_line_error(tmp_path):
 
 @pytest.mark.serial
 def test_render_probe_answers_stops_and_decides_the_backend(runs, tmp_path, monkeypatch):
-    """A failing probe means matplotlib; one past its timeout is killed; an error kills it."""
+    """The VTK probe agrees with pyvista's own off-screen render; a failing probe means
+    matplotlib; one past its timeout is killed; an error in the caller kills it."""
+    import sys
+
     import beckmann.plot.pv as pv_module
     import beckmann.plot.run as run_module
+
+    by_pyvista = subprocess.run(
+        [sys.executable, "-c", "import pyvista as pv\n"
+         "p = pv.Plotter(off_screen=True, window_size=(32, 32))\n"
+         "p.add_mesh(pv.Sphere())\n"
+         "assert p.screenshot(return_img=True).std() > 0\n"],
+        env={**os.environ, **pv_module.vtk_env()}, capture_output=True, timeout=120,
+    ).returncode == 0
+    assert pv_module.render_available() is by_pyvista
 
     monkeypatch.setattr(pv_module, "_PROBE", "raise SystemExit(3)")
     assert pv_module.render_available() is False
