@@ -16,6 +16,13 @@ try:  # the PyPI wheel: must come first
 except ImportError:  # conda / spack / Docker / source build
     DISTRIBUTION = "system"
 
+import sys as _sys
+
+# dolfinx passes sys.argv to its C++ logger at import, which takes only valid UTF-8: an argument
+# with undecodable bytes (kept by Python as surrogates) made every command, even --version, end
+# in a TypeError there. The logger gets a copy with those bytes replaced; sys.argv is unchanged.
+_argv = _sys.argv
+_sys.argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in _argv]
 try:
     import basix
     import dolfinx
@@ -32,6 +39,8 @@ except ImportError as err:  # pragma: no cover - depends on the machine
         "`pip install dolfinx-solver-real` (Python >= 3.12), or use a conda/spack/Docker "
         f"DOLFINx. The import failed with: {err}"
     ) from err
+finally:
+    _sys.argv = _argv
 
 if PETSc.ScalarType().dtype.kind == "c":  # pragma: no cover - depends on the machine
     raise ImportError("beckmann needs a real-valued PETSc build; this one is complex.")

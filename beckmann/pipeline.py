@@ -195,8 +195,11 @@ def solve(
     degree = cfg["solver"]["degree"]
     if degree not in (1, 2, 3):
         raise ValueError(f"solver.degree must be 1, 2 or 3, got {degree!r}")
+    if not cfg["output"]["times"]:
+        raise ValueError("output.times must list at least one time in [0, 1] (default "
+                         "[0.0, 0.5, 1.0]): the run folder always holds the velocity")
     for t in cfg["output"]["times"]:
-        if not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
             raise ValueError(f"output.times must be numbers in [0, 1], got {t!r}")
     with timer("mesh"):
         msh = create_mesh(cfg["mesh"], comm, degree=degree)

@@ -567,3 +567,87 @@ def test_solver_options_that_would_pass_silently(tmp_path, ranks):
         one_clean_line(run("solve", "--set", "mesh.n=40", *args, "--out", str(out), ranks=ranks),
                        match)  # fmt: skip
         assert not out.exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_arguments_that_are_not_utf8(tmp_path, ranks):
+    # dolfinx hands sys.argv to its C++ logger at import: undecodable bytes made every command
+    # (even --version) end in a TypeError there, and a path with them failed at the first write
+    bad = os.fsdecode(b"\xff")
+    proc = run("--version", bad, ranks=ranks)
+    assert proc.returncode == 0 and "beckmann" in proc.stdout, proc.stderr
+    one_clean_line(run("solve", "--set", f"mesh.n={bad}", "--out", str(tmp_path / "a"),
+                       ranks=ranks), r"the argument b'mesh\.n=\\xff' is not valid UTF-8")
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/o\xff")
+    one_clean_line(run("solve", "--set", "mesh.n=4", "--out", out, ranks=ranks),
+                   r"the argument b'.*/o\\xff' is not valid UTF-8")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_histogram_bins_are_sized_before_the_transport(run_dir, tmp_path, ranks):
+    one_clean_line(run("sample", str(run_dir), "--n", "10", "--bins", "100000",
+                       "--out", str(tmp_path / "s.npy"), ranks=ranks),
+                   r"--bins 100000 \(100000\^2 = 1e\+10 bins\) needs about .* GiB.*lower --bins")
+    assert not (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_reduced_max_beyond_the_training_set_is_the_training_set(tmp_path, ranks):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[mesh]\nn = 6\n[target]\nkind = "expression"\n'
+                   'expr = "0.2 + exp(-((x - theta)**2 + (y - 0.5)**2) / 0.02)"\n'
+                   '[sweep]\nmethod = "reduced"\nreduced_max = 100000000\n'
+                   "[sweep.parameters]\ntheta = { linspace = [0.3, 0.7, 3] }\n")
+    proc = run("sweep", str(cfg), "--out", str(tmp_path / "st"), "-q", ranks=ranks)
+    assert proc.returncode == 0, proc.stderr
+    reduced = strict_json((tmp_path / "st" / "summary.json").read_text())["reduced"]
+    assert reduced["max"] == 100000000 and 1 <= reduced["size"] <= 3
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_empty_output_times_is_a_config_error(tmp_path, ranks):
+    one_clean_line(run("solve", "--set", "mesh.n=4", "--set", "output.times=[]",
+                       "--out", str(tmp_path / "r"), ranks=ranks),
+                   r"output\.times must list at least one time")
+    assert not (tmp_path / "r").exists()
+    proc = run("solve", "--set", "mesh.n=4", "--set", "output.times=[true]",
+               "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    one_clean_line(proc, r"output\.times must be numbers in \[0, 1\], got True")
+
+
+def test_fit_depth_is_bounded(run_dir, tmp_path):
+    one_clean_line(run("fit", str(run_dir), "--steps", "2", "--width", "4", "--depth", "1000",
+                       "--out", str(tmp_path / "m")), r"--depth must be <= 64, got 1000")
+
+
+def test_holder_windows_and_regions_that_hold_nothing(run_dir):
+    for args, match in (
+        (["--margin", "10", "--delta-min", "0.05", "--delta-max", "0.2"],
+         r"no node of the field is left to measure: margin 10"),
+        ([], r"empty scale window: .*the mesh is too coarse"),  # n = 6: 3h > diagonal / 4
+        (["--delta-max", "0.01"], r"empty scale window: delta_min=.* \(the mesh's: 3 h\) >= "
+         r"delta_max=0\.01; pass a larger delta_max or a delta_min"),
+        (["--delta-min", "0"], r"delta_min must be a finite positive number, got 0\.0"),
+        (["--delta-min", "nan"], r"delta_min must be a finite positive number, got nan"),
+        (["--delta-max", "-1"], r"delta_max must be a finite positive number"),
+        (["--delta-min", "0.3", "--delta-max", "0.2"], r"need delta_min < delta_max"),
+        (["--center", "nan,0.5", "--radius", "0.2"], r"--center must be finite numbers"),
+    ):
+        one_clean_line(run("holder", str(run_dir), *args), match)
+
+
+def test_study_takes_the_given_window_on_a_coarse_mesh(tmp_path):
+    # the mesh's own window is empty at n = 4 (3h > a quarter of the diagonal), but a given
+    # window needs no mesh scale; --fields without a field is refused
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(STUDY_TOML.replace("n = 16", "n = 4"))
+    one_clean_line(run("study", str(cfg), "--levels", "2", "--fields", ",,",
+                       "--out", str(tmp_path / "none")), r"--fields names no field")
+    proc = run("study", str(cfg), "--levels", "2", "--fields", "potential",
+               "--delta-min", "0.05", "--delta-max", "0.3", "--out", str(tmp_path / "st"),
+               timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    window = strict_json((tmp_path / "st" / "study.json").read_text())["window"]
+    assert (window["delta_min"], window["delta_max"]) == (0.05, 0.3)

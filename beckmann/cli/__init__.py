@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ibarrier the command itself is waiting in (requ's idle broadcast is one)
     watch = comm.Dup() if comm.size > 1 else comm
     try:
+        _require_utf8(sys.argv[1:] if argv is None else argv)
         code = int(args.func(args, comm) or 0)
     except (ValueError, RuntimeError, OSError, KeyboardInterrupt) as err:
         return _fail(err, comm, args.verbose, watch)
@@ -114,6 +115,22 @@ def main(argv: list[str] | None = None) -> int:
             comm.Abort(3)
         return 3
     return code
+
+
+def _require_utf8(argv: list[str]) -> None:
+    """Refuse arguments with bytes that are not UTF-8 (Python keeps them as surrogates).
+
+    Paths and values end up in JSON, TOML and HDF5 attributes, which hold UTF-8 only; without
+    this a run failed at its first write with a codec error.
+    """
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise ValueError(
+                f"the argument {raw!r} is not valid UTF-8; beckmann takes UTF-8 paths and values"
+            ) from None
 
 
 #: Seconds a failing rank waits for the others to fail too before it aborts the job.

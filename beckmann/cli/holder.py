@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any, Literal
 
 from beckmann._mpi import on_root
@@ -104,6 +105,8 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
             center = [float(c) for c in args.center.split(",")]
         except ValueError as err:
             raise ValueError(f"--center must be X,Y[,Z], got {args.center!r}") from err
+        if not all(math.isfinite(c) for c in center):
+            raise ValueError(f"--center must be finite numbers X,Y[,Z], got {args.center!r}")
     check_report(comm, args.json_out)
     sol = store.load_run(args.dir, comm)
     names = run_fields(sol) if args.field == "all" else [args.field]

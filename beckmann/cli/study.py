@@ -102,6 +102,8 @@ def handler(args: argparse.Namespace, comm: Any) -> int:
     fields: list[str] = []
     for item in args.fields or [",".join(DEFAULT_FIELDS)]:
         fields += [f.strip() for f in item.split(",") if f.strip()]
+    if not fields:
+        raise ValueError(f"--fields names no field; choose from {', '.join(FIELDS)}")
     expect = [parse_expectation(e) for e in args.expect]
     res = study(
         args.config,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from beckmann._dolfinx import MPI
 from beckmann.holder.derivatives import (
     interior_mask,
     multi_indices,
@@ -28,8 +29,8 @@ from beckmann.holder.fit import (
     OCTAVES,
     classify,
     geometric_scales,
-    mesh_window,
     profile_slopes,
+    scale_window,
 )
 from beckmann.holder.oscillation import oscillation, oscillation_exponent
 from beckmann.holder.pointcloud import Method, check_method, estimate, seminorm, sup_norm
@@ -174,22 +175,7 @@ def field_norms(
         if 2.0 * h_factor * h > 0.25 * diam:  # coarse mesh: less than an octave left
             h_factor = DELTA_MIN_FACTOR
     assert h_factor is not None
-    auto_min, auto_max = (
-        mesh_window(h, diam, factor=h_factor, octaves=octaves)
-        if (delta_min is None or delta_max is None)
-        else (math.nan, math.nan)
-    )
-    dmin = auto_min if delta_min is None else float(delta_min)
-    dmax = (
-        (min(dmin * 2.0**octaves, 0.25 * diam) if delta_min is not None else auto_max)
-        if delta_max is None
-        else float(delta_max)
-    )
-    if not (0.0 < dmin < dmax):
-        raise ValueError(
-            f"empty scale window: delta_min={dmin:g} >= delta_max={dmax:g}; the mesh is too "
-            "coarse for this window (refine it, or pass delta_min / delta_max)"
-        )
+    dmin, dmax = scale_window(h, diam, delta_min, delta_max, factor=h_factor, octaves=octaves)
     if margin is None:
         margin_rule = f"{MARGIN_FACTOR:g} h (derivative order >= 2)"
         mg = MARGIN_FACTOR * h if int(k) + int(base_order) >= 2 else 0.0
@@ -202,6 +188,11 @@ def field_norms(
     keep = interior_mask(ws[0], mg) if mg > 0 else None
     X0, _ = nodal_values(ws[0])
     sel = _selection(X0, keep, c, radius)
+    if not comm.allreduce(int(np.count_nonzero(sel)), MPI.SUM):
+        where = f"margin {mg:g} ({margin_rule})" + (
+            f", center {list(map(float, c))} and radius {radius:g}" if c is not None else "")
+        raise ValueError(f"no node of the field is left to measure: {where} leave(s) nothing "
+                         "of the domain; lower the margin or move the ball into the domain")
     value_size = int(np.prod(ws[0].ufl_shape)) if ws[0].ufl_shape else 1
     sup_norms, sup_tensor = [], []
     for j, w in enumerate(ws):

@@ -32,6 +32,7 @@ __all__ = [
     "offset_ratio",
     "mesh_window",
     "profile_slopes",
+    "scale_window",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -103,6 +104,48 @@ def mesh_window(
         raise ValueError(
             f"empty scale window: delta_min={dmin:g} >= delta_max={dmax:g}; the mesh is too "
             "coarse for this window (refine it, or pass delta_min / delta_max)"
+        )
+    return dmin, dmax
+
+
+def scale_window(
+    h: float,
+    diameter: float,
+    delta_min: float | None,
+    delta_max: float | None,
+    *,
+    factor: float = DELTA_MIN_FACTOR,
+    octaves: float = OCTAVES,
+) -> tuple[float, float]:
+    """The scale window from the user's ``delta_min`` / ``delta_max``, the mesh's where not given.
+
+    A given ``delta_min`` without ``delta_max`` spans ``2^octaves`` (capped at a quarter of the
+    ``diameter``); the mesh's window (:func:`mesh_window`) is used only for a missing
+    ``delta_min``, so a given one works on any mesh.
+
+    Raises:
+        ValueError: A given value that is not a finite positive number, or an empty window.
+    """
+    for name, v in (("delta_min", delta_min), ("delta_max", delta_max)):
+        if v is not None and not (math.isfinite(float(v)) and float(v) > 0.0):
+            raise ValueError(f"{name} must be a finite positive number, got {v!r}")
+    if delta_min is None and delta_max is None:
+        return mesh_window(h, diameter, factor=factor, octaves=octaves)
+    if delta_min is None:
+        dmin, dmax = float(factor) * float(h), float(delta_max)  # type: ignore[arg-type]
+        if not dmin < dmax:
+            raise ValueError(
+                f"empty scale window: delta_min={dmin:g} (the mesh's: {factor:g} h) >= "
+                f"delta_max={dmax:g}; pass a larger delta_max or a delta_min"
+            )
+        return dmin, dmax
+    dmin = float(delta_min)
+    dmax = (min(dmin * 2.0 ** float(octaves), 0.25 * float(diameter)) if delta_max is None
+            else float(delta_max))
+    if not dmin < dmax:
+        raise ValueError(
+            f"need delta_min < delta_max, got delta_min={dmin:g}, delta_max={dmax:g}"
+            + (" (a quarter of the domain's diameter)" if delta_max is None else "")
         )
     return dmin, dmax
 

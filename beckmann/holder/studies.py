@@ -20,7 +20,7 @@ from typing import Any
 
 from beckmann._dolfinx import MPI
 from beckmann.holder.fe import FIELDS, field_window_factor, solution_norms
-from beckmann.holder.fit import BLOWUP_SLOPE, mesh_window
+from beckmann.holder.fit import BLOWUP_SLOPE, mesh_window, scale_window
 
 __all__ = ["DEFAULT_FIELDS", "Expectation", "parse_expectation", "study"]
 
@@ -198,14 +198,7 @@ def study(
         h = float(info["hmax"])
         if window is None:
             diam = math.dist(info["bbox"][0], info["bbox"][1])
-            auto = mesh_window(h, diam)
-            dmin = auto[0] if delta_min is None else float(delta_min)
-            dmax = (
-                float(delta_max)
-                if delta_max is not None
-                else (auto[1] if delta_min is None else min(8 * dmin, 0.25 * diam))
-            )
-            window = (dmin, dmax)
+            window = scale_window(h, diam, delta_min, delta_max)
             for f in fields:
                 # a field constant in each cell starts at 6h (fe.window_factor)
                 factor = field_window_factor(f, int(sol.degree))

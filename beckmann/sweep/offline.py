@@ -69,6 +69,9 @@ def build_reduced(
         else None,
     )
     comm, nloc = eng.comm, eng.nloc
+    # the basis is spanned by training snapshots at distinct nodes: never larger than either
+    # (a huge reduced_max would otherwise be allocated as is)
+    max_size = int(min(max_size, len(thetas), comm.allreduce(nloc, MPI.SUM)))
     thetas_d = [dict(zip(names, map(float, t), strict=True)) for t in thetas]
     mass = MassNorm(eng.V)
     # snapshots and their masses as rows (contiguous writes; M f_k by one sparse product each)

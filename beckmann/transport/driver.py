@@ -32,7 +32,13 @@ from beckmann.transport.evaluate import FieldEvaluator, PathDensity
 from beckmann.transport.integrate import Transporter
 from beckmann.transport.reference import compare_to_data
 from beckmann.transport.sampling import Samples, gather_samples, sample_density
-from beckmann.transport.stats import bin_masses, energy_distance, histogram_tv, mean_distance
+from beckmann.transport.stats import (
+    bin_masses,
+    check_bins,
+    energy_distance,
+    histogram_tv,
+    mean_distance,
+)
 
 __all__ = ["METHODS", "sample_transport"]
 
@@ -167,6 +173,8 @@ def sample_transport(
         n = int(init.shape[0])
     if n is None:
         raise ValueError("give the number of samples or the initial points")
+    if bins is not None:
+        check_bins(bins, sol.gdim)  # before the transport, not after it
     comm = sol.comm
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

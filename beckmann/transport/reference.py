@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.spatial
 
-from beckmann.transport.stats import bin_counts
+from beckmann.transport.stats import bin_counts, check_bins
 
 __all__ = ["compare_to_data", "coverage", "gaussian_mmd2", "median_bandwidth"]
 
@@ -155,6 +155,7 @@ def compare_to_data(
     m = int(min(points, n, M // 2))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDA7A]))
     nb = bins if bins is not None else max(2, round((m / 50.0) ** (1.0 / d)))
+    check_bins(nb, d)
     s = r = None
     r_rule = "given" if radius is not None else (
         f"{COVERAGE_QUANTILE} quantile of the distance from B to its nearest point in A "

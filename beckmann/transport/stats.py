@@ -16,9 +16,17 @@ import numpy as np
 import numpy.typing as npt
 
 from beckmann._dolfinx import MPI, basix, fem
+from beckmann._resources import require_memory
 from beckmann.locate import MeshCells, cell_values
 
-__all__ = ["bin_counts", "bin_masses", "energy_distance", "histogram_tv", "mean_distance"]
+__all__ = [
+    "bin_counts",
+    "bin_masses",
+    "check_bins",
+    "energy_distance",
+    "histogram_tv",
+    "mean_distance",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -49,6 +57,20 @@ def bin_masses(
     total = np.empty_like(hist)
     comm.Allreduce(hist, total, op=MPI.SUM)
     return total / total.sum()
+
+
+def check_bins(bins: int, d: int) -> None:
+    """Refuse ``bins`` per axis whose ``bins**d`` histograms would not fit in memory.
+
+    A comparison holds about four float64 arrays of ``bins**d`` entries (counts, masses and
+    their copies).
+
+    Raises:
+        ValueError: Too many bins (on every rank: the same numbers everywhere).
+    """
+    total = float(bins) ** d
+    require_memory(32.0 * total, f"--bins {bins} ({bins}^{d} = {total:.3g} bins)",
+                   "lower --bins")
 
 
 def bin_counts(
