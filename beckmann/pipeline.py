@@ -169,6 +169,22 @@ def _interpolate_stored(
     src = fields[name]
     msh = points.V.mesh
     tdim = msh.topology.dim
+    here, there = describe(msh), describe(stored.msh)
+    if stored.msh.topology.dim != tdim:
+        raise ValueError(
+            f"{role}.path {str(section['path'])!r} holds a {stored.msh.topology.dim}D run, the "
+            f"mesh is {tdim}D: a stored field is read on a mesh of its own dimension"
+        )
+    lo, hi = (np.asarray(b, dtype=float) for b in here["bbox"])
+    slo, shi = (np.asarray(b, dtype=float) for b in there["bbox"])
+    tol = 1e-8 * max(float(np.max(hi - lo)), float(np.max(shi - slo)), 1.0)
+    if np.any(lo < slo - tol) or np.any(hi > shi + tol):
+        raise ValueError(
+            f"{role}.path {str(section['path'])!r}: the mesh's bounding box "
+            f"[{', '.join(f'{v:g}' for v in lo)}] - [{', '.join(f'{v:g}' for v in hi)}] is not "
+            f"inside the stored run's [{', '.join(f'{v:g}' for v in slo)}] - "
+            f"[{', '.join(f'{v:g}' for v in shi)}]"
+        )
     cells = np.arange(msh.topology.index_map(tdim).size_local, dtype=np.int32)
     out = []
     for space in (points.V, points.Q):

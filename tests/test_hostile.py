@@ -651,3 +651,52 @@ def test_study_takes_the_given_window_on_a_coarse_mesh(tmp_path):
     assert proc.returncode == 0, proc.stderr
     window = strict_json((tmp_path / "st" / "study.json").read_text())["window"]
     assert (window["delta_min"], window["delta_max"]) == (0.05, 0.3)
+
+
+def test_damaged_run_files_are_named(run_dir, tmp_path):
+    import shutil
+
+    pts = tmp_path / "pts.npy"
+    np.save(pts, np.array([[0.5, 0.5]]))
+    bad_xdmf = tmp_path / "bad_xdmf"
+    shutil.copytree(run_dir, bad_xdmf)
+    (bad_xdmf / "solution.xdmf").write_text("<xml")
+    one_clean_line(run("probe", str(bad_xdmf), "--points", str(pts)),
+                   r"cannot read the mesh of '.*bad_xdmf/.*solution\.xdmf'")
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(run_dir, bad_json)
+    (bad_json / "summary.json").write_bytes(b"\xb8\x00\xff{")
+    for cmd in (["probe", str(bad_json), "--points", str(pts)], ["holder", str(bad_json)]):
+        one_clean_line(run(*cmd), r"'.*bad_json/summary\.json' is not valid JSON: it is not UTF-8")
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_stored_function_of_another_dimension_or_domain(run_dir, tmp_path, ranks):
+    # run_dir is the 2D unit square: not a 3D target, nor one of a larger square
+    base = ["--set", "target.kind=function", "--set", f"target.path={run_dir}"]
+    one_clean_line(run("solve", "--set", "mesh.kind=unit_cube", "--set", "mesh.n=2", *base,
+                       "--out", str(tmp_path / "a"), ranks=ranks),
+                   r"target\.path '.*' holds a 2D run, the mesh is 3D")
+    one_clean_line(run("solve", "--set", "mesh.kind=disk", "--set", "mesh.h=0.5", *base,
+                       "--out", str(tmp_path / "b"), ranks=ranks),
+                   r"the mesh's bounding box .* is not inside the stored run's "
+                   r"\[0, 0\] - \[1, 1\]")
+
+
+def test_sweep_parameters_and_probe_params(tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[mesh]\nn = 4\n[target]\nkind = "expression"\nexpr = "1 + theta*x"\n'
+                   "[sweep.parameters]\ntheta = { linspace = [0.3, 0.7, 3] }\n")
+    one_clean_line(run("sweep", str(cfg), "--set", "sweep.parameters=5",
+                       "--out", str(tmp_path / "no")),
+                   r"\[sweep\.parameters\] must be a table of parameters, got 5")
+    store = tmp_path / "st"
+    assert run("sweep", str(cfg), "--out", str(store), "-q").returncode == 0
+    pts = tmp_path / "pts.npy"
+    np.save(pts, np.array([[0.5, 0.5]]))
+    one_clean_line(run("probe", str(store), "--param", "theta=0.5", "--param", "theta=0.7",
+                       "--points", str(pts)), r"--param theta is given twice")
+    # the message shows the value as given, not rounded onto the grid point it misses
+    one_clean_line(run("probe", str(store), "--param", "theta=0.30000000001",
+                       "--points", str(pts)),
+                   r"θ \(theta=0\.30000000001\) is not on the sweep grid")

@@ -389,6 +389,12 @@ def test_render_probe_answers_stops_and_decides_the_backend(runs, tmp_path, monk
 def test_plot_run_errors_are_collective(comm, mpi_tmp_path):
     with pytest.raises(ValueError, match="not a beckmann run folder"):
         plot.plot_run(mpi_tmp_path / "missing", comm=comm)
+    a_file = mpi_tmp_path / "a_file"
+    if comm.rank == 0:
+        a_file.write_text("x")
+    comm.barrier()
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        plot.plot_run(mpi_tmp_path / "missing", a_file, comm=comm)
     with pytest.raises(ValueError, match="backend"):
         plot.plot_run(mpi_tmp_path, comm=comm, backend="opengl")
 

@@ -82,6 +82,8 @@ def draw_run(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be auto, pyvista or matplotlib, got {backend!r}")
     run, out = Path(run), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder (the figures' folder)")
     # the render probe runs while the run is read and pyvista imported (about 2 s each)
     with RenderProbe() if backend == "auto" else nullcontext() as probe:
         data = read_run_fields(run)

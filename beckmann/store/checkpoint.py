@@ -427,8 +427,12 @@ def read_checkpoint(
     folder = Path(folder)
     index = on_root(comm, lambda: _read_index(folder))
     if msh is None:
-        with dolfinx.io.XDMFFile(comm, str(folder / index["mesh"]), "r") as f:
-            msh = f.read_mesh(name="mesh")
+        mesh_file = folder / index["mesh"]
+        try:  # the same file on every rank: every rank raises
+            with dolfinx.io.XDMFFile(comm, str(mesh_file), "r") as f:
+                msh = f.read_mesh(name="mesh")
+        except RuntimeError as err:
+            raise RuntimeError(f"cannot read the mesh of {str(mesh_file)!r}: {err}") from err
     el = index["element"]
     shape = tuple(el["shape"])
     family = el.get("family", "Lagrange")  # "DG": discontinuous Lagrange (mixed runs)

@@ -83,8 +83,12 @@ def read_json(path: str | Path) -> Any:
 
     p = regular_file(path, "JSON file", max_bytes=256 * 1024**2)
     try:
-        return json.loads(p.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{str(p)!r} is not valid JSON: it is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise ValueError(f"{str(p)!r} is not valid JSON ({err})") from err
 
 

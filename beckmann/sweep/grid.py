@@ -197,7 +197,12 @@ def make_grid(parameters: Any) -> Grid:
         ValueError: An empty grid, a bad name or value, or Latin-hypercube parameters of
             different sizes; the message names the parameter.
     """
-    if not isinstance(parameters, dict) or not parameters:
+    if not isinstance(parameters, dict):
+        raise ValueError(
+            f"[sweep.parameters] must be a table of parameters, got {parameters!r}; e.g. "
+            "theta = { linspace = [0.3, 0.7, 8] }"
+        )
+    if not parameters:
         raise ValueError(
             "[sweep.parameters] is empty: give at least one parameter, e.g. "
             "theta = { linspace = [0.3, 0.7, 8] }"

@@ -128,7 +128,7 @@ def _check(
 ) -> tuple[int | None, dict[str, dict[int, float]]]:
     """Grid index of θ or the interpolation weights; collective (every rank agrees)."""
     i = store.comm.bcast(store.index_of(theta) if store.comm.rank == 0 else None, root=0)
-    label = ", ".join(f"{k}={v:.6g}" for k, v in theta.items())
+    label = ", ".join(f"{k}={float(v)!r}" for k, v in theta.items())  # all digits: 0.30000000001
     done = set(store.completed())
     err = None
     weights: dict[str, dict[int, float]] = {}
@@ -179,7 +179,7 @@ def reduced_solution(
     v = np.array([theta[n] for n in store.grid.names])
     span = np.maximum(hi - lo, 1e-300)
     outside = bool(np.any((v < lo - 1e-12 * span) | (v > hi + 1e-12 * span)))
-    label = ", ".join(f"{k}={x:.6g}" for k, x in theta.items())
+    label = ", ".join(f"{k}={float(x)!r}" for k, x in theta.items())
     box = ", ".join(f"{n} in [{a:g}, {b:g}]" for n, a, b in zip(store.grid.names, lo, hi,
                                                                   strict=True))
     agree(

@@ -133,6 +133,8 @@ def parse_params(items: list[str], names: list[str]) -> dict[str, float]:
             raise ValueError(
                 f"--param {k!r} is not a sweep parameter; the sweep has {', '.join(names)}"
             )
+        if k in theta:
+            raise ValueError(f"--param {k} is given twice; give each parameter once")
         try:
             theta[k] = float(v)
         except ValueError as e:
