@@ -22,6 +22,9 @@ from typing import Any
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
+#: The interrupt watchdog of an MPI run (kept referenced for the life of the command).
+_WATCHDOG: list[Any] = []
+
 #: The subcommands, in the order ``beckmann --help`` lists them (modules of this package).
 COMMANDS = (
     "solve",
@@ -97,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     from beckmann._dolfinx import MPI
 
     comm = MPI.COMM_WORLD
+    if comm.size > 1:  # Ctrl-C ends the job however the ranks were interrupted
+        from beckmann._interrupt import watch_interrupts
+
+        _WATCHDOG.append(watch_interrupts(comm.rank))
     # _fail's own communicator: its Ibarrier can match only another rank's _fail, never an
     # Ibarrier the command itself is waiting in (requ's idle broadcast is one)
     watch = comm.Dup() if comm.size > 1 else comm
@@ -135,7 +142,6 @@ def _require_utf8(argv: list[str]) -> None:
 
 #: Seconds a failing rank waits for the others to fail too before it aborts the job.
 FAIL_DEADLINE = 10.0
-
 
 def _fail(err: BaseException, comm: Any, verbose: bool, watch: Any = None) -> int:
     """Print the one-line error (rank 0) and return the exit code; abort if this rank is alone.
