@@ -700,3 +700,15 @@ def test_sweep_parameters_and_probe_params(tmp_path):
     one_clean_line(run("probe", str(store), "--param", "theta=0.30000000001",
                        "--points", str(pts)),
                    r"θ \(theta=0\.30000000001\) is not on the sweep grid")
+
+
+def test_contradicting_or_idle_options(run_dir, tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('[mesh]\nn = 4\n[target]\nkind = "expression"\nexpr = "1 + theta*x"\n'
+                   "[sweep.parameters]\ntheta = { linspace = [0.3, 0.7, 3] }\n")
+    one_clean_line(run("sweep", str(cfg), "--resume", "--overwrite", "--out", str(tmp_path / "st")),
+                   r"--resume and --overwrite contradict each other")
+    one_clean_line(run("sample", str(run_dir), "--n", "10", "--grid", "5",
+                       "--out", str(tmp_path / "s.npy")),
+                   r"--grid is the time grid of --path fisher-rao; the linear path has none")
+    assert not (tmp_path / "st").exists() and not (tmp_path / "s.npy").exists()

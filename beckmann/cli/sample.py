@@ -71,7 +71,8 @@ def register(sub: Any) -> None:
         help="auto (default): RK45 when max|v| / steps exceeds the smallest cell, else RK4",
     )
     p.add_argument("--rtol", type=float, default=1e-5, help="RK45 tolerance (x diameter)")
-    p.add_argument("--grid", type=int, default=21, help="time grid of the Fisher-Rao path")
+    p.add_argument("--grid", type=int, default=None,
+                   help="time grid of the Fisher-Rao path (default 21)")
     p.add_argument("--reverse", action="store_true", help="target -> source (t from 1 to 0)")
     p.add_argument("--out", required=True, help="final samples (.npy)")
     p.add_argument("--overwrite", action="store_true", help="replace existing samples files")
@@ -157,6 +158,9 @@ def _check(args: argparse.Namespace, comm: Any) -> Path:
             f"--save-every must be a positive integer, got {args.save_every!r} "
             "(leave it out to save only the end points)"
         )
+    if args.grid is not None and args.path != "fisher-rao":
+        raise ValueError(f"--grid is the time grid of --path fisher-rao; the {args.path} path "
+                         "has none (leave --grid out)")
     if args.bins is not None and args.bins < 1:
         raise ValueError(f"--bins must be a positive integer, got {args.bins!r}")
     if args.energy_points < 2:
@@ -320,7 +324,7 @@ def _run(args: argparse.Namespace, comm: Any) -> int:
         seed=args.seed,
         method=args.method,
         rtol=args.rtol,
-        n_times=args.grid,
+        n_times=21 if args.grid is None else args.grid,
         reverse=args.reverse,
         save_every=args.save_every or 0,
         bins=args.bins,

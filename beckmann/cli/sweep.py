@@ -29,6 +29,9 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace, comm: Any) -> int:
     from beckmann import config, sweep
 
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: --resume continues "
+                         "the sweep stored in --out, --overwrite replaces it")
     cfg = config.resolve(args.config, args.set, extra_sections=("sweep",))
     # solver.method not chosen in the file nor by --set: the sweep picks it (docs/sweep.md)
     layers = [config.load_config(args.config), config.parse_set(args.set or [])]
