@@ -399,6 +399,14 @@ def test_plot_run_errors_are_collective(comm, mpi_tmp_path):
         plot.plot_run(mpi_tmp_path, comm=comm, backend="opengl")
 
 
+@pytest.mark.serial
+def test_plot_refuses_another_beckmann_folder_as_out(runs, tmp_path):
+    before = sorted(p.name for p in runs[3].iterdir())
+    with pytest.raises(ValueError, match=r"is a beckmann run folder; figures go into"):
+        plot.plot_run(runs[2], runs[3])
+    assert sorted(p.name for p in runs[3].iterdir()) == before
+
+
 def test_find_moduli_and_samples(tmp_path):
     doc = {
         "runs": [
