@@ -179,11 +179,12 @@ def _interpolate_stored(
     slo, shi = (np.asarray(b, dtype=float) for b in there["bbox"])
     tol = 1e-8 * max(float(np.max(hi - lo)), float(np.max(shi - slo)), 1.0)
     if np.any(lo < slo - tol) or np.any(hi > shi + tol):
+        def box(a: np.ndarray, b: np.ndarray) -> str:
+            return " - ".join("[" + ", ".join(f"{v:g}" for v in c) + "]" for c in (a, b))
+
         raise ValueError(
-            f"{role}.path {str(section['path'])!r}: the mesh's bounding box "
-            f"[{', '.join(f'{v:g}' for v in lo)}] - [{', '.join(f'{v:g}' for v in hi)}] is not "
-            f"inside the stored run's [{', '.join(f'{v:g}' for v in slo)}] - "
-            f"[{', '.join(f'{v:g}' for v in shi)}]"
+            f"{role}.path {str(section['path'])!r}: the mesh's bounding box {box(lo, hi)} is "
+            f"not inside the stored run's {box(slo, shi)}"
         )
     cells = np.arange(msh.topology.index_map(tdim).size_local, dtype=np.int32)
     out = []

@@ -143,6 +143,7 @@ def _require_utf8(argv: list[str]) -> None:
 #: Seconds a failing rank waits for the others to fail too before it aborts the job.
 FAIL_DEADLINE = 10.0
 
+
 def _fail(err: BaseException, comm: Any, verbose: bool, watch: Any = None) -> int:
     """Print the one-line error (rank 0) and return the exit code; abort if this rank is alone.
 

@@ -74,21 +74,18 @@ def check_out(out: Path, comm: Any) -> None:
     folder or sweep store they would be foreign files in a folder whose contents its manifest
     describes. Collective: checked on rank 0, raised on every rank.
     """
-    from beckmann.store.folder import check_parent_writable, read_manifest
+    from beckmann.store.folder import check_parent_writable, folder_kind
 
     def check() -> None:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {str(out)!r} exists and is not a folder")
         full = Path(os.path.abspath(out))
         for folder in (full, *full.parents):
-            try:
-                manifest = read_manifest(folder)
-            except RuntimeError:
-                manifest = {"kind": "damaged"}
-            if manifest is not None:
+            kind = folder_kind(folder)
+            if kind is not None:
                 where = "is" if folder == full else f"lies inside {str(folder)!r},"
                 raise ValueError(
-                    f"--out {str(out)!r} {where} a beckmann {manifest.get('kind')} folder; a "
+                    f"--out {str(out)!r} {where} a beckmann {kind} folder; a "
                     "study writes study.json and study.png into a folder of its own"
                 )
         check_parent_writable(out / "study.json", "cannot write --out")

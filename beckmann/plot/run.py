@@ -17,7 +17,7 @@ from beckmann.plot.data import read_run_fields, read_samples
 from beckmann.plot.holder import Modulus, find_moduli, plot_moduli
 from beckmann.plot.mpl import draw_matplotlib
 from beckmann.plot.pv import RenderProbe, draw_pyvista, preload_pyvista
-from beckmann.store.folder import read_manifest
+from beckmann.store.folder import folder_kind
 
 __all__ = ["BACKENDS", "draw_run", "plot_run", "render_run"]
 
@@ -85,13 +85,10 @@ def draw_run(
     run, out = Path(run), Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder (the figures' folder)")
-    try:
-        manifest = read_manifest(out)
-    except RuntimeError:
-        manifest = {"kind": "damaged"}
-    if manifest is not None:  # its contents are what its manifest says: no foreign PNGs
+    kind = folder_kind(out)
+    if kind is not None:  # its contents are what its manifest says: no foreign PNGs
         raise ValueError(
-            f"--out {str(out)!r} is a beckmann {manifest.get('kind')} folder; figures go into "
+            f"--out {str(out)!r} is a beckmann {kind} folder; figures go into "
             "a folder of their own (default: the run's figures/)"
         )
     # the render probe runs while the run is read and pyvista imported (about 2 s each)

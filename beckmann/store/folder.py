@@ -62,6 +62,7 @@ __all__ = [
     "check_destination",
     "check_parent_writable",
     "config_hash",
+    "folder_kind",
     "read_manifest",
     "read_stamped_json",
     "require_kind",
@@ -94,6 +95,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
         return read_stamped_json(path, _FORMAT, "a beckmann folder manifest")
     except ValueError as err:
         raise RuntimeError(str(err)) from err
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """The kind named by ``folder``'s manifest (``"damaged"``: unreadable; ``None``: none).
+
+    Not collective.
+    """
+    try:
+        manifest = read_manifest(folder)
+    except RuntimeError:
+        return "damaged"
+    return None if manifest is None else str(manifest.get("kind"))
 
 
 def read_stamped_json(path: Path, fmt: str, what: str) -> dict[str, Any]:

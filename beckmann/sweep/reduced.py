@@ -165,7 +165,6 @@ class ReducedModel:
         self.ev = density.make_evaluator(cfg["target"], gdim=gdim, bbox=bbox)
         self._tcfg = cfg["target"]
         self._nodal_block = self._block_evaluator(self._xT)
-        self.threads = 1  # of the last certificate (:meth:`_certify_interpolant`)
         self._magic: tuple[FloatArray, Any] | None = None  # (points, their block evaluator)
 
     def source_rhs(self, source: DiscreteDensity) -> FloatArray:
@@ -205,6 +204,17 @@ class ReducedModel:
         thetas = [dict(zip(self.names, map(float, t), strict=True)) for t in values]
         return np.array([self.target_at(self.points.T, t) for t in thetas]).reshape(
             len(thetas), self.size)
+
+    @property
+    def threads(self) -> int:
+        """Threads of the grid certificate (:func:`online_threads`, or 1).
+
+        Several only serially, for the interpolant truth of an expression target (its block
+        evaluation releases the GIL).
+        """
+        threaded = (self.comm.size == 1 and self.rhs == "interpolant"
+                    and self._nodal_block is not None)
+        return online_threads() if threaded else 1
 
     @property
     def size(self) -> int:
@@ -331,8 +341,7 @@ class ReducedModel:
         """
         K, Msz = values.shape[0], self.size
         serial = self.comm.size == 1
-        nthreads = online_threads() if serial and self._nodal_block is not None else 1
-        self.threads = nthreads
+        nthreads = self.threads
         bufs = [np.empty((min(block, K), self.nloc)) for _ in range(nthreads)]
 
         def sum_(a: FloatArray) -> FloatArray:
