@@ -12,13 +12,30 @@ SLEPc (slepc4py, shipped with the wheel) solves the pencil by shift-and-invert a
 ``σ = −λ_shift`` (``A + λ_shift M`` is positive definite and factorised once by MUMPS) with the
 constants deflated, so the first eigenvalue found is :math:`\lambda_{1,h}`. The Ritz value is
 accurate to the solver's tolerance (``1e-12`` relative); the caller divides by it.
+
+Where the exact :math:`\lambda_1` is known, :func:`exact_neumann_eigenvalue` gives it, and the
+reduced sweep uses it instead: by min-max it is a lower bound of every conforming
+:math:`\lambda_{1,h}`, so the Poincaré constant it gives is a bound, with no eigensolve (0.4 s at
+66k P1 dofs) and no Ritz tolerance, and above ``λ_{1,h}`` by ``O(h^{2k})`` only.
 """
 
 from __future__ import annotations
 
+import math
+
 from beckmann._dolfinx import MPI, PETSc
 
-__all__ = ["first_neumann_eigenvalue"]
+__all__ = ["exact_neumann_eigenvalue", "first_neumann_eigenvalue"]
+
+
+def exact_neumann_eigenvalue(mesh: dict) -> float | None:
+    """``λ_1`` of the Neumann Laplacian on a built-in domain known exactly, else ``None``.
+
+    ``unit_square`` and ``unit_cube`` (meshed exactly): ``π²``, of ``cos(π x)``. The disk's
+    mesh is an inscribed polygon, the L-shape's ``λ_1`` has no closed form, a file's domain is
+    unknown: ``None``.
+    """
+    return math.pi**2 if mesh.get("kind") in ("unit_square", "unit_cube") else None
 
 
 def _slepc():  # type: ignore[no-untyped-def]

@@ -7,10 +7,10 @@ relative bound (docs/reduced.md), takes its interpolation residual ``q``, the do
 snapshots ``R = F − Ξ C`` (``C`` the EIM coefficients) are never stored: the column sums the
 criterion needs (``mᵀR``, ``R ∘ M R``, ``R ∘ M F``) follow from ``H = (M Ξ)ᵀ F``,
 ``Ξᵀ M Ξ`` and ``Ξᵀ m``, which grow by one row per step by recurrences from the snapshots'
-Gram matrix ``F M Fᵀ`` (one GEMM, once), so a step costs two GEMVs over the basis (``ξ_m`` and
-``M ξ_m``, the picked column of ``M F − (M Ξ) C`` over ``q(x_m)``) and no pass over the
-snapshots; before a stop the sums are recomputed from ``R`` itself (row chunks), so round-off
-in the expansion or the recurrences cannot stop it early.
+Gram matrix ``F M Fᵀ`` (once, by blocks of snapshots: no ``M F`` kept), so a step costs one
+GEMV over the basis (``ξ_m``) and no pass over the snapshots; before a stop the sums are
+recomputed from ``R`` itself (blocks of rows, ``M R`` by sparse products), so round-off in the
+expansion or the recurrences cannot stop it early.
 ``B[i, j] = ξ_j(x_i)`` is unit lower triangular. The Neumann solves of the basis functions
 wait and run in blocks (:data:`SOLVE_BLOCK`): the picks need the EIM residuals only, the stop
 test the norms ``‖∇φ_M‖``, taken from the last solved basis until the test comes close
@@ -50,6 +50,9 @@ AddBasis = Callable[[FloatArray, int, FloatArray, float], float]
 #: Solves every basis function added since the last call (one block solve); returns the whole
 #: energy Gram matrix ``ψ_iᵀAψ_j`` and the bounds ``η_alg`` of all functions so far.
 SolveBasis = Callable[[], tuple[FloatArray, FloatArray]]
+
+#: The mass matrix on rows: ``(k, n_owned)`` owned values to their ``M v`` rows; collective.
+RowMult = Callable[[FloatArray], FloatArray]
 
 #: Basis functions solved together, at most (one MUMPS block solve: ~5 ms per function at 66k
 #: P1 dofs against ~20 ms for one solve alone); fewer while the basis is small.
@@ -130,46 +133,45 @@ def _bounds(
     rr = np.maximum(RMR - 2.0 * a * RMF + a**2 * FMF, 0.0) / ZM**2
     d = c / ZM
     eta = np.sqrt(rr / lam1) + eta_alg @ np.abs(d)
-    norm = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d), 0.0))
+    norm = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d, optimize=True), 0.0))
     return eta, relative_bound(eta, norm)
 
 
 def _exact_sums(
     comm: MPI.Comm,
     FT: FloatArray,
-    MFT: FloatArray,
     m: FloatArray,
     XiT: FloatArray,
-    MXiT: FloatArray,
     c: FloatArray,
-    chunk: int = 8192,
+    mult: RowMult,
+    block: int = 16,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``(mᵀR, Rᵀ M R, Rᵀ M F)`` column sums of ``R = F − Ξ c`` from ``R`` itself.
 
-    ``FT``, ``MFT``, ``XiT`` and ``MXiT`` hold the rows ``f_k``, ``M f_k``, ``ξ_m`` and
-    ``M ξ_m``; ``Rᵀ`` is formed in column chunks.
+    ``FT`` and ``XiT`` hold the rows ``f_k`` and ``ξ_m``; the residuals of ``block`` snapshots
+    at a time as rows, and their ``M R`` by one :data:`RowMult`.
     """
     size = c.shape[0]
     acc = np.zeros((3, FT.shape[0]))
-    for i in range(0, FT.shape[1], chunk):
-        sl = slice(i, i + chunk)
-        RT = FT[:, sl] - c.T @ XiT[:size, sl]
-        MRT = MFT[:, sl] - c.T @ MXiT[:size, sl]
-        acc += np.stack([RT @ m[sl], np.einsum("ki,ki->k", RT, MRT),
-                         np.einsum("ki,ki->k", RT, MFT[:, sl])])
+    for s in range(0, FT.shape[0], block):
+        sl = slice(s, s + block)
+        RT = FT[sl] - c[:, sl].T @ XiT[:size]
+        MRT = mult(RT)
+        acc[:, sl] = np.stack([RT @ m, np.einsum("ki,ki->k", RT, MRT),
+                               np.einsum("ki,ki->k", FT[sl], MRT)])
     mR, RMR, RMF = _sum(comm, acc)
     return mR, RMR, RMF
 
 
 def greedy_eim(
     FT: FloatArray,
-    MFT: FloatArray,
     m: FloatArray,
     x: FloatArray,
     comm: MPI.Comm,
     add_basis: AddBasis,
     solve_basis: SolveBasis,
     *,
+    mult: RowMult,
     lam1: float,
     tol: float,
     max_size: int,
@@ -179,7 +181,6 @@ def greedy_eim(
 
     Args:
         FT: ``(K, n_owned)`` raw training snapshots, one per row.
-        MFT: The rows ``M f_k`` (owned values).
         m: ``(n_owned,)`` ``M 1``.
         x: ``(n_owned, 3)`` owned dof coordinates.
         comm: Communicator of the rows; collective.
@@ -188,6 +189,7 @@ def greedy_eim(
         lam1: ``λ_{1,h}``.
         tol: Target of ``max_θ η(θ) / (‖∇φ_M(θ)‖ − η(θ))`` over the training set.
         max_size: Largest basis size.
+        mult: The mass matrix on rows of owned values (see :data:`RowMult`).
         log: Called with a line per step.
 
     The picks (the largest bound ``η``) count the algebraic errors of the solved functions
@@ -198,17 +200,19 @@ def greedy_eim(
     Zs = _sum(comm, FT @ m)
     # the snapshots' Gram matrix F M Fᵀ once (one GEMM): each step's new rows of H and Gx follow
     # from it by small recurrences, with no pass over the snapshots
-    GF = _sum(comm, FT @ MFT.T)
+    GF = np.empty((K, K))
+    for s in range(0, K, 16):  # (M f_k for 16 snapshots at a time: no M F kept)
+        GF[:, s : s + 16] = FT @ mult(FT[s : s + 16]).T
+    GF = _sum(comm, GF)
     FMF = np.diag(GF).copy()
-    fmax = float(comm.allreduce(np.abs(FT).max(initial=0.0), MPI.MAX))
+    fmax = float(comm.allreduce(max(FT.max(initial=0.0), -FT.min(initial=0.0)), MPI.MAX))
     # The residuals R = F − Ξ C are never stored: their column sums follow from small arrays,
     # mᵀR = Zs − Znᵀ C, Rᵀ M F = FMF − Σ C ∘ H, Rᵀ M R = FMF − 2 Σ C ∘ H + diag(Cᵀ Gx C), with
     # H = (M Ξ)ᵀ F (a row per step, from F M Fᵀ), Gx = Ξᵀ M Ξ and Zn = Ξᵀ m; before a stop they
     # are recomputed from R itself (rows in chunks).
-    # ξ_m and M ξ_m as rows (preallocated: growing would copy O(M² N); rows: the leading
-    # block is contiguous, so no GEMV copies it)
+    # ξ_m as rows (preallocated: growing would copy O(M² N); rows: the leading block is
+    # contiguous, so no GEMV copies it)
     XiT = np.zeros((max_size, n))
-    MXiT = np.zeros((max_size, n))
     H = np.zeros((max_size, K))
     Gx = np.zeros((max_size, max_size))
     Zn = np.zeros(max_size)
@@ -233,7 +237,7 @@ def greedy_eim(
         else:
             c = solve_triangular(B, fmag, lower=True, unit_diagonal=True)
             cH = np.einsum("mk,mk->k", c, H[:size])
-            cGc = np.einsum("mk,mn,nk->k", c, Gx[:size, :size], c)
+            cGc = np.einsum("mk,mn,nk->k", c, Gx[:size, :size], c, optimize=True)
             sums = (Zs - Zn[:size] @ c, FMF - 2.0 * cH + cGc, FMF - cH)
             nsol = G.shape[0]
             small = (c[:nsol], G, eta_alg, Zs, FMF, lam1)
@@ -249,10 +253,10 @@ def greedy_eim(
                 small = (c, G, eta_alg, Zs, FMF, lam1)
                 eta, rel = _bounds(small, *sums)
                 if float(rel.max()) <= tol or size == max_size:
-                    eta, rel = _bounds(small, *_exact_sums(comm, FT, MFT, m, XiT, MXiT, c))
+                    eta, rel = _bounds(small, *_exact_sums(comm, FT, m, XiT, c, mult))
                 ZM = Zs - sums[0]
                 d = c / ZM
-                norm_last = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d), 0.0))
+                norm_last = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d, optimize=True), 0.0))
                 worst = float(rel.max())
                 out.history.append(worst)
                 if log is not None:
@@ -276,9 +280,7 @@ def greedy_eim(
             (q[j], x[j], XiT[:size, j].copy(), FT[:, j].copy()) if here else None, root=owner
         )
         q /= qx
-        Mq = (MFT[k] - c_k @ MXiT[:size]) / qx  # M R[:, k] / qx
         XiT[size] = q
-        MXiT[size] = Mq
         # ξ_s = (f_k − Ξ c_k) / qx: Zn_s = mᵀξ_s, H_s = (M ξ_s)ᵀ F and Gx_js = ξ_jᵀ M ξ_s from
         # m ᵀ q, GF and the previous rows
         Zn[size] = float(_sum(comm, np.array([m @ q]))[0])

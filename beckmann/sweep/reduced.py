@@ -103,7 +103,8 @@ class ReducedModel:
 
     Args:
         V: The potential's space.
-        arrays: ``bxi`` (right-hand sides ``b_m``) and ``psi`` (owned rows ``(n, M)``) and the
+        arrays: ``psi`` (owned rows ``(n, M)``), ``bxi`` (right-hand sides ``b_m``; only the
+            quadrature truth reads them) and the
             small arrays of :class:`~beckmann.sweep.eim.Greedy` (``points``, ``B``, ``Z``,
             ``G``, ``eta_alg``).
         lam1: ``λ_{1,h}`` of ``V``'s mesh.
@@ -135,7 +136,7 @@ class ReducedModel:
         self.V = V
         self.comm = V.mesh.comm
         self.nloc = V.dofmap.index_map.size_local
-        self.bxi = np.ascontiguousarray(arrays["bxi"])
+        self.bxi = np.ascontiguousarray(arrays.get("bxi", np.zeros((self.nloc, 0))))
         self.psi = np.ascontiguousarray(arrays["psi"])
         self.xi = np.ascontiguousarray(arrays.get("xi", np.zeros((self.nloc, 0))))
         self.points: FloatArray = np.asarray(arrays["points"], dtype=np.float64)
@@ -166,6 +167,7 @@ class ReducedModel:
         self._tcfg = cfg["target"]
         self._nodal_block = self._block_evaluator(self._xT)
         self._magic: tuple[FloatArray, Any] | None = None  # (points, their block evaluator)
+        self._tensor: tuple[FloatArray, Any] | None = None  # (xi, its TensorCertificate)
 
     def source_rhs(self, source: DiscreteDensity) -> FloatArray:
         """``∫ q0 w dx`` over the owned dofs, by the engine's quadrature right-hand side."""
@@ -193,6 +195,26 @@ class ReducedModel:
             return v
 
         return with_floor
+
+    def _tensor_certificate(self) -> Any:
+        """The :class:`~beckmann.sweep.tensor.TensorCertificate` of the basis, or ``None``.
+
+        Only for the interpolant truth of an expression target that separates in ``x, y``
+        (:func:`~beckmann.density.separable.separate`) on owned dofs that lie on a grid;
+        built once per basis. Collective.
+        """
+        if self._tensor is not None and self._tensor[0] is self.xi:
+            return self._tensor[1]
+        cert = None
+        if self.rhs == "interpolant" and self.size:
+            from beckmann.sweep.tensor import TensorCertificate, separated_target
+
+            st = separated_target(self._tcfg, self.names, self._xT.T, self.comm)
+            if st is not None:
+                cert = TensorCertificate(*st, self.xi, self.mass.D, self.m, self.mass.nu,
+                                         self.comm, float(self._tcfg.get("floor", 0.0)))
+        self._tensor = (self.xi, cert)
+        return cert
 
     def _magic_values(self, values: FloatArray) -> FloatArray:
         """``(K, M)`` raw target at the magic points for the θ rows of ``values``."""
@@ -293,7 +315,7 @@ class ReducedModel:
             fm = self._magic_values(values)
             C = solve_triangular(self.B, fm.T, lower=True, unit_diagonal=True).T if Msz else fm
             D = np.asarray(C / (C @ self.Z)[:, None], dtype=np.float64)
-        norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D), 0.0))
+        norm = np.sqrt(np.maximum(np.einsum("km,mn,kn->k", D, self.G, D, optimize=True), 0.0))
         alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
         if self.rhs == "interpolant":
@@ -333,7 +355,43 @@ class ReducedModel:
         exact_above: float,
         update: Callable[[int], Any] | None,
     ) -> None:
-        """``rr[k] ≥ rᵀMr`` of every θ (interpolant truth), blocks of ``block`` θ; collective.
+        """``rr[k] ≥ rᵀMr`` of every θ (interpolant truth); collective.
+
+        With a separated target on a grid of nodes (:meth:`_tensor_certificate`) and
+        ``exact_above > 0``, the diagonal bound of every θ comes first from the separated form
+        (no nodal target); the θ it leaves above ``exact_above`` follow by
+        :meth:`_certify_nodal`.
+        """
+        tc = self._tensor_certificate() if exact_above > 0.0 else None
+        if tc is None:
+            self._certify_nodal(values, D, norm, alg, rr, block, exact_above, update)
+            return
+        rk = tc.residual_bounds(values, D)
+        eta = np.sqrt(rk / self.lam1) + alg
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(norm > eta, eta / (norm - eta), np.inf)
+        rest = np.flatnonzero(agree_mask(~(rel <= exact_above), self.comm))
+        rr[:] = rk
+        if update is not None and rest.size < len(rr):
+            update(len(rr) - rest.size)
+        if rest.size:
+            sub = np.zeros(rest.size)
+            self._certify_nodal(values[rest], D[rest], norm[rest], alg[rest], sub, block,
+                                exact_above, update)
+            rr[rest] = sub
+
+    def _certify_nodal(
+        self,
+        values: FloatArray,
+        D: FloatArray,
+        norm: FloatArray,
+        alg: FloatArray,
+        rr: FloatArray,
+        block: int,
+        exact_above: float,
+        update: Callable[[int], Any] | None,
+    ) -> None:
+        """``rr[k] ≥ rᵀMr`` from the nodal targets, blocks of ``block`` θ; collective.
 
         Serially the blocks run on :func:`online_threads` threads (NumPy's ufuncs and BLAS
         release the GIL; each thread has its own buffer); the exact products of the θ the
@@ -427,7 +485,9 @@ class ReducedModel:
         """Write ``reduced.h5`` (basis rows gathered in rank order: the layout's); collective."""
         import h5py
 
-        g = {k: gather_rows(getattr(self, k), self.comm) for k in ("bxi", "psi", "xi")}
+        # the interpolant truth never reads b_m = M ξ_m: not stored (a third of the file)
+        keys = ("psi", "xi") if self.rhs == "interpolant" else ("bxi", "psi", "xi")
+        g = {k: gather_rows(getattr(self, k), self.comm) for k in keys}
         part = folder / (REDUCED_FILE + ".part")
 
         def write() -> None:
