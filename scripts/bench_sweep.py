@@ -17,8 +17,10 @@ n = 256 P1. Then, in this process, on ``--random`` θ drawn in the box: the cert
 against the true error of a full solve (the sweep engine's own full path), the effectivity
 (bound / true error) and the true relative error against ``reduced_tol``. ``--tols`` adds the
 basis size per ``reduced_tol`` (a whole reduced sweep per tolerance, as ``beckmann sweep`` runs it).
-It also prints the *floor* of any certificate that looks at the target at every node
-(docs/reduced.md): start-up (a process that only imports what ``beckmann sweep`` imports) and
+It also prints the *floor* of any certificate that looks at the target at every node (the
+nodal certificate of a target that does not separate; the moving bump separates, and its
+separated certificate reads 257 + 257 factor values per θ, so the floor does not bound it;
+docs/reduced.md): start-up (a process that only imports what ``beckmann sweep`` imports) and
 the full sweep's setup phase, which the reduced sweep pays as well, plus per grid θ one
 ``np.exp`` over the N nodes (the target's only transcendental, nothing else of it) and one row
 of the residual GEMM (N x M, M the basis size), timed here on one thread. ``floor / full``
@@ -33,6 +35,10 @@ Usage::
     python scripts/bench_sweep.py reduced                   # 100 x 100 reduced vs 10 x 10 full
     python scripts/bench_sweep.py reduced --n 64 --grid 30 --repeats 1 --tols 1e-1,1e-2
     python scripts/bench_sweep.py reduced --repeats 0 --tols 1e-1,1e-2,1e-3,1e-4   # table only
+    python scripts/bench_sweep.py reduced --default-threads  # as a user runs it: no OMP_NUM_THREADS
+
+Every contestant runs with ``OMP_NUM_THREADS=1`` unless ``--default-threads`` (then the
+environment is the caller's, as for a user who sets nothing).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from pathlib import Path
 # one BLAS/OpenMP thread per process, for every contestant: on a shared machine threaded BLAS
 # spins against the other users (a reduced certificate took 0.17-0.33 s per θ with the default
 # threads under load, 0.039 s with one)
+_CALLER_THREADS = os.environ.get("OMP_NUM_THREADS")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
@@ -336,18 +343,26 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=0, help="reduced: reduced_train (0: default)")
     ap.add_argument("--random", type=int, default=50, help="reduced: random θ checked")
     ap.add_argument("--tols", default="", help="reduced: comma-separated tolerances")
+    ap.add_argument("--default-threads", action="store_true",
+                    help="run every contestant without OMP_NUM_THREADS=1 (a user's default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=7200.0)
     ap.add_argument("--json-out", help="also write the results here")
     args = ap.parse_args()
     if args.n is None:
         args.n = 512 if args.study == "full" else 256
+    if args.default_threads:  # the contestants (subprocesses) get the caller's environment
+        if _CALLER_THREADS is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = _CALLER_THREADS
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
         res = study_full(args, tmp) if args.study == "full" else study_reduced(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["command"] = " ".join(sys.argv)
+    res["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
     text = json.dumps(res, indent=2)
     print(text)
     if args.json_out:

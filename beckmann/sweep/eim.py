@@ -256,7 +256,8 @@ def greedy_eim(
                     eta, rel = _bounds(small, *_exact_sums(comm, FT, m, XiT, c, mult))
                 ZM = Zs - sums[0]
                 d = c / ZM
-                norm_last = np.sqrt(np.maximum(np.einsum("mk,mn,nk->k", d, G, d, optimize=True), 0.0))
+                dGd = np.einsum("mk,mn,nk->k", d, G, d, optimize=True)
+                norm_last = np.sqrt(np.maximum(dGd, 0.0))
                 worst = float(rel.max())
                 out.history.append(worst)
                 if log is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from beckmann._dolfinx import MPI
 from beckmann._mpi import agree
@@ -32,6 +33,9 @@ def _sum_rows(comm: MPI.Comm, a: FloatArray) -> FloatArray:
     return out
 
 
+# one BLAS thread: the GEMVs of the greedy are memory-bound and a second BLAS thread only competes
+# with MUMPS and the sparse products (offline 1.4-1.6 s -> 0.9 s at 66k P1 dofs on 2 cores)
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def build_reduced(
     eng: Engine,
     thetas: FloatArray,
@@ -58,28 +62,6 @@ def build_reduced(
             (``rhs = "quadrature"``) the quadrature is not exact for ``v²``
             (``solver.quadrature_degree < 2·degree``), on every rank.
     """
-    from threadpoolctl import threadpool_limits
-
-    # one BLAS thread: the GEMVs of the greedy are memory-bound and a second BLAS thread only
-    # competes with MUMPS and the sparse products (offline 1.4-1.6 s -> 0.9 s at 66k P1 dofs
-    # on 2 cores)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _build_reduced(eng, thetas, names, tol=tol, max_size=max_size, rhs=rhs, log=log,
-                              lam1=lam1)
-
-
-def _build_reduced(
-    eng: Engine,
-    thetas: FloatArray,
-    names: list[str],
-    *,
-    tol: float,
-    max_size: int,
-    rhs: str | None = None,
-    log: Callable[[str], Any] | None = None,
-    lam1: float | None = None,
-) -> tuple[ReducedModel, Greedy]:
-    """:func:`build_reduced` with the BLAS threads as they are."""
     if rhs is None:
         rhs = str(eng.cfg.get("sweep", {}).get("reduced_rhs", "interpolant"))
     agree(

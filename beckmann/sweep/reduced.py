@@ -319,7 +319,12 @@ class ReducedModel:
         alg = np.abs(D) @ self.eta_alg
         rr = np.zeros(K)
         if self.rhs == "interpolant":
-            self._certify_interpolant(values, D, norm, alg, rr, block, exact_above, update)
+            rest = self._certify_separated(values, D, norm, alg, rr, exact_above, update)
+            if rest.size:
+                sub = np.zeros(rest.size)
+                self._certify_nodal(values[rest], D[rest], norm[rest], alg[rest], sub, block,
+                                    exact_above, update)
+                rr[rest] = sub
         else:
             thetas = [self._theta(t) for t in values]
             for s in range(0, K, block):
@@ -344,41 +349,34 @@ class ReducedModel:
             "coefficients": D,
         }
 
-    def _certify_interpolant(
+    def _certify_separated(
         self,
         values: FloatArray,
         D: FloatArray,
         norm: FloatArray,
         alg: FloatArray,
         rr: FloatArray,
-        block: int,
         exact_above: float,
         update: Callable[[int], Any] | None,
-    ) -> None:
-        """``rr[k] ≥ rᵀMr`` of every θ (interpolant truth); collective.
+    ) -> npt.NDArray[np.intp]:
+        """``rr[k] ≥ rᵀMr`` from the separated form (interpolant truth); the θ left over.
 
         With a separated target on a grid of nodes (:meth:`_tensor_certificate`) and
-        ``exact_above > 0``, the diagonal bound of every θ comes first from the separated form
-        (no nodal target); the θ it leaves above ``exact_above`` follow by
-        :meth:`_certify_nodal`.
+        ``exact_above > 0``, the diagonal bound of every θ, with no nodal target; returns the
+        indices of the θ it leaves above ``exact_above`` (every θ without such a certificate),
+        for :meth:`_certify_nodal`. Collective.
         """
         tc = self._tensor_certificate() if exact_above > 0.0 else None
         if tc is None:
-            self._certify_nodal(values, D, norm, alg, rr, block, exact_above, update)
-            return
-        rk = tc.residual_bounds(values, D)
-        eta = np.sqrt(rk / self.lam1) + alg
+            return np.arange(values.shape[0])
+        rr[:] = tc.residual_bounds(values, D)
+        eta = np.sqrt(rr / self.lam1) + alg
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(norm > eta, eta / (norm - eta), np.inf)
         rest = np.flatnonzero(agree_mask(~(rel <= exact_above), self.comm))
-        rr[:] = rk
         if update is not None and rest.size < len(rr):
             update(len(rr) - rest.size)
-        if rest.size:
-            sub = np.zeros(rest.size)
-            self._certify_nodal(values[rest], D[rest], norm[rest], alg[rest], sub, block,
-                                exact_above, update)
-            rr[rest] = sub
+        return rest
 
     def _certify_nodal(
         self,

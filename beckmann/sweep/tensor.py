@@ -1,7 +1,7 @@
 r"""The reduced certificate on a tensor grid of nodes, for a separated target (docs/reduced.md).
 
-When the owned dofs of a P1-like space lie on a grid ``X × Y`` (as on ``unit_square`` and
-``rectangle`` meshes) and the target separates, ``f = Σ_r s_r u_r(x) v_r(y)``
+When the owned dofs lie on a grid ``X × Y`` (as on ``unit_square`` meshes, at any degree) and
+the target separates, ``f = Σ_r s_r u_r(x) v_r(y)``
 (:func:`beckmann.density.separable.separate`), the diagonal bound of the interpolant truth,
 ``ν Σ_i D_i r_i²`` with ``Z r = f − Ξ e`` and ``e = Z d`` (:meth:`ReducedModel.certify_many`),
 needs no nodal target:
@@ -15,9 +15,9 @@ laid out on the grid, and the mass ``Z = Σ_r s_r u_rᵀ 𝐦 v_r`` likewise. Pe
 ``len(X) + len(Y)`` target values and, for the contractions, ``O(M len(Y))`` operations when the
 factors of many θ repeat (a grid over several parameters: ``u`` reads ``a``, ``v`` reads ``b``)
 instead of ``O(M N)``. The expansion cancels: the computed value is charged the rounding bound
-``γ_n (√S_abs + Σ_m |e_m| √G_D,mm)²`` (Higham's ``γ_n = n u / (1 − n u)`` for the ``n`` terms
-of the longest sum, ``S_abs`` the same form of ``|s|, |u|, |v|``), so the bound stays an upper
-bound. Collective.
+``γ_n (√S_abs + Σ_m |e_m| √G_D,mm)²`` (Higham's ``γ_n = n u / (1 − n u)`` for ``n`` the longest
+chain of roundings of one value, ``S_abs`` the same form of ``|s|, |u|, |v|``), so the bound
+stays an upper bound. Collective.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ IntArray = npt.NDArray[np.int64]
 _BOX_FILL = 4
 #: θ per block of :meth:`TensorGrid.nodal`.
 _SNAP_BLOCK = 16
+#: θ per block of a contraction whose factors do not repeat.
+_PAIR_BLOCK = 64
 #: Rows per partial sum of ``G_D = Ξᵀ diag(D) Ξ``.
 _CHUNK = 1024
 #: Coordinates within this many ulps of the extent are one grid line (docs/reduced.md).
@@ -68,12 +70,16 @@ class TensorGrid:
         :data:`_SNAP` ulps of the extent: mesh generators round ``i h`` differently per cell)
         number ``nx · ny`` = the global dofs, at distinct local grid points.
         """
-        ok = bool(np.all(x[:, 2] == 0.0)) if x.size else True
+        local = [np.unique(x[:, c]) for c in (0, 1)]
+        # a rank's distinct values (rounding may double a grid line) must fit its box: an
+        # unstructured mesh stops here, before any values are gathered
+        ok = bool(np.all(x[:, 2] == 0.0)) and (
+            local[0].size * local[1].size <= 4 * _BOX_FILL * x.shape[0] + 256)
         if not comm.allreduce(ok, MPI.LAND):
             return None
         axes, idx = [], []
         for c in (0, 1):
-            allv = np.unique(np.concatenate(comm.allgather(np.unique(x[:, c]))))
+            allv = np.unique(np.concatenate(comm.allgather(local[c])))
             ext = float(np.max(np.abs(allv), initial=0.0)) or 1.0
             tol = _SNAP * np.finfo(np.float64).eps * ext
             start = np.flatnonzero(np.diff(allv, prepend=-np.inf) > tol)
@@ -200,15 +206,16 @@ class TensorCertificate:
                   V: tuple[FloatArray, IntArray]) -> FloatArray:
         """``(K, L)``: ``out[k, l] = U[k]ᵀ H_l V[k]`` with ``Hx`` the ``(bx, L·by)`` layout."""
         (Ud, iu), (Vd, iv) = U, V
-        K = iu.shape[0]
-        T = (Ud @ Hx).reshape(Ud.shape[0], -1, by)  # (nU, L, by)
+        K, L = iu.shape[0], Hx.shape[1] // max(by, 1)
         if Ud.shape[0] * Vd.shape[0] <= 4 * K + 64:  # repeating factors: all pairs, then pick
+            T = (Ud @ Hx).reshape(Ud.shape[0], L, by)  # (nU, L, by)
             P = T @ Vd.T  # (nU, L, nV)
             return np.asarray(P[iu, :, iv], dtype=np.float64)
-        out = np.empty((K, T.shape[1]))
-        for s in range(0, K, 256):
-            sl = slice(s, s + 256)
-            out[sl] = np.einsum("klj,kj->kl", T[iu[sl]], Vd[iv[sl]])
+        out = np.empty((K, L))
+        for s in range(0, K, _PAIR_BLOCK):  # distinct factors: θ by θ, in blocks
+            sl = slice(s, s + _PAIR_BLOCK)
+            T = (Ud[iu[sl]] @ Hx).reshape(-1, L, by)
+            out[sl] = np.einsum("klj,kj->kl", T, Vd[iv[sl]])
         return out
 
     def residual_bounds(self, values: FloatArray, D: FloatArray) -> FloatArray:
@@ -234,7 +241,8 @@ class TensorCertificate:
         packed = allreduce_array(np.hstack([mh, S[:, None], Sabs[:, None]]), MPI.SUM, self.comm)
         Zf, h, S, Sabs = packed[:, 0], packed[:, 1:L], packed[:, L], packed[:, L + 1]
         E = Zf[:, None] * D
-        q = S - 2.0 * np.einsum("km,km->k", E, h) + np.einsum("km,mn,kn->k", E, self.GD, E, optimize=True)
+        eGe = np.einsum("km,mn,kn->k", E, self.GD, E, optimize=True)
+        q = S - 2.0 * np.einsum("km,km->k", E, h) + eGe
         g = np.sqrt(np.maximum(np.diag(self.GD), 0.0))
         charge = self.gamma * (np.sqrt(np.maximum(Sabs, 0.0)) + np.abs(E) @ g) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
