@@ -189,3 +189,21 @@ reduced_tol = 5e-2
         assert np.array_equal(diag["error_bound"] >= eta_nodal * (1 - 1e-12), np.ones(49, bool))
     finally:
         model.destroy()
+
+
+def test_separated_snapshots_are_the_engines_raw_target(comm):
+    """The greedy's snapshots from the factors equal the target the full path evaluates at the
+    nodes (fixed parameters and the floor included), to round-off."""
+    cfg = cfg_of("c + exp(-((x - a)**2 + (y - b)**2) / 0.05)", GRID, n=9)
+    cfg["target"].update({"params": {"c": 0.1}, "floor": 0.3})
+    spec = sweep.parse_sweep(cfg)
+    eng = Engine(cfg, spec.grid, comm, block=1)
+    try:
+        sep, grid = separated_target(eng.cfg["target"], spec.grid.names, eng.x, comm)
+        vals = np.asarray(spec.grid.values, dtype=np.float64)
+        F = grid.nodal(sep, vals, float(eng.cfg["target"]["floor"]))
+        for k, t in enumerate(vals):
+            ref = eng.raw("target", dict(zip(spec.grid.names, map(float, t), strict=True)))
+            assert np.allclose(F[k], ref, rtol=1e-14, atol=1e-14)
+    finally:
+        eng.destroy()
