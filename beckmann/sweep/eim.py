@@ -54,6 +54,10 @@ SolveBasis = Callable[[], tuple[FloatArray, FloatArray]]
 #: The mass matrix on rows: ``(k, n_owned)`` owned values to their ``M v`` rows; collective.
 RowMult = Callable[[FloatArray], FloatArray]
 
+#: Rows per sparse product with the mass matrix (:data:`RowMult`) in the Gram matrix and the
+#: exact sums.
+MULT_BLOCK = 16
+
 #: Basis functions solved together, at most (one MUMPS block solve: ~5 ms per function at 66k
 #: P1 dofs against ~20 ms for one solve alone); fewer while the basis is small.
 SOLVE_BLOCK = 16
@@ -144,7 +148,7 @@ def _exact_sums(
     XiT: FloatArray,
     c: FloatArray,
     mult: RowMult,
-    block: int = 16,
+    block: int = MULT_BLOCK,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """``(mᵀR, Rᵀ M R, Rᵀ M F)`` column sums of ``R = F − Ξ c`` from ``R`` itself.
 
@@ -201,8 +205,8 @@ def greedy_eim(
     # the snapshots' Gram matrix F M Fᵀ once (one GEMM): each step's new rows of H and Gx follow
     # from it by small recurrences, with no pass over the snapshots
     GF = np.empty((K, K))
-    for s in range(0, K, 16):  # (M f_k for 16 snapshots at a time: no M F kept)
-        GF[:, s : s + 16] = FT @ mult(FT[s : s + 16]).T
+    for s in range(0, K, MULT_BLOCK):  # M f_k for a block of snapshots at a time: no M F kept
+        GF[:, s : s + MULT_BLOCK] = FT @ mult(FT[s : s + MULT_BLOCK]).T
     GF = _sum(comm, GF)
     FMF = np.diag(GF).copy()
     fmax = float(comm.allreduce(max(FT.max(initial=0.0), -FT.min(initial=0.0)), MPI.MAX))

@@ -69,6 +69,12 @@ _ARRAYS = ("points", "B", "Z", "G", "eta_alg")
 #: (``_EVAL_ROWS × N`` values each) stay in cache.
 _EVAL_ROWS = 2
 
+def _relative(eta: FloatArray, norm: FloatArray) -> FloatArray:
+    """``η / (‖∇φ_M‖ − η)``, the bound on ``‖∇e‖ / ‖∇φ_h‖``; ``inf`` where ``η ≥ ‖∇φ_M‖``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(norm > eta, eta / (norm - eta), np.inf), dtype=np.float64)
+
+
 def online_threads() -> int:
     """Threads of a serial certificate (:meth:`ReducedModel.certify_many`).
 
@@ -337,8 +343,7 @@ class ReducedModel:
                     update(len(blk))
         rr = np.maximum(rr, 0.0)
         eta = np.sqrt(rr / self.lam1) + alg
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(norm > eta, eta / (norm - eta), np.inf)
+        rel = _relative(eta, norm)
         return {
             "error_bound": eta,
             "phi_norm": norm,
@@ -370,9 +375,7 @@ class ReducedModel:
         if tc is None:
             return np.arange(values.shape[0])
         rr[:] = tc.residual_bounds(values, D)
-        eta = np.sqrt(rr / self.lam1) + alg
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(norm > eta, eta / (norm - eta), np.inf)
+        rel = _relative(np.sqrt(rr / self.lam1) + alg, norm)
         rest = np.flatnonzero(agree_mask(~(rel <= exact_above), self.comm))
         if update is not None and rest.size < len(rr):
             update(len(rr) - rest.size)
@@ -421,9 +424,7 @@ class ReducedModel:
             RT = dgemm(-1.0, self.xi.T, (Zf[:, None] * D[s:stop]).T, beta=1.0, c=Fb.T,
                        trans_a=1, overwrite_c=1).T if self.nloc and Msz else Fb
             rk = self.mass.nu * sum_(np.einsum("ki,ki,i->k", RT, RT, self.mass.D)) / Zf**2
-            eta = np.sqrt(rk / self.lam1) + alg[s:stop]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(norm[s:stop] > eta, eta / (norm[s:stop] - eta), np.inf)
+            rel = _relative(np.sqrt(rk / self.lam1) + alg[s:stop], norm[s:stop])
             above = rel > exact_above
             sel = np.flatnonzero(above if serial else agree_mask(above, self.comm))
             # the θ for the exact product: their residuals Z r / Z (the buffer is reused)

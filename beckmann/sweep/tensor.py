@@ -182,7 +182,7 @@ class TensorCertificate:
         self.gamma = n * u / (1.0 - n * u)
 
     def _terms(self, values: FloatArray) -> list[tuple[FloatArray, tuple[FloatArray, IntArray],
-                                                        tuple[FloatArray, IntArray], Any]]:
+                                                        tuple[FloatArray, IntArray]]]:
         """Per term (the floor as one more): ``s`` ``(K,)``, distinct ``u`` and ``v`` rows."""
         names = list(self.sep.names)
         out = []
@@ -193,12 +193,12 @@ class TensorCertificate:
             for g, coord in (("x", self.grid.Xl), ("y", self.grid.Yl)):
                 rep, inv = _distinct(values, [names.index(k) for k in sorted(uses[g])])
                 fac.append((self.sep.factor(r, g, coord, rep), inv))
-            out.append((s, fac[0], fac[1], uses))
+            out.append((s, fac[0], fac[1]))
         if self.floor:
             one = np.zeros(values.shape[0], dtype=np.int64)
             out.append((np.full(values.shape[0], self.floor),
                         (np.ones((1, self.grid.shape[0])), one),
-                        (np.ones((1, self.grid.shape[1])), one), None))
+                        (np.ones((1, self.grid.shape[1])), one)))
         return out
 
     @staticmethod
@@ -227,12 +227,12 @@ class TensorCertificate:
         mh = np.zeros((K, L))  # [Z, h_1..h_M] (local sums)
         S = np.zeros(K)
         Sabs = np.zeros(K)
-        for s, U, V, _ in terms:
+        for s, U, V in terms:
             mh += s[:, None] * self._contract(self._H, by, U, V)
         Dx = self._D
-        for a, (sa, Ua, Va, _) in enumerate(terms):
+        for a, (sa, Ua, Va) in enumerate(terms):
             for b in range(a, len(terms)):
-                sb, Ub, Vb, _ = terms[b]
+                sb, Ub, Vb = terms[b]
                 w = 1.0 if a == b else 2.0
                 UU, VV = _product(Ua, Ub), _product(Va, Vb)
                 S += w * sa * sb * self._contract(Dx, by, UU, VV)[:, 0]
@@ -255,6 +255,6 @@ def _product(A: tuple[FloatArray, IntArray], B: tuple[FloatArray, IntArray], *,
     """The distinct rows of ``A ∘ B`` per θ (from their representatives)."""
     (Ad, ia), (Bd, ib) = A, B
     key = ia * (Bd.shape[0]) + ib
-    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
     P = Ad[ia[first]] * Bd[ib[first]]
     return (np.abs(P) if absolute else P), inv.ravel()
